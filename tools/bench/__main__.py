@@ -1,0 +1,100 @@
+"""`python -m tools.bench`: measure tgsnap against the article's JSON backup on the same data; print JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from tools.bench.measures import MEASURES, Context
+
+EXAMPLES = """\
+examples:
+  # the reference run (1 M users, every measure; a few minutes on 2 cores)
+  python -m tools.bench --json-out bench-1m.json
+
+  # a quick run while developing
+  python -m tools.bench --users 20000
+
+  # just two measures, reproducible with another population
+  python -m tools.bench --users 200000 --seed 7 --only delta snapshot
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tgsnap-bench",
+        description=(
+            "Measure tgsnap side by side with the article's method (SELECT * -> json.dumps backup, "
+            "json.loads -> executemany restore) on one synthetic clicker population, and print the results "
+            "as JSON with ratios against the BRIEF's targets. Timings are wall-clock on this machine; "
+            "ratios are what to compare across machines."
+        ),
+        epilog=EXAMPLES + "\nmeasures: " + ", ".join(f"{m.name} ({m.summary})" for m in MEASURES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--users", type=int, default=1_000_000, metavar="N", help="population size (default 1000000)")
+    parser.add_argument("--seed", type=int, default=1, metavar="S", help="population seed (default 1)")
+    parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the JSON to FILE")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(MEASURES),
+                        help="run only these measures (the article baseline always runs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.users < 100:
+        parser.error("--users must be at least 100 (1 %% dirty must be at least one row)")
+    ctx = Context(users=args.users, seed=args.seed, log=(lambda _m: None) if args.quiet else _log)
+    started = time.time()
+    results: dict[str, object] = {}
+    for name in args.only or list(MEASURES):
+        ctx.log(f"measuring {name} ...")
+        try:
+            results[name] = MEASURES[name].run(ctx)
+        except _Unavailable as exc:  # pragma: no cover - only while a dependency is missing
+            results[name] = {"skipped": str(exc)}
+    report = {
+        "bench": "tgsnap vs the article's JSON backup",
+        "users": args.users,
+        "seed": args.seed,
+        "machine": {
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(),
+            "cpus": _cpus(),
+        },
+        "started_at": started,
+        "elapsed_seconds": round(time.time() - started, 3),
+        "article": ctx.article_summary(),
+        "measures": results,
+    }
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json_out is not None:
+        args.json_out.write_text(text + "\n")
+    return 0
+
+
+_Unavailable = ImportError
+
+
+def _cpus() -> int | None:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

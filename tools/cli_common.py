@@ -1,0 +1,167 @@
+"""What every operator tool shares: the storage flags, opening the backend, progress, and exit codes.
+
+Every tool reads the same storage configuration as the bot (TGSNAP_* variables, a `.env` file) and lets
+the same flags override it, so `tgsnap-verify --storage-dir ./data` and `TGSNAP_STORAGE_DIR=./data
+tgsnap-verify` mean one thing. Errors are mapped to documented exit codes in one place (`run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from snapshot.backend import Backend
+from snapshot.errors import (
+    BackendError,
+    ChainError,
+    ConfigError,
+    CorruptDocument,
+    DocumentNotFound,
+    EncryptionError,
+    RestoreError,
+    StorageBusy,
+    TgsnapError,
+)
+from snapshot.settings import MODES, StorageSettings, parse_key
+
+# Exit codes shared by every tool (documented in docs/operations.md).
+EXIT_OK = 0
+EXIT_FAILED = 1  # verification failed / data at fault (named in the message)
+EXIT_CONFIG = 2  # bad flags or configuration
+EXIT_BUSY = 3  # a live writer holds the storage lease
+EXIT_BACKEND = 4  # storage unreachable or refused the operation
+EXIT_INTERRUPTED = 130
+
+STORAGE_EPILOG = """\
+storage (same as the bot; flags override environment variables and .env):
+  TGSNAP_STORAGE_MODE      local | botapi | mtproto            (--mode)
+  TGSNAP_STORAGE_DIR       local-directory backend             (--storage-dir)
+  TGSNAP_STORAGE_CHAT      storage channel id or @username     (--storage-chat)
+  TGSNAP_ENCRYPTION_KEY    32-byte key, hex or base64          (--key-file, --key)
+  TGSNAP_BOT_TOKEN, TGSNAP_STORAGE_BOT_TOKEN, TGSNAP_API_ID, TGSNAP_API_HASH,
+  TGSNAP_MTPROTO_SESSION, TGSNAP_BOT_API_URL                   (environment only: secrets stay off argv)
+
+exit codes: 0 ok, 1 verification failed, 2 bad configuration, 3 storage busy (live writer),
+            4 storage unreachable, 130 interrupted
+"""
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the hand-written examples in descriptions and epilogs exactly as written."""
+
+
+def make_parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=f"examples:\n{examples}\n{STORAGE_EPILOG}",
+        formatter_class=Formatter,
+    )
+    add_storage_args(parser)
+    return parser
+
+
+def add_storage_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("storage")
+    group.add_argument("--mode", choices=MODES, help="storage backend (default: inferred from the environment)")
+    group.add_argument("--storage-dir", type=Path, metavar="DIR", help="directory of the local backend")
+    group.add_argument("--storage-chat", metavar="CHAT", help="storage channel: -100… id or @username")
+    group.add_argument("--bot-api-url", metavar="URL", help="Bot API base URL (e.g. the emulator's)")
+    group.add_argument("--key-file", type=Path, metavar="FILE",
+                       help="file holding the 32-byte encryption key (hex or base64)")
+    group.add_argument("--key", metavar="KEY",
+                       help="encryption key, hex or base64 (visible in `ps`: prefer --key-file or the env)")
+
+
+def settings_from_args(args: argparse.Namespace) -> StorageSettings:
+    """StorageSettings from the environment with this command line's overrides; ConfigError if incomplete."""
+    key: bytes | None = None
+    if args.key_file is not None:
+        try:
+            key = parse_key(args.key_file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read key file {args.key_file}: {exc.strerror}") from None
+    elif args.key is not None:
+        key = parse_key(args.key)
+    mode = args.mode
+    if mode is None and args.storage_dir is not None and args.storage_chat is None:
+        mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
+    return StorageSettings.from_env(
+        mode=mode,
+        local_dir=args.storage_dir,
+        storage_chat=args.storage_chat,
+        bot_api_url=args.bot_api_url,
+        encryption_key=key,
+    )
+
+
+async def open_backend(settings: StorageSettings) -> Backend:
+    """The backend these settings describe, through the project's factory when it exists."""
+    try:
+        from snapshot.open import open_backend as factory
+    except ImportError:
+        factory = None
+    if factory is not None:
+        return await factory(settings)
+    if settings.mode != "local":
+        raise ConfigError(f"{settings.mode} storage is not available in this build; use --mode local")
+    from snapshot.backends.local import LocalDirBackend
+
+    return LocalDirBackend(settings.local_dir)
+
+
+class ProgressPrinter:
+    """A `Progress` callback that writes `stage done/total` lines to stderr, at most a few per second."""
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, interval: float = 0.5):
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        final = total > 0 and done >= total
+        if not final and now - self._last.get(stage, -1e9) < self.interval:
+            return
+        self._last[stage] = now
+        self.stream.write(f"{stage}: {done}/{total}\n" if total else f"{stage}: {done}\n")
+        self.stream.flush()
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(message.rstrip() + "\n")
+
+
+def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
+    """Run an async tool body and turn deliberate errors into one stderr line and an exit code."""
+    try:
+        return asyncio.run(body())
+    except KeyboardInterrupt:
+        fail(f"{prog}: interrupted")
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        fail(f"{prog}: configuration error: {exc}")
+        return EXIT_CONFIG
+    except StorageBusy as exc:
+        fail(f"{prog}: storage busy: {exc}")
+        return EXIT_BUSY
+    except EncryptionError as exc:
+        fail(f"{prog}: encryption: {exc}")
+        return EXIT_CONFIG
+    except (CorruptDocument, ChainError, RestoreError, DocumentNotFound) as exc:
+        fail(f"{prog}: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    except BackendError as exc:
+        fail(f"{prog}: storage error: {exc}")
+        return EXIT_BACKEND
+    except TgsnapError as exc:
+        fail(f"{prog}: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
