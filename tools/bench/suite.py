@@ -89,3 +89,87 @@ def snapshot(ctx: Context) -> dict[str, Any]:
         "build_wall_ratio_vs_article_dump": ratio(built.wall, art["dump_seconds"]),
         "build": _verdict(cpu_ratio, "<=", 0.25),
     }
+
+
+@measure("memory", "resident memory (RSS delta) of a fresh process holding N users")
+def memory(ctx: Context) -> dict[str, Any]:
+    from tools.bench.memory import measure_in_subprocess
+
+    got = measure_in_subprocess(ctx.users, ctx.seed)
+    mib = got["rss_delta_bytes"] / 2**20
+    # the BRIEF's bound is for 1 M users; scale it linearly for smaller runs
+    bound = 300 * ctx.users / 1_000_000
+    return {**got, "rss_delta_mib": round(mib, 1), "bytes_per_user": round(got["rss_delta_bytes"] / ctx.users, 1),
+            **_verdict(round(mib, 1), "<=", round(bound, 1))}
+
+
+@measure("rpo", "default recovery point: flush cadence against Telegram's per-chat rate budget (computed)")
+def rpo(ctx: Context) -> dict[str, Any]:
+    from core.config import StoreConfig
+    from snapshot.backends.telegram_budget import BudgetConfig
+
+    flush = StoreConfig().flush_interval
+    budget = BudgetConfig()
+    slot = 60.0 / budget.per_minute
+    modes = {}
+    # MTProto can find deltas posted after the manifest, so one message per flush; the Bot API cannot,
+    # so each delta also needs a manifest edit, and both draw on the same per-chat budget.
+    for mode, messages in (("mtproto", 1), ("botapi", 2), ("local", 0)):
+        sustained = max(flush, messages * slot)
+        modes[mode] = {"messages_per_flush": messages, "sustained_flush_interval_seconds": round(sustained, 2),
+                       "rpo_seconds_excluding_upload": round(sustained, 2),
+                       **_verdict(round(sustained, 2), "<=", 5.0)}
+    return {
+        "flush_interval_seconds": flush,
+        "budget_messages_per_minute": budget.per_minute,
+        "article_rpo_seconds": 30.0,
+        "rpo_after_flush_seconds": 0.0,
+        "by_mode": modes,
+        "note": "computed from the defaults (core.config.StoreConfig, BudgetConfig), not timed; a second "
+                "storage bot token (TGSNAP_STORAGE_BOT_TOKEN) doubles the Bot API budget",
+    }
+
+
+def _copy_db(ctx: Context) -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None)  # autocommit: one click, one transaction
+    conn.deserialize(ctx.db.serialize())
+    return conn
+
+
+def _updates_per_second(conn: sqlite3.Connection, keys: list[int]) -> float:
+    sql = "UPDATE users SET click = click + 1 WHERE chatid = ?"
+    execute = conn.execute
+    t0 = time.perf_counter()
+    for k in keys:
+        execute(sql, (k,))
+    return len(keys) / (time.perf_counter() - t0)
+
+
+@measure("writes", "UPDATE-by-primary-key throughput with dirty tracking on, vs untracked")
+def writes(ctx: Context) -> dict[str, Any]:
+    from core.schema import read_table
+    from core.tracker import Tracker
+
+    rng = random.Random(ctx.seed + 2)
+    ids = [r[0] for r in ctx.db.execute("SELECT chatid FROM users")]
+    keys = [rng.choice(ids) for _ in range(min(200_000, 4 * len(ids)))]
+    plain, tracked = _copy_db(ctx), _copy_db(ctx)
+    tracker = Tracker(tracked)
+    tracker.install(read_table(tracked, "users"))
+    best_plain = best_tracked = 0.0
+    for _ in range(ctx.repeats):  # interleaved so drift in machine load hits both alike
+        best_plain = max(best_plain, _updates_per_second(plain, keys))
+        tracker.capture()  # a flush empties the dirty set between rounds, as the flush loop would
+        best_tracked = max(best_tracked, _updates_per_second(tracked, keys))
+    dirty = tracker.dirty_count()
+    plain.close()
+    tracked.close()
+    r = ratio(best_tracked, best_plain)
+    return {
+        "updates": len(keys),
+        "untracked_per_second": round(best_plain),
+        "tracked_per_second": round(best_tracked),
+        "dirty_rows_after_round": dirty,
+        "ratio_tracked_vs_untracked": r,
+        **_verdict(r, ">=", 0.65),
+    }
