@@ -87,9 +87,7 @@ def decrypt_client_message(key: AuthKey, packet: bytes) -> PlainMessage:
     return PlainMessage(salt, session_id, msg_id, seq_no, plain[32 : 32 + length])
 
 
-def encrypt_server_message(
-    key: AuthKey, salt: int, session_id: int, msg_id: int, seq_no: int, body: bytes
-) -> bytes:
+def encrypt_server_message(key: AuthKey, salt: int, session_id: int, msg_id: int, seq_no: int, body: bytes) -> bytes:
     """Encrypt one server→client message (x = 8), ready for the transport."""
     plain = struct.pack("<qqqii", salt, session_id, msg_id, seq_no, len(body)) + body
     padding = os.urandom(-(len(plain) + 12) % 16 + 12)

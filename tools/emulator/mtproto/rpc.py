@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -47,8 +48,6 @@ class RpcError(Exception):
 
 
 def flood_wait(seconds: float) -> RpcError:
-    import math
-
     return RpcError(420, f"FLOOD_WAIT_{max(1, math.ceil(seconds))}")
 
 
@@ -108,6 +107,4 @@ def rpc_result(req_msg_id: int, payload: bytes, *, compress: bool) -> bytes:
 
 
 def rpc_error_result(req_msg_id: int, error: RpcError) -> bytes:
-    return struct.pack("<IqIi", RPC_RESULT, req_msg_id, RPC_ERROR, error.code) + TLObject.serialize_bytes(
-        error.message
-    )
+    return struct.pack("<IqIi", RPC_RESULT, req_msg_id, RPC_ERROR, error.code) + TLObject.serialize_bytes(error.message)
