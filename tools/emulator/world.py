@@ -1025,6 +1025,10 @@ class World:
     def pending_update_count(self, bot_id: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM updates WHERE bot_id = ?", (bot_id,)).fetchone()[0])
 
+    def updates_signal(self, bot_id: int) -> asyncio.Event:
+        """An event set (once) when the next update is queued for `bot_id`; ask again after it fires."""
+        return self._bot_events.setdefault(bot_id, asyncio.Event())
+
     async def wait_updates(self, bot_id: int, offset: int, limit: int, wait_s: float) -> list[Update]:
         """getUpdates with long polling: return at once if anything is pending, else wait up to `wait_s`."""
         loop = asyncio.get_running_loop()
@@ -1034,7 +1038,7 @@ class World:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            event = self._bot_events.setdefault(bot_id, asyncio.Event())
+            event = self.updates_signal(bot_id)
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
