@@ -65,6 +65,11 @@ class Backend(ABC):
         Backends with `info.can_discover == False` return [].
         """
 
+    async def discover_named(self, after: str | None) -> list[tuple[str, str | None]]:
+        """Like `discover`, each ref paired with the `name` it was stored under when the backend knows it
+        without downloading the document (else None). Restore uses names to skip snapshot parts."""
+        return [(ref, None) for ref in await self.discover(after)]
+
     @abstractmethod
     def order_key(self, ref: str) -> tuple:
         """A sort key giving storage order of refs from this backend."""

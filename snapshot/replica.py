@@ -1,20 +1,44 @@
-"""CONTRACT STUB — to be implemented by the snapshot engineer. Signatures are agreed with core/; keep them.
-
-The writer side of storage: ships deltas and snapshots through a Backend, keeps the hash chain, the
+"""The writer side of storage: ships deltas and snapshots through a Backend, keeps the hash chain, the
 manifest and the writer lease. `core.Store` owns one Replica.
+
+Nothing is acknowledged before it is findable: a delta is durable when `put` returned and, on backends
+that cannot discover documents (Bot API), when a manifest listing it is published. A snapshot becomes
+current only through the manifest switch after every part is stored (and read back). Before every
+manifest publication the writer re-reads the manifest and stops with FencedError if a newer epoch owns
+the storage. See docs/formats.md for the formats and the rules a reader applies.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+import asyncio
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass
 
+from snapshot import image as image_mod
 from snapshot.backend import Backend
 from snapshot.changes import ChangeSet
+from snapshot.cipher import Cipher
+from snapshot.delta import encode_delta
+from snapshot.envelope import GENESIS, Kind, document_hash, encode, overhead
+from snapshot.errors import BackendError, ConfigError, FencedError, StorageBusy, TgsnapError
+from snapshot.manifest import (
+    DeltaEntry,
+    Lease,
+    Manifest,
+    PartEntry,
+    ShardEntry,
+    SnapshotEntry,
+    encode_manifest,
+)
+from snapshot.restored import Progress, Restored
 
-#: progress callback: (stage, done, total) e.g. ("download", 3, 10)
-Progress = Callable[[str, int, int], None]
+__all__ = ["Progress", "ReplicaConfig", "DeltaReceipt", "SnapshotReceipt", "ReplicaStatus", "Restored", "Replica"]
+
+#: deltas larger than this many rows are encoded in a worker thread so the event loop keeps serving.
+_THREAD_ROWS = 2000
 
 
 @dataclass
@@ -36,6 +60,17 @@ class ReplicaConfig:
     takeover_wait: float = 0.0
     #: max parallel uploads/downloads of parts.
     parallelism: int = 4
+    #: read every snapshot part back and compare hashes before switching the manifest to it.
+    verify_snapshot: bool = True
+    #: delete the documents a new snapshot supersedes (old parts, deltas up to its base).
+    delete_superseded: bool = True
+    #: with a key configured, accept plaintext documents on restore (migrating to encryption).
+    allow_plaintext: bool = False
+
+    def __repr__(self) -> str:  # the key stays out of logs
+        fields = {k: v for k, v in self.__dict__.items() if k != "encryption_key"}
+        enc = "set" if self.encryption_key else None
+        return f"ReplicaConfig(encryption_key={enc}, " + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 
 @dataclass
@@ -67,45 +102,347 @@ class ReplicaStatus:
     lease_expires_at: float | None
 
 
-@dataclass
-class Restored:
-    """What `Replica.acquire` (and `snapshot.restore.restore`) hands back."""
-
-    conn: sqlite3.Connection  # in-memory database holding the restored state (empty if storage was empty)
-    seq: int  # last delta applied (0 if none)
-    captured_at: float | None  # cut time of that delta/snapshot
-
-
 class Replica:
     def __init__(self, backend: Backend, config: ReplicaConfig | None = None, *, writer_id: str | None = None):
-        raise NotImplementedError
+        self.backend = backend
+        self.config = config = config or ReplicaConfig()
+        self.cipher = Cipher(config.encryption_key) if config.encryption_key is not None else None
+        info = backend.info
+        if config.part_size > info.max_document_size:
+            raise ConfigError(f"part_size {config.part_size} exceeds what backend {info.name} accepts "
+                              f"({info.max_document_size} bytes)")
+        if config.part_size < overhead(True) + 1024:
+            raise ConfigError(f"part_size {config.part_size} is too small (minimum {overhead(True) + 1024})")
+        if config.shard_size <= 0 or config.parallelism < 1 or config.lease_seconds <= 0:
+            raise ConfigError("shard_size, parallelism and lease_seconds must be positive")
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.writer_id = writer_id or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self._epoch = 0
+        self._acquired = False
+        self._released = False
+        self._fenced: str | None = None
+        self._last_seq = 0
+        self._last_hash = GENESIS
+        self._tip_ref: str | None = None
+        self._last_durable_at: float | None = None
+        self._snapshot: SnapshotEntry | None = None
+        self._deltas: list[DeltaEntry] = []  # durable, after the current snapshot's base
+        self._generation = 0
+        self._manifest_hash = GENESIS
+        self._lease_expires_at: float | None = None
+        self._last_publish = float("-inf")  # monotonic
+        self._bytes_shipped = 0
+        self._age_origin = time.time()
+        self._orphans: list[str] = []
+        self._delta_lock = asyncio.Lock()
+        self._manifest_lock = asyncio.Lock()
+        self._snapshot_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"Replica({self.backend.info.name}, writer={self.writer_id}, epoch={self._epoch})"
+
+    # -- small facts -----------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def fenced(self) -> bool:
+        return self._fenced is not None
+
+    @property
+    def _margin(self) -> float:
+        # Stop acknowledging this long before the lease runs out, so a successor waiting for expiry never
+        # overlaps with us even with a little clock skew.
+        return min(5.0, self.config.lease_seconds / 5)
+
+    def _check_live(self) -> None:
+        if self._fenced is not None:
+            raise FencedError(self._fenced)
+        if self._released:
+            raise FencedError(f"writer {self.writer_id} released the storage lease; it accepts no more writes")
+        if not self._acquired:
+            raise TgsnapError("the replica has not acquired the storage yet: call acquire() first")
+
+    def _fence(self, reason: str) -> FencedError:
+        self._fenced = reason
+        return FencedError(reason)
+
+    # -- manifest --------------------------------------------------------------------------------------
+
+    def _lease(self, now: float, released: bool = False) -> Lease:
+        return Lease(writer_id=self.writer_id, host=self.host, pid=self.pid, epoch=self._epoch,
+                     expires_at=now if released else now + self.config.lease_seconds, released=released)
+
+    def _compose(self, now: float, *, snapshot: SnapshotEntry | None, extra: DeltaEntry | None,
+                 released: bool) -> Manifest:
+        base = snapshot.base_seq if snapshot else 0
+        deltas = [d for d in self._deltas if d.seq > base] + ([extra] if extra else [])
+        last_ref = extra.ref if extra else self._tip_ref
+        return Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
+                        lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref)
+
+    async def _check_fence(self) -> None:
+        from snapshot.restore import read_current_manifest
+
+        m, _h = await read_current_manifest(self.backend, self.cipher, self.config.allow_plaintext)
+        if m is None:
+            raise self._fence(f"the manifest vanished from storage {self.backend.info.name}: refusing to write")
+        lease = m.lease
+        if m.epoch > self._epoch or (lease is not None and lease.writer_id != self.writer_id
+                                     and lease.epoch >= self._epoch):
+            holder = lease.describe() if lease else f"epoch {m.epoch}"
+            raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: storage now belongs "
+                              f"to {holder}; this writer stops accepting writes")
+
+    async def _publish(self, *, snapshot: SnapshotEntry | None = None, extra: DeltaEntry | None = None,
+                       released: bool = False, check: bool = True) -> Manifest:
+        """Publish our view (plus `extra` / a new `snapshot`). Updates state only on success."""
+        async with self._manifest_lock:
+            interval = self.backend.info.manifest_min_interval
+            wait = self._last_publish + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._released:
+                raise FencedError(f"writer {self.writer_id} released the storage lease; it publishes nothing more")
+            if check:
+                await self._check_fence()
+            now = time.time()
+            self._generation += 1
+            new_snap = snapshot if snapshot is not None else self._snapshot
+            m = self._compose(now, snapshot=new_snap, extra=extra, released=released)
+            data = encode_manifest(m, cipher=self.cipher, prev=self._manifest_hash)
+            await self.backend.publish_manifest(data)
+            self._manifest_hash = document_hash(data)
+            self._last_publish = time.monotonic()
+            self._lease_expires_at = m.lease.expires_at if m.lease else None
+            self._bytes_shipped += len(data)
+            self._released = released
+            if snapshot is not None:
+                self._snapshot = snapshot
+                self._deltas = [d for d in self._deltas if d.seq > snapshot.base_seq]
+            orphans, self._orphans = self._orphans, []
+        if orphans:
+            # Parts of a switch whose publication failed: the manifest just published no longer lists them.
+            await self._delete_quietly(orphans)
+        return m
+
+    async def _delete_quietly(self, refs: list[str]) -> None:
+        if not refs or not self.config.delete_superseded:
+            return
+        try:
+            await self.backend.delete(refs)
+        except BackendError:
+            pass  # best effort: superseded documents are never read again
+
+    async def _ensure_lease(self, margin: float | None = None) -> None:
+        if self._lease_expires_at is None:
+            return
+        left = self._lease_expires_at - time.time()
+        if left < (self.config.lease_seconds / 2 if margin is None else margin):
+            await self._publish()
+
+    # -- the contract ----------------------------------------------------------------------------------
 
     async def acquire(self, progress: Progress | None = None) -> Restored:
         """Take the writer lease (waiting up to `takeover_wait` for a live holder; then StorageBusy naming
         it), bump the epoch, restore the latest state, publish the manifest with our lease."""
-        raise NotImplementedError
+        from snapshot.restore import execute, plan, read_current_manifest, when
+
+        if self._acquired:
+            raise TgsnapError("this replica already holds the storage")
+        t0 = time.monotonic()
+        deadline = t0 + self.config.takeover_wait
+        while True:
+            m, mhash = await read_current_manifest(self.backend, self.cipher, self.config.allow_plaintext)
+            lease = m.lease if m else None
+            now = time.time()
+            if lease is None or lease.writer_id == self.writer_id or not lease.live(now):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StorageBusy(
+                    f"storage {self.backend.info.name} is held by writer {lease.describe()} until "
+                    f"{when(lease.expires_at)}; stop that writer (it releases the lease on a clean shutdown), "
+                    f"wait for the lease to expire, or raise takeover_wait")
+            await asyncio.sleep(max(0.01, min(remaining, lease.expires_at - now, 1.0)))
+
+        self._epoch = max(m.epoch, lease.epoch if lease else 0) + 1 if m else 1
+        self._generation = m.generation if m else 0
+        self._manifest_hash = mhash
+        self._snapshot = m.snapshot if m else None
+        self._deltas = list(m.deltas) if m else []
+        self._tip_ref = m.last_ref if m else None
+        # Claim first, restore second: from here on an old writer's next manifest check finds our epoch.
+        await self._publish(check=False)
+        await self._check_fence()  # lost a race with another newcomer?
+
+        p = await plan(self.backend, self.cipher, progress=progress, parallelism=self.config.parallelism * 2,
+                       allow_plaintext=self.config.allow_plaintext)
+        restored = await execute(p, self.backend, self.cipher, progress=progress,
+                                 parallelism=self.config.parallelism * 2,
+                                 allow_plaintext=self.config.allow_plaintext)
+        self._snapshot = p.snapshot
+        self._deltas = list(p.chain)
+        self._last_seq, self._last_hash, _e = p.tip
+        if p.chain:
+            self._tip_ref = p.chain[-1].ref
+        self._last_durable_at = p.chain[-1].captured_at if p.chain else (
+            p.snapshot.captured_at if p.snapshot else None)
+        self._age_origin = (p.snapshot.captured_at if p.snapshot else
+                            p.chain[0].captured_at if p.chain else time.time())
+        self._acquired = True
+        if [d.ref for d in p.chain] != [d.ref for d in (m.deltas if m else [])]:
+            await self._publish()  # list what discovery found, so the next reader needs no discovery
+        restored.epoch = self._epoch
+        restored.elapsed = time.monotonic() - t0
+        return restored
 
     async def write_delta(self, changes: ChangeSet) -> DeltaReceipt:
         """Store `changes` as the next delta. On BackendError nothing advanced: the caller keeps the rows
         dirty and tries again later (the retry reuses the same seq). FencedError if a newer writer took over."""
-        raise NotImplementedError
+        self._check_live()
+        async with self._delta_lock:
+            self._check_live()
+            await self._ensure_lease()
+            seq = self._last_seq + 1
+            kw = dict(epoch=self._epoch, seq=seq, prev=self._last_hash, cipher=self.cipher,
+                      level=self.config.zstd_level)
+            if len(changes) > _THREAD_ROWS:
+                data = await asyncio.to_thread(encode_delta, changes, **kw)
+            else:
+                data = encode_delta(changes, **kw)
+            from snapshot.restore import delta_name
+
+            ref = await self.backend.put(delta_name(seq), data)
+            self._bytes_shipped += len(data)
+            entry = DeltaEntry(seq=seq, ref=ref, size=len(data), hash=document_hash(data).hex(),
+                               epoch=self._epoch, captured_at=float(changes.captured_at))
+            if not self.backend.info.can_discover:
+                # Findable only through the manifest: the delta is durable once a manifest lists it.
+                await self._publish(extra=entry)
+            else:
+                await self._ensure_lease(margin=self._margin)
+            self._deltas.append(entry)
+            self._last_seq, self._last_hash, self._tip_ref = seq, bytes.fromhex(entry.hash), ref
+            self._last_durable_at = time.time()
+            return DeltaReceipt(seq=seq, ref=ref, size=len(data))
+
+    def _hash_of(self, seq: int) -> bytes:
+        if seq == 0:
+            return GENESIS
+        for d in self._deltas:
+            if d.seq == seq:
+                return bytes.fromhex(d.hash)
+        if self._snapshot is not None and self._snapshot.base_seq == seq:
+            return bytes.fromhex(self._snapshot.base_hash)
+        if seq > self._last_seq:
+            raise ValueError(f"snapshot base seq {seq} is not durable yet (last durable delta is "
+                             f"{self._last_seq})")
+        raise ValueError(f"snapshot base seq {seq} is older than the current snapshot "
+                         f"(base {self._snapshot.base_seq if self._snapshot else 0})")
 
     async def write_snapshot(self, image: bytes, base_seq: int, captured_at: float,
                              progress: Progress | None = None) -> SnapshotReceipt:
         """Store a full snapshot (a SQLite image equal to the state after delta `base_seq`), then switch
         the manifest to it atomically and delete what it supersedes."""
-        raise NotImplementedError
+        self._check_live()
+        async with self._snapshot_lock:
+            self._check_live()
+            cfg = self.config
+            base_hash = self._hash_of(base_seq)
+            built = await asyncio.to_thread(image_mod.build, image, shard_size=cfg.shard_size,
+                                            level=cfg.zstd_level, parallelism=cfg.parallelism)
+            if progress:
+                progress("compress", len(built.shards), len(built.shards))
+            body_max = cfg.part_size - overhead(self.cipher is not None)
+            jobs = [(sh, j, piece) for sh in built.shards for j, piece in enumerate(sh.cut(body_max))]
+            from snapshot.restore import gather_limited, part_name
+
+            stored: list[str] = []
+            done = 0
+
+            async def upload(sh: image_mod.Shard, j: int, piece: memoryview) -> PartEntry:
+                nonlocal done
+                data = await asyncio.to_thread(encode, Kind.SNAPSHOT_PART, piece, epoch=self._epoch,
+                                               seq=base_seq, prev=built.image_sha256, cipher=self.cipher,
+                                               compress=False)
+                sha = await asyncio.to_thread(document_hash, data)
+                ref = await self.backend.put(part_name(base_seq, sh.index, j), data)
+                stored.append(ref)
+                self._bytes_shipped += len(data)
+                if cfg.verify_snapshot:
+                    back = await self.backend.get(ref)
+                    if back != data:
+                        raise BackendError(f"snapshot part {ref!r} reads back different bytes than were stored")
+                done += 1
+                if progress:
+                    progress("upload", done, len(jobs))
+                return PartEntry(ref=ref, size=len(data), sha256=sha.hex())
+
+            try:
+                entries = await gather_limited([lambda a=a: upload(*a) for a in jobs], cfg.parallelism)
+            except BaseException:
+                # The manifest never saw these parts: remove them (best effort) and keep the old snapshot.
+                await self._delete_quietly(stored)
+                raise
+            shards, k = [], 0
+            for sh in built.shards:
+                n = len(sh.cut(body_max))
+                shards.append(ShardEntry(index=sh.index, raw_size=sh.raw_size, sha256=sh.sha256.hex(),
+                                         compressed_size=len(sh.compressed), parts=entries[k:k + n]))
+                k += n
+            snap = SnapshotEntry(base_seq=base_seq, base_hash=base_hash.hex(), captured_at=float(captured_at),
+                                 epoch=self._epoch, image_size=built.image_size,
+                                 image_sha256=built.image_sha256.hex(), shards=shards)
+            old = self._snapshot
+            superseded = [d.ref for d in self._deltas if d.seq <= base_seq]
+            try:
+                await self._publish(snapshot=snap)
+            except BackendError:
+                # The publication may have taken effect: the parts can only go once a later manifest is out.
+                self._orphans.extend(stored)
+                raise
+            if old is not None:
+                superseded += [p.ref for p in old.parts]
+            await self._delete_quietly(superseded)
+            self._age_origin = float(captured_at)
+            self._last_durable_at = time.time()
+            return SnapshotReceipt(base_seq=base_seq, parts=len(entries), size=snap.stored_size)
 
     def snapshot_due(self) -> bool:
-        raise NotImplementedError
+        if not self._acquired or self._fenced or self._released or self._snapshot_lock.locked():
+            return False
+        cfg = self.config
+        n = len(self._deltas)
+        if n >= cfg.snapshot_every_deltas or sum(d.size for d in self._deltas) >= cfg.snapshot_every_bytes:
+            return True
+        return n > 0 and time.time() - self._age_origin >= cfg.snapshot_max_age
 
     def status(self) -> ReplicaStatus:
-        raise NotImplementedError
+        s = self._snapshot
+        return ReplicaStatus(
+            epoch=self._epoch, last_seq=self._last_seq, last_durable_at=self._last_durable_at,
+            bytes_shipped=self._bytes_shipped, deltas_since_snapshot=len(self._deltas),
+            bytes_since_snapshot=sum(d.size for d in self._deltas),
+            snapshot_seq=s.base_seq if s else None, snapshot_at=s.captured_at if s else None,
+            snapshot_size=s.stored_size if s else None, backend=self.backend.info.name,
+            lease_expires_at=self._lease_expires_at)
 
     async def renew(self) -> None:
         """Extend the lease (republish the manifest) if it is due; FencedError if we lost it."""
-        raise NotImplementedError
+        self._check_live()
+        await self._ensure_lease()
 
     async def release(self) -> None:
         """Publish the manifest with the lease released, so a successor can take over at once."""
-        raise NotImplementedError
+        if not self._acquired or self._released or self._fenced:
+            return
+        async with self._delta_lock:
+            await self._publish(released=True)

@@ -1,0 +1,199 @@
+"""The delta body: a ChangeSet as bytes, and back, exactly (see docs/formats.md, "Delta body").
+
+Little-endian, length-prefixed, one tag byte per value, so every SQLite value survives bit for bit:
+NULL, 64-bit integers, floats (including -0.0, infinities and NaN payloads), text of any Unicode
+(NUL included) and blobs.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from snapshot.changes import ChangeSet, TableChanges, Value
+from snapshot.envelope import GENESIS, Kind, encode
+from snapshot.errors import CorruptDocument
+
+TAG_NULL = 0
+TAG_INT = 1
+TAG_FLOAT = 2
+TAG_TEXT = 3
+TAG_BLOB = 4
+
+_U32 = struct.Struct("<I")
+_F64 = struct.Struct("<d")
+_HEAD = struct.Struct("<dI")  # captured_at, table count
+_COUNTS = struct.Struct("<II")
+_INT = struct.Struct("<Bq")
+_FLOAT = struct.Struct("<Bd")
+_LEN = struct.Struct("<BI")
+_NULL = bytes([TAG_NULL])
+
+_pack_int = _INT.pack
+_pack_float = _FLOAT.pack
+_pack_len = _LEN.pack
+
+
+def _str(s: str, out: list) -> None:
+    b = s.encode("utf-8")
+    out.append(_U32.pack(len(b)))
+    out.append(b)
+
+
+def _values(rows: list[tuple[Value, ...]], width: int, table: str, what: str, out: list) -> None:
+    append = out.append
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"table {table!r}: a {what} row has {len(row)} values, expected {width}")
+        for v in row:
+            t = type(v)
+            if v is None:
+                append(_NULL)
+            elif t is int or t is bool:
+                try:
+                    append(_pack_int(TAG_INT, v))
+                except struct.error:
+                    raise ValueError(f"table {table!r}: integer {v} does not fit SQLite's 64 bits") from None
+            elif t is str:
+                try:
+                    b = v.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"table {table!r}: text with a lone surrogate cannot be stored") from None
+                append(_pack_len(TAG_TEXT, len(b)))
+                append(b)
+            elif t is float:
+                append(_pack_float(TAG_FLOAT, v))
+            elif t is bytes or t is bytearray or t is memoryview:
+                b = bytes(v)
+                append(_pack_len(TAG_BLOB, len(b)))
+                append(b)
+            else:
+                raise ValueError(f"table {table!r}: {t.__name__} is not a SQLite value")
+
+
+def encode_body(changes: ChangeSet) -> bytes:
+    """The uncompressed delta body."""
+    out: list = [_HEAD.pack(float(changes.captured_at), len(changes.tables))]
+    for name, t in changes.tables.items():
+        if name != t.name:
+            raise ValueError(f"change set key {name!r} differs from its table name {t.name!r}")
+        _str(t.name, out)
+        _str(t.ddl, out)
+        out.append(_U32.pack(len(t.columns)))
+        for c in t.columns:
+            _str(c, out)
+        out.append(_U32.pack(len(t.pk)))
+        for c in t.pk:
+            _str(c, out)
+        out.append(_COUNTS.pack(len(t.upserts), len(t.deletes)))
+        _values(t.upserts, len(t.columns), t.name, "upsert", out)
+        _values(t.deletes, len(t.pk), t.name, "delete", out)
+    return b"".join(out)
+
+
+class _Reader:
+    __slots__ = ("buf", "pos", "ref")
+
+    def __init__(self, buf: bytes, ref: str | None):
+        self.buf = buf
+        self.pos = 0
+        self.ref = ref
+
+    def fail(self, why: str) -> CorruptDocument:
+        return CorruptDocument(self.ref, f"delta body is malformed at byte {self.pos}: {why}")
+
+    def need(self, n: int) -> None:
+        if self.pos + n > len(self.buf):
+            raise self.fail(f"needs {n} more bytes, {len(self.buf) - self.pos} left")
+
+    def u32(self) -> int:
+        self.need(4)
+        (v,) = _U32.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    def text(self) -> str:
+        n = self.u32()
+        self.need(n)
+        try:
+            s = self.buf[self.pos:self.pos + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail("text is not valid UTF-8") from None
+        self.pos += n
+        return s
+
+    def rows(self, count: int, width: int) -> list[tuple[Value, ...]]:
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        unpack_q = struct.Struct("<q").unpack_from
+        unpack_d = _F64.unpack_from
+        unpack_n = _U32.unpack_from
+        rows: list[tuple[Value, ...]] = []
+        try:
+            for _ in range(count):
+                row: list[Value] = []
+                for _ in range(width):
+                    tag = buf[pos]
+                    pos += 1
+                    if tag == TAG_INT:
+                        row.append(unpack_q(buf, pos)[0])
+                        pos += 8
+                    elif tag == TAG_TEXT:
+                        (n,) = unpack_n(buf, pos)
+                        pos += 4
+                        if pos + n > end:
+                            raise IndexError
+                        row.append(buf[pos:pos + n].decode("utf-8"))
+                        pos += n
+                    elif tag == TAG_NULL:
+                        row.append(None)
+                    elif tag == TAG_FLOAT:
+                        row.append(unpack_d(buf, pos)[0])
+                        pos += 8
+                    elif tag == TAG_BLOB:
+                        (n,) = unpack_n(buf, pos)
+                        pos += 4
+                        if pos + n > end:
+                            raise IndexError
+                        row.append(buf[pos:pos + n])
+                        pos += n
+                    else:
+                        self.pos = pos - 1
+                        raise self.fail(f"unknown value tag {tag}")
+                rows.append(tuple(row))
+        except (IndexError, struct.error):
+            self.pos = pos
+            raise self.fail("a value runs past the end of the body") from None
+        except UnicodeDecodeError:
+            self.pos = pos
+            raise self.fail("text is not valid UTF-8") from None
+        self.pos = pos
+        return rows
+
+
+def decode_body(body: bytes, ref: str | None = None) -> ChangeSet:
+    r = _Reader(body, ref)
+    r.need(_HEAD.size)
+    captured_at, ntables = _HEAD.unpack_from(body, 0)
+    r.pos = _HEAD.size
+    cs = ChangeSet(captured_at=captured_at)
+    for _ in range(ntables):
+        name = r.text()
+        ddl = r.text()
+        columns = [r.text() for _ in range(r.u32())]
+        pk = [r.text() for _ in range(r.u32())]
+        r.need(_COUNTS.size)
+        nup, ndel = _COUNTS.unpack_from(body, r.pos)
+        r.pos += _COUNTS.size
+        upserts = r.rows(nup, len(columns))
+        deletes = r.rows(ndel, len(pk))
+        if name in cs.tables:
+            raise r.fail(f"table {name!r} appears twice")
+        cs.tables[name] = TableChanges(name, ddl, columns, pk, upserts, deletes)
+    if r.pos != len(body):
+        raise r.fail(f"{len(body) - r.pos} unexpected bytes after the last table")
+    return cs
+
+
+def encode_delta(changes: ChangeSet, *, epoch: int, seq: int, prev: bytes = GENESIS, cipher=None,
+                 level: int = 3) -> bytes:
+    """A complete delta document (envelope + compressed body)."""
+    return encode(Kind.DELTA, encode_body(changes), epoch=epoch, seq=seq, prev=prev, cipher=cipher, level=level)

@@ -1,0 +1,161 @@
+"""The manifest: the one mutable entry point that says where the current state lives.
+
+A versioned JSON object inside an envelope of kind MANIFEST (see docs/formats.md, "Manifest"): the writer
+lease, the current snapshot (its shards and their parts) and the delta chain after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from snapshot.envelope import GENESIS, Kind, decode, encode
+from snapshot.errors import CorruptDocument
+
+MANIFEST_FORMAT = 1
+#: how errors name the manifest document.
+MANIFEST_REF = "manifest"
+
+
+@dataclass
+class Lease:
+    writer_id: str
+    host: str
+    pid: int
+    epoch: int
+    expires_at: float
+    released: bool = False
+
+    def live(self, now: float) -> bool:
+        return not self.released and now < self.expires_at
+
+    def describe(self) -> str:
+        return f"{self.writer_id} (host {self.host}, pid {self.pid}, epoch {self.epoch})"
+
+
+@dataclass
+class PartEntry:
+    ref: str
+    size: int
+    #: hex SHA-256 of the whole stored part document.
+    sha256: str
+
+
+@dataclass
+class ShardEntry:
+    index: int
+    raw_size: int
+    #: hex SHA-256 of the raw shard bytes.
+    sha256: str
+    compressed_size: int
+    parts: list[PartEntry] = field(default_factory=list)
+
+
+@dataclass
+class SnapshotEntry:
+    base_seq: int
+    #: hex hash of delta `base_seq`'s document (GENESIS for base_seq 0): delta base_seq+1 links to it.
+    base_hash: str
+    captured_at: float
+    epoch: int
+    image_size: int
+    #: hex SHA-256 of the whole SQLite image: the state digest.
+    image_sha256: str
+    compression: str = "zstd"
+    shards: list[ShardEntry] = field(default_factory=list)
+
+    @property
+    def parts(self) -> list[PartEntry]:
+        return [p for s in self.shards for p in s.parts]
+
+    @property
+    def stored_size(self) -> int:
+        return sum(p.size for p in self.parts)
+
+
+@dataclass
+class DeltaEntry:
+    seq: int
+    ref: str
+    size: int
+    #: hex SHA-256 of the whole stored delta document.
+    hash: str
+    epoch: int
+    captured_at: float
+
+
+@dataclass
+class Manifest:
+    epoch: int
+    generation: int
+    created_at: float
+    lease: Lease | None = None
+    snapshot: SnapshotEntry | None = None
+    deltas: list[DeltaEntry] = field(default_factory=list)
+    #: discovery starts after this ref (the last listed delta, or the snapshot's base delta).
+    last_ref: str | None = None
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def base_seq(self) -> int:
+        return self.snapshot.base_seq if self.snapshot else 0
+
+    @property
+    def base_hash(self) -> bytes:
+        return bytes.fromhex(self.snapshot.base_hash) if self.snapshot else GENESIS
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes, ref: str | None = MANIFEST_REF) -> Manifest:
+        try:
+            d = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptDocument(ref, f"manifest is not valid JSON ({e})") from None
+        if not isinstance(d, dict) or not isinstance(d.get("format"), int):
+            raise CorruptDocument(ref, "manifest has no integer 'format' field")
+        if d["format"] > MANIFEST_FORMAT:
+            raise CorruptDocument(ref, f"manifest format {d['format']} is newer than this reader supports "
+                                       f"({MANIFEST_FORMAT}): written by a newer tgsnap")
+        try:
+            snap = d.get("snapshot")
+            if snap is not None:
+                shards = [ShardEntry(**{**s, "parts": [PartEntry(**p) for p in s["parts"]]})
+                          for s in snap["shards"]]
+                snap = SnapshotEntry(**{**snap, "shards": shards})
+            lease = Lease(**d["lease"]) if d.get("lease") is not None else None
+            deltas = [DeltaEntry(**e) for e in d.get("deltas", [])]
+            m = cls(epoch=d["epoch"], generation=d["generation"], created_at=d["created_at"], lease=lease,
+                    snapshot=snap, deltas=deltas, last_ref=d.get("last_ref"), format=d["format"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptDocument(ref, f"manifest does not follow the schema ({e!r})") from None
+        m._check(ref)
+        return m
+
+    def _check(self, ref: str | None) -> None:
+        seqs = [e.seq for e in self.deltas]
+        if seqs != sorted(seqs) or any(s <= self.base_seq for s in seqs):
+            raise CorruptDocument(ref, "manifest's delta list is not ascending after the snapshot base")
+        for h in [e.hash for e in self.deltas] + ([self.snapshot.base_hash, self.snapshot.image_sha256]
+                                                   if self.snapshot else []):
+            if len(h) != 64:
+                raise CorruptDocument(ref, f"manifest holds a malformed hash {h!r}")
+            bytes.fromhex(h)
+        if self.snapshot and not all(math.isfinite(x) for x in (self.snapshot.captured_at,)):
+            raise CorruptDocument(ref, "manifest snapshot time is not finite")
+
+
+def encode_manifest(m: Manifest, *, cipher=None, prev: bytes = GENESIS) -> bytes:
+    return encode(Kind.MANIFEST, m.to_json(), epoch=m.epoch, seq=m.generation, prev=prev, cipher=cipher)
+
+
+def decode_manifest(data: bytes, *, cipher=None, allow_plaintext: bool = False) -> tuple[Manifest, bytes]:
+    """The manifest and its document hash."""
+    doc = decode(data, ref=MANIFEST_REF, cipher=cipher, expect=Kind.MANIFEST, allow_plaintext=allow_plaintext)
+    m = Manifest.from_json(doc.body)
+    if m.epoch != doc.header.epoch or m.generation != doc.header.seq:
+        raise CorruptDocument(MANIFEST_REF, "manifest body disagrees with its envelope (epoch/generation)")
+    return m, doc.hash

@@ -1,0 +1,465 @@
+"""The reader: manifest → snapshot parts → shards → image → deltas in order, every byte verified.
+
+`plan()` reads the manifest and the (small) delta documents, picks the chain (docs/formats.md, "Chain
+selection") and returns a `RestorePlan`, a value that prints what a restore would fetch, without
+downloading a single snapshot part. `execute()` carries a plan out; `restore()` does both. Every
+failure names the document at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from snapshot import image as image_mod
+from snapshot.apply import apply_changes
+from snapshot.backend import Backend
+from snapshot.changes import ChangeSet
+from snapshot.cipher import Cipher, as_cipher
+from snapshot.delta import decode_body
+from snapshot.envelope import GENESIS, Kind, decode, document_hash, read_header
+from snapshot.errors import ChainError, CorruptDocument, DocumentNotFound, RestoreError, TgsnapError
+from snapshot.manifest import DeltaEntry, Manifest, SnapshotEntry, decode_manifest
+from snapshot.restored import Progress, Restored
+
+DELTA_NAME = re.compile(r"^delta-(\d+)$")
+
+
+def delta_name(seq: int) -> str:
+    return f"delta-{seq:012d}"
+
+
+def part_name(base_seq: int, shard: int, part: int) -> str:
+    return f"snapshot-{base_seq:012d}-{shard:04d}-{part:04d}"
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def size_text(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+async def gather_limited(thunks: list[Callable[[], Awaitable]], limit: int) -> list:
+    """Run `thunks` with at most `limit` in flight; results in order; the first error cancels the rest."""
+    sem = asyncio.Semaphore(max(1, limit))
+
+    async def one(t):
+        async with sem:
+            return await t()
+
+    tasks = [asyncio.ensure_future(one(t)) for t in thunks]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+@dataclass
+class Candidate:
+    """One delta document found in storage (listed in the manifest or discovered)."""
+
+    ref: str
+    seq: int
+    epoch: int
+    prev: bytes
+    hash: bytes
+    size: int
+    order: tuple
+    listed: bool
+    captured_at: float = 0.0
+    changes: ChangeSet | None = None
+    error: TgsnapError | None = None
+
+    def entry(self) -> DeltaEntry:
+        return DeltaEntry(seq=self.seq, ref=self.ref, size=self.size, hash=self.hash.hex(), epoch=self.epoch,
+                          captured_at=self.captured_at)
+
+
+@dataclass
+class RestorePlan:
+    """What a restore will do, as data: print it for `--dry-run`, hand it to `execute` to do it."""
+
+    manifest: Manifest | None
+    snapshot: SnapshotEntry | None
+    #: the whole verified chain after the snapshot, as far as storage holds it.
+    chain: list[DeltaEntry]
+    #: the deltas this restore applies (the chain cut at the target).
+    deltas: list[DeltaEntry]
+    target_seq: int | None = None
+    target_time: float | None = None
+    discovered: int = 0
+    #: why documents in storage were passed over (duplicates, fenced writers, superseded).
+    ignored: list[str] = field(default_factory=list)
+    changes: dict[str, ChangeSet] = field(default_factory=dict, repr=False)
+
+    @property
+    def base_seq(self) -> int:
+        return self.snapshot.base_seq if self.snapshot else 0
+
+    @property
+    def base_hash(self) -> bytes:
+        return bytes.fromhex(self.snapshot.base_hash) if self.snapshot else GENESIS
+
+    @property
+    def seq(self) -> int:
+        """The seq the restored state corresponds to."""
+        return self.deltas[-1].seq if self.deltas else self.base_seq
+
+    @property
+    def tip(self) -> tuple[int, bytes, int]:
+        """(seq, hash, epoch) of the last document of the whole chain: where a writer continues."""
+        if self.chain:
+            d = self.chain[-1]
+            return d.seq, bytes.fromhex(d.hash), d.epoch
+        return self.base_seq, self.base_hash, self.snapshot.epoch if self.snapshot else 0
+
+    @property
+    def captured_at(self) -> float | None:
+        if self.deltas:
+            return self.deltas[-1].captured_at
+        return self.snapshot.captured_at if self.snapshot else None
+
+    @property
+    def snapshot_bytes(self) -> int:
+        return self.snapshot.stored_size if self.snapshot else 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.snapshot_bytes + sum(d.size for d in self.deltas)
+
+    def __str__(self) -> str:
+        lines = []
+        m = self.manifest
+        if m is None:
+            lines.append("manifest: none (empty storage" + (", deltas found by discovery)" if self.chain else ")"))
+        else:
+            lease = m.lease
+            holder = "none" if lease is None else (
+                f"{lease.describe()}, {'released' if lease.released else 'expires ' + when(lease.expires_at)}")
+            lines.append(f"manifest: generation {m.generation}, epoch {m.epoch}, written {when(m.created_at)}")
+            lines.append(f"  lease: {holder}")
+        target = "latest"
+        if self.target_seq is not None:
+            target = f"seq {self.target_seq}"
+        elif self.target_time is not None:
+            target = f"time {when(self.target_time)}"
+        lines.append(f"target: {target} -> state after seq {self.seq} (captured {when(self.captured_at)})")
+        s = self.snapshot
+        if s is None:
+            lines.append("snapshot: none (start from an empty database)")
+        else:
+            lines.append(f"snapshot: base seq {s.base_seq}, captured {when(s.captured_at)}, epoch {s.epoch}, "
+                         f"image {size_text(s.image_size)} sha256 {s.image_sha256[:16]}…, "
+                         f"{len(s.shards)} shard(s), {len(s.parts)} part(s), {size_text(s.stored_size)} to fetch")
+            for sh in s.shards:
+                for j, p in enumerate(sh.parts):
+                    lines.append(f"  fetch part  {p.ref}  shard {sh.index} part {j}  {size_text(p.size)}")
+        lines.append(f"deltas: {len(self.deltas)} to apply (seq {self.deltas[0].seq}..{self.deltas[-1].seq})"
+                     if self.deltas else "deltas: none to apply")
+        for d in self.deltas:
+            lines.append(f"  apply delta {d.ref}  seq {d.seq} epoch {d.epoch}  {size_text(d.size)}  "
+                         f"captured {when(d.captured_at)}")
+        skipped = len(self.chain) - len(self.deltas)
+        if skipped:
+            lines.append(f"  (not applied: {skipped} later delta(s) up to seq {self.chain[-1].seq})")
+        if self.discovered:
+            lines.append(f"discovered beyond the manifest: {self.discovered} document(s)")
+        for note in self.ignored:
+            lines.append(f"ignored: {note}")
+        lines.append(f"total to fetch: {size_text(self.total_bytes)}")
+        return "\n".join(lines)
+
+
+def _notify(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+async def read_current_manifest(backend: Backend, cipher: Cipher | None,
+                                allow_plaintext: bool = False) -> tuple[Manifest | None, bytes]:
+    raw = await backend.read_manifest()
+    if raw is None:
+        return None, GENESIS
+    return decode_manifest(raw, cipher=cipher, allow_plaintext=allow_plaintext)
+
+
+async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_plaintext: bool,
+                       listed: DeltaEntry | None) -> Candidate | None:
+    """A candidate for `ref`; None if it is not a delta. Verification failures are kept on the candidate
+    (or raised, when even the header is unreadable and the manifest lists the document)."""
+    data = await backend.get(ref)
+    order = backend.order_key(ref)
+    try:
+        h = read_header(data, ref)
+    except CorruptDocument as e:
+        if listed is None:
+            # Unreadable header: we cannot tell what it is. Report it rather than silently skip it.
+            raise
+        return Candidate(ref, listed.seq, listed.epoch, GENESIS, bytes.fromhex(listed.hash), listed.size, order,
+                         True, listed.captured_at, error=e)
+    if h.kind != Kind.DELTA:
+        if listed is not None:
+            raise CorruptDocument(ref, f"the manifest lists a delta here, found a {h.kind.label}")
+        return None
+    c = Candidate(ref, h.seq, h.epoch, h.prev_hash, document_hash(data), len(data), order, listed is not None)
+    try:
+        if listed is not None:
+            if c.hash.hex() != listed.hash or c.seq != listed.seq:
+                raise CorruptDocument(ref, f"does not match the manifest's entry for delta seq {listed.seq} "
+                                           "(hash or seq differs)")
+        doc = decode(data, ref=ref, cipher=cipher, expect=Kind.DELTA, allow_plaintext=allow_plaintext)
+        c.changes = decode_body(doc.body, ref)
+        c.captured_at = c.changes.captured_at
+    except TgsnapError as e:
+        c.error = e
+    return c
+
+
+def _select(cands: list[Candidate], base_seq: int, base_hash: bytes, ignored: list[str]) -> list[Candidate]:
+    """The chain from the snapshot base, by the selection rules of docs/formats.md."""
+    by_link: dict[tuple[int, bytes], list[Candidate]] = {}
+    for c in cands:
+        by_link.setdefault((c.seq, c.prev), []).append(c)
+
+    def children(seq: int, hsh: bytes, epoch: int) -> list[Candidate]:
+        return [c for c in by_link.get((seq + 1, hsh), ()) if c.epoch >= epoch]
+
+    # Height of the best chain hanging below each candidate (longest first, processed from the top).
+    height: dict[int, int] = {}
+    for c in sorted(cands, key=lambda c: -c.seq):
+        if c.error is not None:
+            height[id(c)] = -1
+            continue
+        kids = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] >= 0]
+        height[id(c)] = 1 + max(kids, default=0)
+
+    chain: list[Candidate] = []
+    seq, hsh, epoch = base_seq, base_hash, 0
+    while True:
+        kids = children(seq, hsh, epoch)
+        good = [k for k in kids if k.error is None]
+        if not good:
+            bad = [k for k in kids if k.error is not None]
+            if bad:
+                raise bad[0].error  # type: ignore[misc]
+            break
+        best = max(good, key=lambda k: (k.epoch, height[id(k)], k.captured_at, k.order))
+        for k in kids:
+            if k is not best:
+                why = "an older epoch (fenced writer)" if k.epoch < best.epoch else "a superseded attempt"
+                ignored.append(f"delta {k.ref} (seq {k.seq}, epoch {k.epoch}): {why}; chose {best.ref}")
+        chain.append(best)
+        seq, hsh, epoch = best.seq, best.hash, best.epoch
+    return chain
+
+
+def _check_chain(chain: list[Candidate], cands: list[Candidate], base_seq: int, base_hash: bytes,
+                 ignored: list[str]) -> None:
+    tip_seq = chain[-1].seq if chain else base_seq
+    tip_hash = chain[-1].hash if chain else base_hash
+    tip_epoch = chain[-1].epoch if chain else 0
+    tip_ref = chain[-1].ref if chain else "snapshot base"
+    chosen = {id(c) for c in chain}
+    for c in sorted(cands, key=lambda c: (c.seq, c.order)):
+        if id(c) in chosen:
+            continue
+        if c.seq <= tip_seq and not c.listed:
+            if not any(n.startswith(f"delta {c.ref} ") for n in ignored):
+                ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): not on the chain")
+            continue
+        if c.listed and c.seq <= tip_seq:
+            # The manifest's own list forks from the chain we picked: a newer epoch overrode it.
+            ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}) listed in the manifest: replaced on "
+                           "the chain by a newer epoch")
+            continue
+        if c.epoch < tip_epoch and not c.listed:
+            ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): from a fenced writer (epoch "
+                           f"{tip_epoch} holds the chain)")
+            continue
+        if c.error is not None:
+            raise c.error
+        if c.seq == tip_seq + 1:
+            raise ChainError(f"delta seq {c.seq} ({c.ref}) does not link to seq {tip_seq} ({tip_ref}): its "
+                             f"predecessor hash is {c.prev.hex()[:16]}…, seq {tip_seq} hashes to "
+                             f"{tip_hash.hex()[:16]}…")
+        raise ChainError(f"delta seq {tip_seq + 1} is missing: storage holds seq {c.seq} ({c.ref}) but no "
+                         f"document for seq {tip_seq + 1} links to seq {tip_seq} ({tip_ref})")
+
+
+async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int | None = None,
+               to_time: float | None = None, *, progress: Progress | None = None, parallelism: int = 8,
+               allow_plaintext: bool = False, manifest: tuple[Manifest | None, bytes] | None = None
+               ) -> RestorePlan:
+    """Read the manifest and every delta after the snapshot, select and verify the chain, cut it at the
+    target. Fetches no snapshot part."""
+    if to_seq is not None and to_time is not None:
+        raise ValueError("give to_seq or to_time, not both")
+    cipher = as_cipher(key)
+    m, _mhash = manifest if manifest is not None else await read_current_manifest(backend, cipher,
+                                                                                     allow_plaintext)
+    _notify(progress, "manifest", 1, 1)
+    snap = m.snapshot if m else None
+    base_seq = snap.base_seq if snap else 0
+    base_hash = bytes.fromhex(snap.base_hash) if snap else GENESIS
+
+    listed = {e.ref: e for e in (m.deltas if m else [])}
+    todo: list[tuple[str, DeltaEntry | None]] = list(listed.items())
+    discovered = 0
+    if backend.info.can_discover:
+        known_parts = {p.ref for p in snap.parts} if snap else set()
+        for ref, name in await backend.discover_named(m.last_ref if m else None):
+            if ref in listed or ref in known_parts:
+                continue
+            if name is not None:
+                mt = DELTA_NAME.match(name)
+                if not mt or int(mt.group(1)) <= base_seq:
+                    continue
+            todo.append((ref, None))
+            discovered += 1
+    _notify(progress, "discover", discovered, discovered)
+
+    done = 0
+
+    async def fetch(ref: str, entry: DeltaEntry | None) -> Candidate | None:
+        nonlocal done
+        try:
+            c = await _fetch_delta(backend, ref, cipher, allow_plaintext, entry)
+        except DocumentNotFound:
+            if entry is None:
+                return None  # deleted between listing and reading: superseded
+            raise ChainError(f"delta seq {entry.seq} ({ref}) is listed in the manifest but missing from "
+                             "storage") from None
+        done += 1
+        _notify(progress, "fetch-deltas", done, len(todo))
+        return c
+
+    found = await gather_limited([lambda r=r, e=e: fetch(r, e) for r, e in todo], parallelism)
+    cands = [c for c in found if c is not None and c.seq > base_seq]
+    ignored: list[str] = []
+    chain = _select(cands, base_seq, base_hash, ignored)
+    _check_chain(chain, cands, base_seq, base_hash, ignored)
+
+    deltas = list(chain)
+    if to_seq is not None:
+        if to_seq < base_seq:
+            raise RestoreError(f"cannot restore to seq {to_seq}: the earliest restorable point is seq {base_seq} "
+                               f"(the current snapshot, captured {when(snap.captured_at if snap else None)}); "
+                               "older history was compacted away")
+        tip = chain[-1].seq if chain else base_seq
+        if to_seq > tip:
+            raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {tip}")
+        deltas = [c for c in chain if c.seq <= to_seq]
+    elif to_time is not None:
+        if snap is not None and to_time < snap.captured_at:
+            raise RestoreError(f"cannot restore to {when(to_time)}: the earliest restorable point is "
+                               f"{when(snap.captured_at)} (seq {base_seq}, the current snapshot); older "
+                               "history was compacted away")
+        deltas = []
+        for c in chain:
+            if c.captured_at > to_time:
+                break
+            deltas.append(c)
+    return RestorePlan(manifest=m, snapshot=snap, chain=[c.entry() for c in chain],
+                       deltas=[c.entry() for c in deltas], target_seq=to_seq, target_time=to_time,
+                       discovered=discovered, ignored=ignored,
+                       changes={c.ref: c.changes for c in deltas if c.changes is not None})
+
+
+async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | None, *,
+                      progress: Progress | None = None, parallelism: int = 8, allow_plaintext: bool = False
+                      ) -> bytes:
+    """Download, verify and reassemble a snapshot's image; check the state digest."""
+    parts = [(sh, j, p) for sh in snap.shards for j, p in enumerate(sh.parts)]
+    image_sha = bytes.fromhex(snap.image_sha256)
+    done = 0
+
+    async def one(sh, j, p) -> bytes:
+        nonlocal done
+        where = f"snapshot part (shard {sh.index}, part {j} of {len(sh.parts)}, base seq {snap.base_seq})"
+        try:
+            data = await backend.get(p.ref)
+        except DocumentNotFound:
+            raise RestoreError(f"{where} {p.ref!r} is missing from storage") from None
+
+        def check() -> bytes:
+            if len(data) != p.size or document_hash(data).hex() != p.sha256:
+                read_header(data, p.ref)  # a damaged header is named as such
+                raise CorruptDocument(p.ref, f"{where}: bytes differ from the manifest's record (size "
+                                             f"{len(data)} vs {p.size}, or SHA-256)")
+            doc = decode(data, ref=p.ref, cipher=cipher, expect=Kind.SNAPSHOT_PART,
+                         allow_plaintext=allow_plaintext)
+            if doc.header.seq != snap.base_seq or doc.header.prev_hash != image_sha:
+                raise CorruptDocument(p.ref, f"{where}: belongs to another snapshot")
+            return doc.body
+
+        body = await asyncio.to_thread(check)
+        done += 1
+        _notify(progress, "download", done, len(parts))
+        return body
+
+    bodies = await gather_limited([lambda a=a: one(*a) for a in parts], parallelism)
+    frames, k = [], 0
+    for sh in snap.shards:
+        n = len(sh.parts)
+        frames.append((b"".join(bodies[k:k + n]), sh.raw_size, bytes.fromhex(sh.sha256)))
+        k += n
+    img = await asyncio.to_thread(image_mod.assemble, frames, image_size=snap.image_size,
+                                  image_sha256=image_sha, parallelism=parallelism)
+    _notify(progress, "decompress", len(frames), len(frames))
+    return img
+
+
+async def execute(p: RestorePlan, backend: Backend, key: bytes | Cipher | None = None, *,
+                  progress: Progress | None = None, into: sqlite3.Connection | None = None,
+                  parallelism: int = 8, allow_plaintext: bool = False) -> Restored:
+    """Carry out a plan: rebuild the snapshot image (or start empty), then apply the planned deltas."""
+    cipher = as_cipher(key)
+    conn = into if into is not None else image_mod.connect()
+    if p.snapshot is None and into is not None and into.execute(
+            "SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise RestoreError("the target connection is not empty and storage holds no snapshot to replace it "
+                           "with: restore into an empty database")
+    if p.snapshot is not None:
+        img = await fetch_image(backend, p.snapshot, cipher, progress=progress, parallelism=parallelism,
+                                allow_plaintext=allow_plaintext)
+        image_mod.load(img, conn)
+    for i, d in enumerate(p.deltas, 1):
+        changes = p.changes.get(d.ref)
+        if changes is None:
+            raise RestoreError(f"delta seq {d.seq} ({d.ref}) was not fetched by the plan")
+        apply_changes(conn, changes, what=f"delta seq {d.seq} ({d.ref})")
+        _notify(progress, "apply", i, len(p.deltas))
+    epoch = p.manifest.epoch if p.manifest else 0
+    return Restored(conn=conn, seq=p.seq, captured_at=p.captured_at, epoch=epoch,
+                    snapshot_seq=p.snapshot.base_seq if p.snapshot else None, deltas_applied=len(p.deltas))
+
+
+async def restore(backend: Backend, key: bytes | Cipher | None = None, to_seq: int | None = None,
+                  to_time: float | None = None, progress: Progress | None = None, *,
+                  into: sqlite3.Connection | None = None, parallelism: int = 8,
+                  allow_plaintext: bool = False) -> Restored:
+    """Rebuild the state from storage (latest, or at `to_seq` / `to_time`) into a new in-memory
+    connection or into `into` (whose main database is replaced)."""
+    t0 = time.monotonic()
+    p = await plan(backend, key, to_seq, to_time, progress=progress, parallelism=parallelism,
+                   allow_plaintext=allow_plaintext)
+    r = await execute(p, backend, key, progress=progress, into=into, parallelism=parallelism,
+                      allow_plaintext=allow_plaintext)
+    r.elapsed = time.monotonic() - t0
+    return r
