@@ -100,8 +100,14 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     )
 
 
-async def open_backend(settings: StorageSettings) -> Backend:
-    """The backend these settings describe, through the project's factory when it exists."""
+async def open_backend(settings: StorageSettings, *, must_exist: bool = True) -> Backend:
+    """The backend these settings describe, through the project's factory when it exists.
+
+    Operator tools only read or rewrite existing storage, so a local directory that does not exist is a
+    typo, not a wish to start afresh: refuse rather than create an empty store and report it empty.
+    """
+    if must_exist and settings.mode == "local" and settings.local_dir is not None and not settings.local_dir.is_dir():
+        raise ConfigError(f"storage directory {settings.local_dir} does not exist")
     try:
         from snapshot.open import open_backend as factory
     except ImportError:

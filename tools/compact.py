@@ -1,0 +1,215 @@
+"""`python -m tools.compact`: fold the delta chain into a new snapshot, on any backend.
+
+The plan is a value (`CompactPlan`) printed by `--dry-run` before anything is done. A real run takes the
+writer lease like any writer (so it never interleaves with a live bot), restores the state through the
+same reader the bot uses, writes it as a new snapshot whose base is the last delta, switches the
+manifest to it and deletes the documents it supersedes, then releases the lease.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from snapshot.backend import Backend
+from snapshot.cipher import as_cipher
+from snapshot.manifest import Lease
+from snapshot.replica import Replica, ReplicaConfig
+from snapshot.restore import RestorePlan, plan, size_text, when
+from snapshot.restored import Progress
+from tools.cli_common import EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
+
+PROG = "tgsnap-compact"
+DESCRIPTION = """\
+Fold the delta chain into a new snapshot: restore the latest state, write it as a snapshot whose base
+is the last delta, switch the manifest to it, delete the superseded documents. Takes the writer lease,
+so it refuses (exit 3, naming the holder and when its lease expires) while a live writer such as the
+bot holds the storage; --wait waits for the lease instead. --dry-run prints the plan and changes
+nothing. Progress (parts fetched and uploaded) goes to stderr."""
+EXAMPLES = """\
+  # what would happen? (reads the manifest and the deltas only, writes nothing)
+  tgsnap-compact --storage-dir ./data --dry-run
+
+  # compact while the bot is stopped
+  tgsnap-compact --storage-dir ./data
+
+  # wait up to 2 minutes for a writer that is shutting down to release its lease
+  python -m tools.compact --storage-dir ./data --wait 120
+
+  # Telegram storage, configured through the same environment/.env as the bot
+  TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_BOT_TOKEN=... tgsnap-compact --dry-run
+"""
+
+
+@dataclass
+class CompactPlan:
+    """What a compaction would read and write, computed from the manifest and the (small) deltas."""
+
+    restore: RestorePlan
+    lease: Lease | None
+    now: float
+
+    @property
+    def empty(self) -> bool:
+        return self.restore.manifest is None and not self.restore.chain
+
+    @property
+    def deltas_folded(self) -> int:
+        return len(self.restore.deltas)
+
+    @property
+    def new_base_seq(self) -> int:
+        return self.restore.seq
+
+    @property
+    def read_bytes(self) -> int:
+        return self.restore.total_bytes
+
+    @property
+    def superseded_bytes(self) -> int:
+        """Stored bytes the new snapshot makes deletable: the old snapshot's parts and every folded delta."""
+        return self.restore.total_bytes
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.deltas_folded == 0
+
+    @property
+    def busy(self) -> bool:
+        return self.lease is not None and self.lease.live(self.now)
+
+    def as_dict(self) -> dict[str, object]:
+        r = self.restore
+        return {
+            "empty": self.empty,
+            "current_snapshot_seq": r.snapshot.base_seq if r.snapshot else None,
+            "current_snapshot_bytes": r.snapshot_bytes,
+            "deltas_folded": self.deltas_folded,
+            "delta_bytes": sum(d.size for d in r.deltas),
+            "read_bytes": self.read_bytes,
+            "new_snapshot_base_seq": self.new_base_seq,
+            "new_snapshot_captured_at": r.captured_at,
+            "documents_superseded": (len(r.snapshot.parts) if r.snapshot else 0) + self.deltas_folded,
+            "nothing_to_do": self.nothing_to_do,
+            "lease_holder": self.lease.describe() if self.busy and self.lease else None,
+            "lease_expires_at": self.lease.expires_at if self.busy and self.lease else None,
+        }
+
+    def __str__(self) -> str:
+        if self.empty:
+            return "storage is empty: nothing to compact"
+        r = self.restore
+        lines = ["compaction plan:"]
+        snap = r.snapshot
+        base = (f"snapshot base seq {snap.base_seq}, {len(snap.parts)} part(s), {size_text(snap.stored_size)}"
+                if snap else "no snapshot (start from an empty database)")
+        lines.append(f"  read: {base} + {self.deltas_folded} delta(s), {size_text(sum(d.size for d in r.deltas))}"
+                     f" = {size_text(self.read_bytes)}")
+        if self.nothing_to_do:
+            lines.append(f"  nothing to fold: the state at seq {self.new_base_seq} is already a snapshot"
+                         " (use --force to rewrite it anyway)")
+        else:
+            lines.append(f"  write: a new snapshot with base seq {self.new_base_seq} (state captured "
+                         f"{when(r.captured_at)}), folding seq {r.deltas[0].seq}..{r.deltas[-1].seq}"
+                         if r.deltas else f"  write: a new snapshot with base seq {self.new_base_seq}")
+            lines.append(f"  then delete: {self.as_dict()['documents_superseded']} superseded document(s), "
+                         f"{size_text(self.superseded_bytes)}")
+        if self.busy and self.lease:
+            lines.append(f"  lease: held by {self.lease.describe()} until {when(self.lease.expires_at)}: a real "
+                         "run would refuse (exit 3) unless --wait outlasts it")
+        elif self.lease:
+            lines.append(f"  lease: {'released' if self.lease.released else 'expired'} "
+                         f"(last holder {self.lease.describe()}): a real run may take over")
+        for note in r.ignored:
+            lines.append(f"  ignored: {note}")
+        lines.append("\n" + "restore plan:\n" + "\n".join("  " + line for line in str(r).splitlines()))
+        return "\n".join(lines)
+
+
+async def make_plan(backend: Backend, key: bytes | None, progress: Progress | None = None) -> CompactPlan:
+    r = await plan(backend, as_cipher(key), progress=progress)
+    return CompactPlan(restore=r, lease=r.manifest.lease if r.manifest else None, now=time.time())
+
+
+@dataclass
+class CompactResult:
+    deltas_folded: int
+    base_seq: int
+    parts: int
+    size: int
+    seconds: float
+
+
+async def compact(backend: Backend, key: bytes | None = None, *, wait: float = 0.0,
+                  progress: Progress | None = None, config: ReplicaConfig | None = None) -> CompactResult:
+    """Take the lease, restore, write the state as a snapshot at the last delta, release the lease.
+
+    Raises StorageBusy (naming the holder) when a live writer keeps the lease past `wait` seconds.
+    """
+    t0 = time.monotonic()
+    cfg = config or ReplicaConfig()
+    cfg.encryption_key = key
+    cfg.takeover_wait = wait
+    replica = Replica(backend, cfg, writer_id=f"tgsnap-compact@{socket.gethostname()}:{os.getpid()}")
+    restored = await replica.acquire(progress=progress)
+    try:
+        folded = replica.status().deltas_since_snapshot
+        image = restored.conn.serialize()
+        restored.conn.close()
+        receipt = await replica.write_snapshot(image, restored.seq, restored.captured_at or time.time(),
+                                               progress=progress)
+    finally:
+        await replica.release()
+    return CompactResult(deltas_folded=folded, base_seq=receipt.base_seq, parts=receipt.parts,
+                         size=receipt.size, seconds=time.monotonic() - t0)
+
+
+def build_parser():
+    parser = make_parser(PROG, DESCRIPTION, EXAMPLES)
+    parser.add_argument("--dry-run", "-n", action="store_true", help="print the plan; read only, change nothing")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for a live writer's lease to be released or expire (default 0)")
+    parser.add_argument("--force", action="store_true", help="write a new snapshot even with no deltas to fold")
+    parser.add_argument("--json", action="store_true", help="print the plan / result as JSON on stdout")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.wait < 0:
+        parser.error("--wait must not be negative")
+
+    async def body() -> int:
+        settings = settings_from_args(args)
+        backend = await open_backend(settings)
+        progress = ProgressPrinter(quiet=args.quiet)
+        try:
+            p = await make_plan(backend, settings.encryption_key, progress)
+            if args.dry_run or p.empty or (p.nothing_to_do and not args.force):
+                _emit(args.json, {"dry_run": args.dry_run, "plan": p.as_dict()}, str(p))
+                return EXIT_OK
+            if not args.quiet:
+                sys.stderr.write(str(p).split("\n\n")[0] + "\n")
+            result = await compact(backend, settings.encryption_key, wait=args.wait, progress=progress)
+        finally:
+            await backend.close()
+        _emit(args.json, {"dry_run": False, "plan": p.as_dict(), "result": result.__dict__},
+              f"compacted: {result.deltas_folded} delta(s) folded into a snapshot at seq {result.base_seq} "
+              f"({result.parts} part(s), {size_text(result.size)}) in {result.seconds:.1f} s")
+        return EXIT_OK
+
+    return run(PROG, body)
+
+
+def _emit(as_json: bool, data: dict, text: str) -> None:
+    sys.stdout.write((json.dumps(data, indent=2) if as_json else text) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
