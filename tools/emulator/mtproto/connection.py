@@ -199,7 +199,7 @@ class Connection:
             self._push(session, bytes(types.Pong(msg_id, ping_id)), content_related=True, response=True)
             if cid == PING_DELAY_DISCONNECT:
                 (delay,) = struct.unpack_from("<i", body, 12)
-                self._arm_ping_timer(delay)
+                self.arm_ping_timer(delay)
         elif cid == GET_FUTURE_SALTS:
             now = int(time.time())
             salts = [types.FutureSalt(_dt(now - 60), _dt(now + 86_400), session.salt)]
@@ -220,7 +220,7 @@ class Connection:
         log.info("mtproto: bad_msg_notification %d for msg_id %d", code, msg_id)
         self._push(session, bytes(types.BadMsgNotification(msg_id, seq_no, code)), content_related=False, response=True)
 
-    def _arm_ping_timer(self, delay: int) -> None:
+    def arm_ping_timer(self, delay: int) -> None:
         if self._ping_timer is not None:
             self._ping_timer.cancel()
         self._ping_timer = asyncio.get_running_loop().call_later(max(delay, 1), self.drop)

@@ -104,7 +104,7 @@ class UploadStore:
 
     def _check_size(self, up: PendingUpload, part: int, size: int, *, last: bool) -> None:
         assert up.part_size is not None
-        if last or (up.total_parts is None and part == max(up.sizes, default=part)):
+        if last or (up.total_parts is None and part >= max(up.sizes, default=part)):
             if size > up.part_size:
                 raise RpcError(400, "FILE_PART_SIZE_CHANGED")
         elif size != up.part_size:
@@ -172,11 +172,13 @@ class UploadStore:
             raise RpcError(400, "FILE_PARTS_INVALID")
         if up.writer.size != size:
             raise RpcError(400, "FILE_PARTS_INVALID")
-        md5 = getattr(input_file, "md5_checksum", "")
-        if md5 and md5.lower() != _md5_of(up.writer.path, size):
-            raise RpcError(400, "MD5_CHECKSUM_INVALID")
         del self._pending[ident]
         rec: FileRecord = up.writer.finish(name, mime_type)
+        md5 = getattr(input_file, "md5_checksum", "")
+        # Checked on the stored file: the writer exposes no flush, so its temp file may lag behind.
+        # A mismatch leaves an unreferenced file record behind, which nothing ever shows.
+        if md5 and md5.lower() != _md5_of(self._world.file_path(rec.id), size):
+            raise RpcError(400, "MD5_CHECKSUM_INVALID")
         self._done[ident] = (time.monotonic(), rec)
         return rec
 

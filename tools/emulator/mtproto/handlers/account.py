@@ -139,3 +139,11 @@ async def resolve_username(
         chats=[render.channel(found, status=status, rights=rights)],
         users=[],
     )
+
+
+# A ping wrapped in invokeWithoutUpdates & co. is an ordinary RPC; its pong comes in an rpc_result.
+@rpc(functions.PingRequest, functions.PingDelayDisconnectRequest, unauthorized=True)
+async def ping(ctx: RpcContext, req: functions.PingRequest) -> types.Pong:
+    if isinstance(req, functions.PingDelayDisconnectRequest):
+        ctx.connection.arm_ping_timer(req.disconnect_delay)
+    return types.Pong(msg_id=ctx.msg_id, ping_id=req.ping_id)

@@ -8,7 +8,6 @@ from typing import Any
 from telethon.tl import functions, types
 
 from ...records import Chat, FileRecord, Message
-from ...world import UNSET
 from .. import render
 from ..context import RpcContext
 from ..peers import chat_of, require_right, world_call
@@ -65,7 +64,7 @@ def _check_random_id(ctx: RpcContext, chat: Chat, random_id: int) -> None:
     """Telegram refuses a second message with the same random_id (e.g. a request re-sent after
     a reconnect whose first copy was applied but whose answer was lost)."""
     if not ctx.front.random_ids.add(chat.key, random_id):
-        raise RpcError(400, "RANDOM_ID_DUPLICATE")
+        raise RpcError(500, "RANDOM_ID_DUPLICATE")
 
 
 def _reply_to(req: Any) -> int | None:
@@ -162,11 +161,7 @@ async def edit_message(ctx: RpcContext, req: functions.messages.EditMessageReque
         changes["caption" if doc is not None else "text"] = req.message or None
     if not changes:
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")
-    if (
-        "document" not in changes
-        and changes.get("text", UNSET) == old.text
-        and changes.get("caption", UNSET) == old.caption
-    ):
+    if "document" not in changes and all(getattr(old, field) == value for field, value in changes.items()):
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")
     _spend_rate_budget(ctx, chat)
     msg = world_call(ctx.world.edit_message, chat.chat_id, req.id, actor_id=me, **changes)
