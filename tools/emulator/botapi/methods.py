@@ -83,7 +83,8 @@ class BotApiMethods:
                 chat = self.world.chat(chat_id)
             except WorldError:
                 raise bad_request("chat not found") from None
-        if chat.is_channel:
+        if chat.is_channel and not chat.username:
+            # A private channel does not exist for a bot outside it; a public one does (posting is then 403).
             status, _ = self.world.member(chat.chat_id, bot.user_id)
             if status in ("left", "kicked"):
                 raise bad_request("chat not found")
@@ -97,7 +98,7 @@ class BotApiMethods:
         if not chat.is_channel:
             return
         status, _ = self.world.member(chat.chat_id, bot.user_id)
-        if status not in ("creator", "administrator"):
+        if status in ("left", "kicked"):
             raise forbidden("bot is not a member of the channel chat")
         need = bad_request("need administrator rights in the channel chat")
         self._require_right(bot, chat, "can_post_messages", need)
