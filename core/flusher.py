@@ -1,0 +1,393 @@
+"""The flush loop: ships dirty rows as deltas, schedules snapshots, renews the lease, and wakes waiters.
+
+One task. Every `flush_interval` (or at once when `flush()`/`snapshot()`/`close()` asks) it renews the
+writer lease, and if anything is dirty captures a change set at a consistent cut and hands it to
+`Replica.write_delta`. Captures are numbered; `flush()` waits for the capture that will contain its
+caller's writes to become durable.
+
+Failure is backpressure, not loss: on a storage error the captured change set is kept (keys only are
+needed) and its keys are marked dirty again in the same synchronous step as the next capture, which
+therefore re-reads their newest images. Retries back off exponentially, honouring `retry_after`.
+
+A snapshot image is serialized in the same synchronous step as a capture, so it equals the state after
+that capture's delta; it is written in the background once that delta is durable (base_seq = its seq),
+while deltas keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+
+from core.config import StoreConfig
+from core.tracker import Tracker
+from snapshot.changes import ChangeSet
+from snapshot.errors import BackendError, FencedError
+from snapshot.replica import Replica, SnapshotReceipt
+
+log = logging.getLogger("tgsnap.core")
+
+#: how often to re-check when someone ran a raw BEGIN outside `store.transaction()`.
+_RAW_TRANSACTION_POLL = 0.05
+
+
+class Flusher:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        tracker: Tracker,
+        replica: Replica,
+        config: StoreConfig,
+        tx_idle: asyncio.Event,
+        on_fence: Callable[[FencedError], None],
+    ):
+        self._conn = conn
+        self._tracker = tracker
+        self._replica = replica
+        self._config = config
+        self._tx_idle = tx_idle  # set while no `store.transaction()` is open
+        self._on_fence = on_fence
+
+        # Capture numbering: flush() waits until a capture with number >= its target is durable.
+        self._capture_no = 0
+        self._durable_no = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+        self._in_flight: ChangeSet | None = None
+        self._in_flight_no = 0
+        self._in_flight_since: float | None = None
+        self._retry: ChangeSet | None = None  # captured, upload failed: marked dirty again at next capture
+        self._retry_since: float | None = None
+
+        #: unix time of the oldest write not yet captured (None when none); Store.execute sets it.
+        self.dirty_since: float | None = None
+        #: conn.total_changes right after the last capture; a different value means "maybe dirty".
+        self.changes_mark = conn.total_changes
+
+        self._snapshot_requests: list[asyncio.Future[SnapshotReceipt]] = []
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_retry_at = 0.0
+
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_tick = 0.0
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+        self.fenced: FencedError | None = None
+        self.last_flush_at: float | None = None
+        self.last_error: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._next_tick = loop.time() + self._config.flush_interval
+        self._task = loop.create_task(self._run(), name="tgsnap-flush-loop")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, within: float | None) -> None:
+        """Let the loop finish its current step, then wait (bounded) for a snapshot being written."""
+        self._stopping = True
+        self._wake.set()
+        tasks = [t for t in (self._task, self._snapshot_task) if t is not None and not t.done()]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=within)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._fail_waiters(None)
+
+    async def abandon(self) -> None:
+        """Stop at once, as a crash would: nothing more is shipped, nothing is released."""
+        self._stopping = True
+        tasks = [t for t in (self._task, self._snapshot_task) if t is not None and not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fail_waiters(None)
+
+    # ---- what callers wait on --------------------------------------------------------------------
+
+    async def flush(self, within: float | None) -> None:
+        if self.fenced is not None:
+            raise FencedError(str(self.fenced))
+        target = self._flush_target()
+        if target is None:
+            return
+        if not self.running:
+            from core.errors import StoreClosed
+
+            raise StoreClosed("the store is closed; its un-flushed rows can no longer be shipped")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, fut))
+        self._wake.set()
+        try:
+            async with asyncio.timeout(within):
+                await fut
+        except TimeoutError:
+            raise TimeoutError(
+                f"flush did not become durable within {within}s ({self.last_error or 'upload still running'});"
+                f" the rows stay dirty and ship with a later delta"
+            ) from None
+        finally:
+            self._waiters = [(t, f) for t, f in self._waiters if f is not fut]
+
+    async def snapshot(self, within: float | None) -> SnapshotReceipt:
+        if self.fenced is not None:
+            raise FencedError(str(self.fenced))
+        if not self.running:
+            from core.errors import StoreClosed
+
+            raise StoreClosed("the store is closed")
+        fut: asyncio.Future[SnapshotReceipt] = asyncio.get_running_loop().create_future()
+        self._snapshot_requests.append(fut)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(within):
+                return await fut
+        finally:
+            if fut in self._snapshot_requests:
+                self._snapshot_requests.remove(fut)
+
+    def _flush_target(self) -> int | None:
+        if self.maybe_dirty():
+            return self._capture_no + 1
+        if self._in_flight is not None:
+            return self._in_flight_no
+        return None
+
+    def maybe_dirty(self) -> bool:
+        """True if a capture now could ship something. Cheap when nothing was written since the last."""
+        if self._retry is not None:
+            return True
+        if self._conn.total_changes == self.changes_mark:
+            return False
+        if self._tracker.any_dirty():
+            if self.dirty_since is None:  # written through something other than Store.execute
+                self.dirty_since = time.time()
+            return True
+        if not self._conn.in_transaction:
+            # Writes were rolled back (or touched nothing tracked): clean again.
+            self.changes_mark = self._conn.total_changes
+            self.dirty_since = None
+        return False
+
+    # ---- observations for stats -----------------------------------------------------------------
+
+    @property
+    def in_flight_rows(self) -> int:
+        return len(self._in_flight) if self._in_flight is not None else 0
+
+    @property
+    def retry_rows(self) -> int:
+        return len(self._retry) if self._retry is not None else 0
+
+    def oldest_unflushed(self) -> float | None:
+        return _earliest(self.dirty_since, self._in_flight_since, self._retry_since)
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping and self.fenced is None:
+            await self._sleep()
+            if self._stopping or self.fenced is not None:
+                break
+            self._next_tick = loop.time() + self._config.flush_interval
+            try:
+                await self._renew()
+                if loop.time() >= self._retry_at:
+                    self._wake.clear()
+                    await self._ship()
+            except FencedError as exc:
+                self.fence(exc)
+            except Exception as exc:  # a bug must not silently end durability: log, back off, go on
+                log.exception("tgsnap flush loop step failed; retrying")
+                self._failed(exc)
+
+    async def _sleep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            now = loop.time()
+            in_backoff = self._retry_at > now
+            if self._wake.is_set() and not in_backoff:
+                return
+            due = min(self._next_tick, self._retry_at) if in_backoff else self._next_tick
+            if now >= due:
+                return
+            if self._wake.is_set():
+                await asyncio.sleep(due - now)  # asked to hurry, but storage told us to wait
+            else:
+                try:
+                    async with asyncio.timeout(due - now):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _renew(self) -> None:
+        try:
+            await self._replica.renew()
+        except BackendError as exc:
+            log.warning("tgsnap: could not renew the writer lease (%s); will retry", exc)
+            self.last_error = f"lease renewal: {exc}"
+
+    def _snapshot_wanted(self) -> bool:
+        if self._snapshot_task is not None:
+            return False
+        if self._snapshot_requests:
+            return True
+        return time.monotonic() >= self._snapshot_retry_at and self._replica.snapshot_due()
+
+    async def _ship(self) -> None:
+        want_snapshot = self._snapshot_wanted()
+        if not (self.maybe_dirty() or want_snapshot):
+            return
+        await self._outside_transaction()
+        # ---- one synchronous step: the consistent cut ----
+        retry, retry_since = self._retry, self._retry_since
+        changes = self._tracker.capture(retry)
+        self._retry = self._retry_since = None
+        image = self._conn.serialize() if want_snapshot else None
+        requests = list(self._snapshot_requests) if want_snapshot else []
+        self._capture_no += 1
+        number = self._capture_no
+        since = _earliest(self.dirty_since, retry_since)
+        self.dirty_since = None
+        self.changes_mark = self._conn.total_changes
+        # ---- end of the cut ----
+        if changes.is_empty():
+            self._became_durable(number)
+            if image is not None:
+                self._start_snapshot(image, self._replica.status().last_seq, changes.captured_at, requests)
+            return
+        self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
+        try:
+            receipt = await self._replica.write_delta(changes)
+        except FencedError:
+            raise
+        except (Exception, asyncio.CancelledError) as exc:
+            # Nothing advanced in storage: keep the change set; its keys go back at the next capture.
+            self._retry, self._retry_since = changes, since
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._failed(exc)
+            return
+        finally:
+            self._in_flight = self._in_flight_since = None
+        self._backoff = 0.0
+        self.last_error = None
+        self.last_flush_at = time.time()
+        self._became_durable(number)
+        if image is not None:
+            self._start_snapshot(image, receipt.seq, changes.captured_at, requests)
+
+    async def _outside_transaction(self) -> None:
+        while self._conn.in_transaction:
+            if self._tx_idle.is_set():
+                await asyncio.sleep(_RAW_TRANSACTION_POLL)  # a raw BEGIN run through store.execute
+            else:
+                await self._tx_idle.wait()
+
+    def _failed(self, exc: Exception) -> None:
+        retry_after = exc.retry_after if isinstance(exc, BackendError) else None
+        self._backoff = min(self._config.retry_max, max(self._config.retry_min, self._backoff * 2))
+        delay = max(self._backoff, retry_after or 0.0)
+        self._retry_at = asyncio.get_running_loop().time() + delay
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, BackendError):
+            level = logging.WARNING if exc.retryable else logging.ERROR
+            log.log(level, "tgsnap: delta upload failed (%s); rows stay dirty, retry in %.1fs", exc, delay)
+
+    def _became_durable(self, number: int) -> None:
+        self._durable_no = max(self._durable_no, number)
+        for target, fut in self._waiters:
+            if target <= self._durable_no and not fut.done():
+                fut.set_result(None)
+
+    # ---- snapshots -------------------------------------------------------------------------------
+
+    def _start_snapshot(
+        self, image: bytes, base_seq: int, captured_at: float, requests: list[asyncio.Future[SnapshotReceipt]]
+    ) -> None:
+        for fut in requests:
+            if fut in self._snapshot_requests:
+                self._snapshot_requests.remove(fut)
+        self._snapshot_task = asyncio.get_running_loop().create_task(
+            self._write_snapshot(image, base_seq, captured_at, requests), name="tgsnap-snapshot"
+        )
+
+    async def _write_snapshot(
+        self, image: bytes, base_seq: int, captured_at: float, requests: list[asyncio.Future[SnapshotReceipt]]
+    ) -> None:
+        try:
+            receipt = await self._replica.write_snapshot(image, base_seq, captured_at)
+        except FencedError as exc:
+            _settle(requests, exc)
+            self.fence(exc)
+        except asyncio.CancelledError:
+            for fut in requests:
+                fut.cancel()
+            raise
+        except Exception as exc:
+            # The previous snapshot and its deltas stay valid; try again later.
+            log.warning("tgsnap: snapshot at seq %d failed (%s); will retry", base_seq, exc)
+            self.last_error = f"snapshot: {type(exc).__name__}: {exc}"
+            self._snapshot_retry_at = time.monotonic() + self._config.retry_max
+            _settle(requests, exc)
+        else:
+            log.info("tgsnap: snapshot at seq %d stored (%d parts, %d bytes)", base_seq, receipt.parts, receipt.size)
+            for fut in requests:
+                if not fut.done():
+                    fut.set_result(receipt)
+        finally:
+            self._snapshot_task = None
+            if self._snapshot_requests:
+                self._wake.set()
+
+    # ---- fencing ---------------------------------------------------------------------------------
+
+    def fence(self, exc: FencedError) -> None:
+        if self.fenced is not None:
+            return
+        self.fenced = exc
+        self._on_fence(exc)
+        self._stopping = True
+        self._wake.set()
+        log.error("tgsnap: this writer was fenced (%s); it refuses writes from now on", exc)
+        self._fail_waiters(exc)
+
+    def _fail_waiters(self, exc: BaseException | None) -> None:
+        from core.errors import StoreClosed
+
+        error = exc or StoreClosed("the store stopped before these writes became durable")
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(_copy(error))
+        _settle(self._snapshot_requests, error)
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _settle(futures: list[asyncio.Future[SnapshotReceipt]], exc: BaseException) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(_copy(exc))
+
+
+def _copy(exc: BaseException) -> BaseException:
+    # One exception object raised in many tasks would collect everyone's tracebacks.
+    try:
+        return type(exc)(*exc.args)
+    except Exception:
+        return exc

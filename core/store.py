@@ -1,0 +1,400 @@
+"""The live store: an in-memory SQLite database whose every committed change is shipped to storage.
+
+    store = await Store.open(backend, schema=["CREATE TABLE users (chat_id INTEGER PRIMARY KEY, ...)"])
+    store.execute("UPDATE users SET clicks = clicks + 1 WHERE chat_id = ?", (chat_id,))
+    await store.flush()        # that write is now durable
+    await store.close()
+
+Writes are ordinary SQL on one connection in autocommit mode. Triggers record the key of every changed
+row (see `core.tracker`); the flush loop (see `core.flusher`) ships them. Reads take no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from core.config import StoreConfig
+from core.errors import StoreClosed, TransactionConflict
+from core.flusher import Flusher
+from core.schema import application_tables, declared_objects, quote, read_table
+from core.stats import StoreStats
+from core.tracker import Tracker
+from core.transaction import Transaction
+from snapshot.backend import Backend
+from snapshot.errors import BackendError, FencedError
+from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
+
+log = logging.getLogger("tgsnap.core")
+
+Params = Iterable[Any] | dict[str, Any]
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # called from synchronous code with no running loop
+        return None
+
+
+class Store:
+    """Use `await Store.open(...)`; the constructor is internal."""
+
+    def __init__(self, replica: Replica, restored: Restored, config: StoreConfig):
+        conn = restored.conn
+        # Autocommit: every statement outside transaction() commits at once, so the flush loop always
+        # finds a cut between statements. Plain Python values in and out.
+        conn.isolation_level = None
+        conn.row_factory = None
+        conn.text_factory = str
+        self._conn = conn
+        self._replica = replica
+        self._config = config
+        self._restored_seq = restored.seq
+        self._restored_at = restored.captured_at
+        self._tracker = Tracker(conn)
+        self._tx_lock = asyncio.Lock()
+        self._tx_idle = asyncio.Event()
+        self._tx_idle.set()
+        self._tx: Transaction | None = None
+        self._tx_task: asyncio.Task[Any] | None = None
+        #: why writes are refused (fenced, closing), or None while the store accepts writes.
+        self._refusal: Exception | None = None
+        #: True when execute() must take the slow path: a transaction is open or writes are refused.
+        self._guard = False
+        self._flusher = Flusher(conn, self._tracker, replica, config, self._tx_idle, on_fence=self._on_fence)
+        self._close_task: asyncio.Task[None] | None = None
+
+    # ---- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        backend: Backend,
+        schema: Iterable[str] = (),
+        config: StoreConfig | None = None,
+        progress: Progress | None = None,
+    ) -> Store:
+        """Take the writer lease, restore the latest state, create missing declared tables, start flushing.
+
+        `schema` holds CREATE TABLE (and CREATE INDEX / VIEW) statements; a declared object that storage
+        already has is kept as stored. Every application table must have an explicit PRIMARY KEY whose
+        columns cannot be NULL (`ConfigError` names the table otherwise).
+        """
+        config = config or StoreConfig()
+        replica = Replica(backend, config.replica, writer_id=config.writer_id)
+        return await cls.open_replica(replica, schema=schema, config=config, progress=progress)
+
+    @classmethod
+    async def open_replica(
+        cls,
+        replica: Replica,
+        schema: Iterable[str] = (),
+        config: StoreConfig | None = None,
+        progress: Progress | None = None,
+    ) -> Store:
+        """`open` with a replica built by the caller (tests, tools that wrap the backend)."""
+        config = config or StoreConfig()
+        statements = list(schema)
+        declared_objects(statements)  # a bad schema fails here, before the lease is taken
+        restored = await replica.acquire(progress)
+        store = cls(replica, restored, config)
+        try:
+            store._prepare(statements)
+        except BaseException:
+            await replica.release()
+            raise
+        store._flusher.start()
+        log.info(
+            "tgsnap: store open at seq %d with %d table(s), writer lease taken",
+            restored.seq,
+            len(store._tracker.tables),
+        )
+        return store
+
+    def _prepare(self, statements: list[str]) -> None:
+        conn = self._conn
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        # Rows deleted by REPLACE conflict resolution fire DELETE triggers only with this on.
+        conn.execute("PRAGMA recursive_triggers = ON")
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if self._config.foreign_keys else 'OFF'}")
+        existing = {
+            (typ, name.lower()): sql for typ, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_schema")
+        }
+        done: set[str] = set()
+        for typ, name, ddl, sql in declared_objects(statements):
+            stored = existing.get((typ, name.lower()))
+            if stored is None:
+                if ddl not in done:
+                    conn.execute(ddl)
+                    done.add(ddl)
+            elif typ == "table" and _normalize(stored) != _normalize(sql):
+                log.warning("tgsnap: table %r in storage differs from its declaration; keeping storage's", name)
+        for name in application_tables(conn):
+            self._tracker.install(read_table(conn, name))
+        # What was restored is what storage holds: nothing is dirty yet, whatever marks the image carried.
+        self._tracker.clear()
+        self._flusher.changes_mark = conn.total_changes
+
+    # ---- SQL -------------------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        """Run one statement (autocommit). Writes are tracked whatever their form."""
+        if self._guard:
+            return self._guarded(self._conn.execute, sql, params)
+        cur = self._conn.execute(sql, params)
+        flusher = self._flusher
+        if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
+            flusher.dirty_since = time.time()
+        return cur
+
+    def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> sqlite3.Cursor:
+        if self._guard:
+            return self._guarded(self._conn.executemany, sql, seq_of_params)
+        return self._run_tracked(self._conn.executemany, sql, seq_of_params)
+
+    def _run_tracked(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
+        try:
+            cur = fn(sql, params)
+        except sqlite3.OperationalError as exc:
+            if self._refusal is not None and "readonly" in str(exc):
+                raise _fresh(self._refusal) from exc
+            raise
+        flusher = self._flusher
+        if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
+            flusher.dirty_since = time.time()
+        return cur
+
+    def _guarded(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
+        """The slow path: writes are refused, or a transaction is open."""
+        if self._refusal is None and (self._tx_task is None or _current_task() is self._tx_task):
+            return self._run_tracked(fn, sql, params)  # the transaction's own task may use store.execute
+        conn = self._conn
+        temporary = self._refusal is None
+        # `query_only` makes SQLite itself reject any write, whatever the SQL looks like; reads go on.
+        if temporary:
+            conn.execute("PRAGMA query_only = ON")
+        try:
+            return fn(sql, params)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
+            if self._refusal is not None:
+                raise _fresh(self._refusal) from exc
+            raise TransactionConflict(
+                "a write through store.execute while another task holds store.transaction() open would "
+                "join that transaction; run it inside the transaction (tx.execute) or after it"
+            ) from exc
+        finally:
+            if temporary:
+                conn.execute("PRAGMA query_only = OFF")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """`BEGIN IMMEDIATE` ... `COMMIT` (`ROLLBACK` on exception); may span awaits.
+
+        Transactions of different tasks run one after another; no capture happens while one is open.
+        """
+        task = _current_task()
+        if task is not None and task is self._tx_task:
+            raise TransactionConflict("transaction() is not re-entrant; use SAVEPOINT through tx.execute")
+        self._check_writable()
+        async with self._tx_lock:
+            self._check_writable()
+            conn = self._conn
+            if conn.in_transaction:
+                raise TransactionConflict("a transaction begun with a raw BEGIN is still open")
+            conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self)
+            self._tx, self._tx_task, self._guard = tx, task, True
+            self._tx_idle.clear()
+            try:
+                yield tx
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+            finally:
+                tx.open = False
+                self._tx = self._tx_task = None
+                self._guard = self._refusal is not None
+                self._tx_idle.set()
+
+    def declare(self, ddl: str) -> None:
+        """Create a table (or index, view) at runtime if missing; tables are checked and tracked."""
+        self._check_writable()
+        conn = self._conn
+        if self._tx_task is not None or conn.in_transaction:
+            raise TransactionConflict("declare() while a transaction is open")
+        live = [
+            sql
+            for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
+            if name in self._tracker.tables
+        ]
+        objects = declared_objects([ddl], existing=tuple(live))
+        exists = {(typ, name.lower()) for typ, name in conn.execute("SELECT type, name FROM sqlite_schema")}
+        if all((typ, name.lower()) in exists for typ, name, _, _ in objects):
+            return
+        conn.execute("SAVEPOINT tgsnap_declare")
+        try:
+            conn.execute(ddl)
+            for typ, name, _, _ in objects:
+                if typ == "table":
+                    self._tracker.install(read_table(conn, name))
+        except BaseException:
+            conn.execute("ROLLBACK TO tgsnap_declare")
+            conn.execute("RELEASE tgsnap_declare")
+            raise
+        conn.execute("RELEASE tgsnap_declare")
+        self._flusher.changes_mark = conn.total_changes
+
+    # ---- durability ------------------------------------------------------------------------------
+
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - agreed API
+        """Return when every write committed before this call is durable in storage.
+
+        Returns at once if nothing is pending. On `TimeoutError` nothing is lost: the rows stay dirty and
+        ship with a later delta. Raises `FencedError` if a newer writer took over.
+        """
+        if self._tx_task is not None and _current_task() is self._tx_task:
+            raise TransactionConflict("flush() inside transaction() would wait for its own commit")
+        await self._flusher.flush(timeout)
+
+    async def snapshot(self, timeout: float | None = None) -> SnapshotReceipt:  # noqa: ASYNC109 - agreed API
+        """Write a full snapshot of the current state now; durable (and in the manifest) when it returns."""
+        if self._tx_task is not None and _current_task() is self._tx_task:
+            raise TransactionConflict("snapshot() inside transaction() would wait for its own commit")
+        return await self._flusher.snapshot(timeout)
+
+    async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - agreed API
+        """Refuse new writes, ship what is dirty, stop, and release the writer lease. Idempotent.
+
+        With a timeout, rows still un-flushed when it runs out are lost (logged) and TimeoutError is
+        raised after the store has stopped.
+        """
+        if self._tx_task is not None and _current_task() is self._tx_task:
+            raise TransactionConflict("close() inside transaction()")
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close(timeout))
+            await asyncio.shield(self._close_task)
+        else:
+            await asyncio.wait([self._close_task])
+
+    async def _close(self, within: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        while self._tx_task is not None:  # let open transactions commit: their writes were accepted
+            await self._tx_idle.wait()
+        if self._refusal is None:
+            self._refuse(StoreClosed("the store is closed; writes are refused (reads still work)"))
+        error: TimeoutError | None = None
+        if self._flusher.fenced is None:
+            try:
+                await self._flusher.flush(remaining())
+            except TimeoutError as exc:
+                error = exc
+                log.error("tgsnap: closing with %d row(s) not durable: %s", self._pending_rows(), exc)
+            except FencedError:
+                pass
+        await self._flusher.stop(remaining())
+        if self._flusher.fenced is None:
+            try:
+                await self._replica.release()
+            except (BackendError, FencedError) as exc:
+                log.warning("tgsnap: could not release the writer lease (%s); it will expire", exc)
+        log.info("tgsnap: store closed")
+        if error is not None:
+            raise error
+
+    async def abandon(self) -> None:
+        """Stop as a crash would: no final flush, no lease release. For tests and emergency stops."""
+        if self._refusal is None:
+            self._refuse(StoreClosed("the store was abandoned; writes are refused"))
+        await self._flusher.abandon()
+
+    # ---- observation -----------------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        conn = self._conn
+        flusher = self._flusher
+        status = self._replica.status()
+        now = time.time()
+        flusher.maybe_dirty()  # notes the time of writes made without store.execute
+        oldest = flusher.oldest_unflushed()
+        rows = {
+            name: conn.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()[0] for name in self._tracker.tables
+        }
+        return StoreStats(
+            rows=rows,
+            dirty_rows=self._tracker.dirty_count() + flusher.retry_rows,
+            in_flight_rows=flusher.in_flight_rows,
+            last_flush_at=flusher.last_flush_at or status.last_durable_at or self._restored_at,
+            lag=max(0.0, now - oldest) if oldest is not None else 0.0,
+            bytes_shipped=status.bytes_shipped,
+            deltas_since_snapshot=status.deltas_since_snapshot,
+            snapshot_age=None if status.snapshot_at is None else max(0.0, now - status.snapshot_at),
+            snapshot_size=status.snapshot_size,
+            last_seq=status.last_seq,
+            epoch=status.epoch,
+            backend=status.backend,
+            fenced=flusher.fenced is not None,
+            closed=self._close_task is not None and self._close_task.done(),
+            last_error=flusher.last_error,
+        )
+
+    @property
+    def tables(self) -> list[str]:
+        """Names of the tracked application tables."""
+        return list(self._tracker.tables)
+
+    @property
+    def fenced(self) -> bool:
+        return self._flusher.fenced is not None
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _pending_rows(self) -> int:
+        return self._tracker.dirty_count() + self._flusher.retry_rows + self._flusher.in_flight_rows
+
+    def _check_writable(self) -> None:
+        if self._refusal is not None:
+            raise _fresh(self._refusal)
+
+    def _refuse(self, why: Exception) -> None:
+        self._refusal = why
+        self._guard = True
+        self._conn.execute("PRAGMA query_only = ON")
+
+    def _on_fence(self, exc: FencedError) -> None:
+        self._refuse(
+            FencedError(
+                f"this store was fenced: a newer writer took over storage ({exc}); writes are refused. "
+                f"Stop this process or reopen the store."
+            )
+        )
+
+
+def _normalize(sql: str) -> str:
+    return " ".join(sql.split()).rstrip(";").lower()
+
+
+def _fresh(exc: Exception) -> Exception:
+    return type(exc)(*exc.args)
