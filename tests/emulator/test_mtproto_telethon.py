@@ -395,3 +395,31 @@ async def test_session_survives_emulator_restart(emu: Emu, tmp_path) -> None:
     finally:
         await front.close()
         emu.world = world  # the fixture closes this one
+
+
+async def test_fresh_session_logs_in_with_bot_token(emu: Emu) -> None:
+    """No pre-shared key: Telethon creates one by DH, then imports the bot authorization."""
+    from tools.emulator.mtproto.handshake import trust_emulator_rsa_key
+
+    trust_emulator_rsa_key(emu.world)
+    session = StringSession()
+    session.set_dc(2, "127.0.0.1", emu.front.port)
+    client = TelegramClient(session, api_id=1, api_hash="x" * 32, receive_updates=False)
+    emu.clients.append(client)
+    await client.connect()
+    assert not await client.is_user_authorized()
+    with pytest.raises(errors.AccessTokenInvalidError):
+        await client.sign_in(bot_token="123:nope")
+    await client.start(bot_token=emu.world.user(emu.bot_id).token)
+    me = await client.get_me()
+    assert me.id == emu.bot_id and me.bot
+    sent = await client.send_message(emu.peer, "via a DH key")
+    assert emu.world.get_message(emu.chat_id, sent.id).text == "via a DH key"
+
+    # The new key survives: a second client reusing the saved session is logged in already.
+    saved = client.session.save()
+    await client.disconnect()
+    again = TelegramClient(StringSession(saved), api_id=1, api_hash="x" * 32, receive_updates=False)
+    emu.clients.append(again)
+    await again.connect()
+    assert (await again.get_me()).id == emu.bot_id
