@@ -74,6 +74,28 @@ class Context:
                 "restore_seconds": rest.wall, "json": dump.result}
 
     @property
+    def storage_dir(self):
+        """A local-directory storage holding the population as one snapshot, written by the real Replica."""
+        return self.cached("storage_dir", self._seed_storage)
+
+    def _seed_storage(self):
+        import tempfile
+        from pathlib import Path
+
+        from tools.bench.store import seed_local
+
+        path = Path(tempfile.mkdtemp(prefix="tgsnap-bench-"))
+        self.log(f"seeding local storage {path} with a snapshot of the population ...")
+        self._cache["storage_bytes"] = seed_local(path, self.db)
+        return path
+
+    def close(self) -> None:
+        import shutil
+
+        if "storage_dir" in self._cache:
+            shutil.rmtree(self._cache["storage_dir"], ignore_errors=True)
+
+    @property
     def article(self) -> dict[str, Any]:
         return self.cached("article", self._article)
 

@@ -1,7 +1,7 @@
 """Resident memory of a process holding N users, measured in a fresh interpreter so earlier measures'
 garbage and allocator fragmentation do not count.
 
-`python -m tools.bench.memory N SEED` prints one JSON object: RSS before, after loading, and the delta.
+`python -m tools.bench.memory N SEED [DIR]` prints one JSON object: RSS before, after, and the delta.
 """
 
 from __future__ import annotations
@@ -25,41 +25,40 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _load(n: int, seed: int) -> tuple[str, object]:
-    """Hold N users the way the bot does: in a tracked Store when core/ provides one."""
-    from tools.bench import population
-
-    try:
-        from tools.bench.store import tracked_store
-    except ImportError:
-        tracked_store = None
-    if tracked_store is not None:
-        holder = tracked_store(n, seed)
-        if holder is not None:
-            return "core.Store (tracking on)", holder
-    return "bare in-memory sqlite3", population.memory_db(n, seed)
-
-
-def child(n: int, seed: int) -> dict[str, object]:
-    import tools.bench.population  # noqa: F401  (import cost is not the data's cost)
+def child(n: int, seed: int, storage_dir: str | None) -> dict[str, object]:
+    """RSS before and after taking N users in: a Store restored from `storage_dir` (as the bot starts),
+    or, without one, a bare in-memory SQLite database filled directly."""
+    import core  # noqa: F401
+    from tools.bench import population, store  # noqa: F401  (import cost is not the data's cost)
 
     gc.collect()
     before = rss_bytes()
-    what, holder = _load(n, seed)
+    if storage_dir:
+        holder, loop = store.store_from_dir(Path(storage_dir))
+        what = "core.Store restored from a snapshot (tracking on)"
+        rows = holder.execute("SELECT count(*) FROM users").fetchone()[0]
+    else:
+        holder, loop = population.memory_db(n, seed), None
+        what = "bare in-memory sqlite3"
+        rows = holder.execute("SELECT count(*) FROM users").fetchone()[0]
     gc.collect()
     after = rss_bytes()
-    del holder
-    return {"holder": what, "rss_before_bytes": before, "rss_after_bytes": after,
+    if loop is not None:
+        loop.run_until_complete(holder.close())
+        loop.close()
+    return {"holder": what, "rows": rows, "rss_before_bytes": before, "rss_after_bytes": after,
             "rss_delta_bytes": after - before}
 
 
-def measure_in_subprocess(n: int, seed: int, timeout: float = 900.0) -> dict[str, object]:
+def measure_in_subprocess(n: int, seed: int, storage_dir: Path | None = None,
+                          timeout: float = 900.0) -> dict[str, object]:
     root = Path(__file__).resolve().parents[2]  # the checkout, so an uninstalled tree works too
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-m", "tools.bench.memory", str(n), str(seed)], cwd=root, env=env,
+    argv = [sys.executable, "-m", "tools.bench.memory", str(n), str(seed), str(storage_dir or "")]
+    out = subprocess.run(argv, cwd=root, env=env,
                          capture_output=True, text=True, timeout=timeout, check=True)
     return json.loads(out.stdout)
 
 
 if __name__ == "__main__":
-    print(json.dumps(child(int(sys.argv[1]), int(sys.argv[2]))))
+    print(json.dumps(child(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import time
@@ -91,11 +92,11 @@ def snapshot(ctx: Context) -> dict[str, Any]:
     }
 
 
-@measure("memory", "resident memory (RSS delta) of a fresh process holding N users")
+@measure("memory", "resident memory (RSS delta) of a fresh process whose Store restored N users")
 def memory(ctx: Context) -> dict[str, Any]:
     from tools.bench.memory import measure_in_subprocess
 
-    got = measure_in_subprocess(ctx.users, ctx.seed)
+    got = measure_in_subprocess(ctx.users, ctx.seed, ctx.storage_dir)
     mib = got["rss_delta_bytes"] / 2**20
     # the BRIEF's bound is for 1 M users; scale it linearly for smaller runs
     bound = 300 * ctx.users / 1_000_000
@@ -164,12 +165,69 @@ def writes(ctx: Context) -> dict[str, Any]:
     dirty = tracker.dirty_count()
     plain.close()
     tracked.close()
-    r = ratio(best_tracked, best_plain)
+    via_store = asyncio.run(_store_updates_per_second(ctx, keys))
+    r = ratio(via_store, best_plain)
     return {
         "updates": len(keys),
         "untracked_per_second": round(best_plain),
-        "tracked_per_second": round(best_tracked),
+        "triggers_only_per_second": round(best_tracked),
+        "store_execute_per_second": round(via_store),
         "dirty_rows_after_round": dirty,
+        "ratio_triggers_vs_untracked": ratio(best_tracked, best_plain),
         "ratio_tracked_vs_untracked": r,
+        "note": "untracked: sqlite3 conn.execute; triggers_only: the same with core.tracker's triggers; "
+                "store_execute: Store.execute, what the bot calls (ratio_tracked_vs_untracked uses it)",
         **_verdict(r, ">=", 0.65),
+    }
+
+
+async def _store_updates_per_second(ctx: Context, keys: list[int]) -> float:
+    from snapshot.backends.memory import MemoryBackend
+    from tools.bench.store import open_store, seed
+
+    backend = MemoryBackend()
+    await seed(backend, ctx.db)
+    store = await open_store(backend)
+    try:
+        sql = "UPDATE users SET click = click + 1 WHERE chatid = ?"
+        best = 0.0
+        for _ in range(ctx.repeats):
+            execute = store.execute
+            t0 = time.perf_counter()
+            for k in keys:
+                execute(sql, (k,))
+            best = max(best, len(keys) / (time.perf_counter() - t0))
+            await store.flush()  # ship the round's dirty rows, as the flush loop would between rounds
+    finally:
+        await store.close()
+    return best
+
+
+@measure("restore", "restore from the local backend (fetch + decompress + load + verify), vs the article's")
+def restore_local(ctx: Context) -> dict[str, Any]:
+    from snapshot.backends.local import LocalDirBackend
+    from snapshot.restore import restore
+
+    art = ctx.article
+    path = ctx.storage_dir
+
+    def once() -> int:
+        r = asyncio.run(restore(LocalDirBackend(path, fsync=False)))
+        n = r.conn.execute("SELECT count(*) FROM users").fetchone()[0]
+        r.conn.close()
+        return n
+
+    t = timed(once, ctx.repeats)
+    if t.result != ctx.users:
+        raise AssertionError(f"restore returned {t.result} users, expected {ctx.users}")
+    r = ratio(t.wall, art["restore_seconds"])
+    return {
+        "backend": "local directory",
+        "stored_bytes": ctx._cache.get("storage_bytes"),
+        "restore_seconds": round(t.wall, 4),
+        "restore_cpu_seconds": round(t.cpu, 4),
+        "article_restore_seconds": round(art["restore_seconds"], 4),
+        "ratio_vs_article_restore": r,
+        "note": "every part's SHA-256, every shard's and the whole image's digest are checked",
+        **_verdict(r, "<=", 0.10),
     }

@@ -1,0 +1,52 @@
+"""The one bench run inside the test suite: a 20 000-user smoke run. It checks the report's shape and
+that the figures are sane, never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+
+from tools.bench.__main__ import main
+from tools.bench.population import users
+
+EXPECTED = {"delta", "snapshot", "restore", "writes", "rpo", "memory"}
+
+
+def test_population_is_deterministic_and_shaped_like_the_articles_users():
+    a, b = list(users(3000, seed=5)), list(users(3000, seed=5))
+    assert a == b and a != list(users(3000, seed=6))
+    ids = [u[0] for u in a]
+    assert len(set(ids)) == len(ids)
+    assert all(9 <= len(str(i)) <= 10 for i in ids)
+    assert any(any("а" <= ch <= "я" for ch in u[1].lower()) for u in a)  # Cyrillic names
+    assert any(u[1].isascii() for u in a)  # and Latin ones
+    clicks = sorted(u[2] for u in a)
+    assert clicks[len(clicks) // 2] <= 3 and clicks[-1] > 100  # heavy tail: small median, huge max
+
+
+def test_bench_smoke_run(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--users", "20000", "--seed", "3", "--json-out", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["users"] == 20000 and report["seed"] == 3
+    assert set(report["measures"]) == EXPECTED
+    art = report["article"]
+    assert art["json_bytes"] > 20000 * 20 and art["dump_seconds"] > 0 and art["restore_seconds"] > 0
+    m = report["measures"]
+    assert m["delta"]["dirty_rows"] == 200
+    assert 0 < m["delta"]["delta_bytes"] < art["json_bytes"]
+    assert m["delta"]["ratio_vs_article_json"] == round(m["delta"]["delta_bytes"] / art["json_bytes"], 4)
+    assert 0 < m["snapshot"]["snapshot_bytes"] < m["snapshot"]["image_bytes"]
+    assert m["snapshot"]["build_cpu_seconds"] >= 0
+    assert m["restore"]["restore_seconds"] > 0 and m["restore"]["stored_bytes"] > 0
+    assert m["writes"]["untracked_per_second"] > 0 and m["writes"]["store_execute_per_second"] > 0
+    assert m["rpo"]["by_mode"]["mtproto"]["rpo_seconds_excluding_upload"] > 0
+    assert m["memory"]["rows"] == 20000 and m["memory"]["holder"].startswith("core.Store")
+    for name in EXPECTED - {"rpo"}:
+        verdicts = [v for v in m[name].values() if isinstance(v, dict) and "meets_target" in v] or [m[name]]
+        assert all(isinstance(v["meets_target"], bool) and v["target"] for v in verdicts)
+
+
+def test_only_selects_measures(capsys):
+    assert main(["--users", "1000", "--only", "rpo", "--quiet"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["measures"]) == {"rpo"}
