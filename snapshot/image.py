@@ -126,6 +126,7 @@ def load(image: bytes, conn: sqlite3.Connection | None = None) -> sqlite3.Connec
     if image:
         try:
             conn.deserialize(image)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header page only
         except sqlite3.Error as e:
             raise RestoreError(f"the snapshot image is not a SQLite database SQLite accepts: {e}") from None
     return conn

@@ -1,0 +1,123 @@
+"""The delta codec: every SQLite value round-trips bit for bit; malformed bodies are named."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snapshot.changes import ChangeSet, TableChanges
+from snapshot.delta import decode_body, encode_body, encode_delta
+from snapshot.envelope import Kind, decode
+from snapshot.errors import CorruptDocument
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
+VALUES = st.one_of(st.none(), INT64, st.floats(allow_nan=True, allow_infinity=True), TEXT,
+                   st.binary(max_size=40))
+NAMES = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
+
+
+def _same(a, b) -> bool:
+    """Equality that also tells -0.0 from 0.0 and compares NaN bit patterns."""
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return type(a) is type(b) and a == b
+
+
+def _rows_same(x, y) -> bool:
+    return len(x) == len(y) and all(len(r) == len(s) and all(map(_same, r, s)) for r, s in zip(x, y, strict=True))
+
+
+@st.composite
+def tables(draw):
+    name = draw(NAMES)
+    ncols = draw(st.integers(1, 5))
+    columns = draw(st.lists(NAMES, min_size=ncols, max_size=ncols, unique=True))
+    npk = draw(st.integers(1, ncols))
+    pk = columns[:npk]
+    upserts = draw(st.lists(st.tuples(*[VALUES] * ncols), max_size=8))
+    deletes = draw(st.lists(st.tuples(*[VALUES] * npk), max_size=4))
+    ddl = draw(st.text(max_size=60, alphabet=st.characters(blacklist_categories=["Cs"])))
+    return TableChanges(name, ddl, columns, pk, upserts, deletes)
+
+
+@st.composite
+def change_sets(draw):
+    ts = draw(st.lists(tables(), max_size=4, unique_by=lambda t: t.name))
+    at = draw(st.floats(allow_nan=False, allow_infinity=False))
+    return ChangeSet(captured_at=at, tables={t.name: t for t in ts})
+
+
+def _assert_equal(a: ChangeSet, b: ChangeSet):
+    assert _same(a.captured_at, b.captured_at)
+    assert list(a.tables) == list(b.tables)
+    for name, t in a.tables.items():
+        u = b.tables[name]
+        assert (t.name, t.ddl, t.columns, t.pk) == (u.name, u.ddl, u.columns, u.pk)
+        assert _rows_same(t.upserts, u.upserts) and _rows_same(t.deletes, u.deletes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cs=change_sets())
+def test_round_trip_property(cs):
+    _assert_equal(cs, decode_body(encode_body(cs)))
+
+
+def test_edge_values_exactly():
+    nan_payload = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_DEAD_BEEF))[0]
+    row = (None, 0, -1, 2**63 - 1, -(2**63), 0.0, -0.0, math.inf, -math.inf, nan_payload, 5e-324,
+           "", "nul\x00inside", "Привет, мир", "𝄞 astral 🎉", "\uffff", b"", b"\x00\xff" * 3)
+    cols = [f"c{i}" for i in range(len(row))]
+    cs = ChangeSet(1.5, {"t": TableChanges("t", "CREATE TABLE t(...)", cols, ["c1"], [row], [(7,), (None,)])})
+    back = decode_body(encode_body(cs))
+    assert _rows_same(back.tables["t"].upserts, [row])
+    assert _rows_same(back.tables["t"].deletes, [(7,), (None,)])
+
+
+def test_bool_is_stored_as_integer():
+    cs = ChangeSet(0, {"t": TableChanges("t", "", ["a", "b"], ["a"], [(True, False)])})
+    assert decode_body(encode_body(cs)).tables["t"].upserts == [(1, 0)]
+
+
+@pytest.mark.parametrize("value, why", [(2**63, "64 bits"), (-(2**63) - 1, "64 bits"),
+                                        ("bad \ud800 surrogate", "surrogate"), (object(), "not a SQLite value")])
+def test_unstorable_values_are_refused(value, why):
+    cs = ChangeSet(0, {"t": TableChanges("t", "", ["a"], ["a"], [(value,)])})
+    with pytest.raises(ValueError, match=why):
+        encode_body(cs)
+
+
+def test_row_width_must_match_columns():
+    cs = ChangeSet(0, {"t": TableChanges("t", "", ["a", "b"], ["a"], [(1,)])})
+    with pytest.raises(ValueError, match="expected 2"):
+        encode_body(cs)
+
+
+def test_full_document_round_trip():
+    cs = ChangeSet(3.0, {"users": TableChanges("users", "CREATE TABLE users(id INTEGER PRIMARY KEY, n TEXT)",
+                                               ["id", "n"], ["id"], [(1, "a"), (2, "b")], [(3,)])})
+    doc = decode(encode_delta(cs, epoch=2, seq=9), expect=Kind.DELTA)
+    assert doc.header.seq == 9 and doc.header.epoch == 2
+    _assert_equal(cs, decode_body(doc.body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cs=change_sets(), data=st.data())
+def test_truncated_bodies_are_named_never_misread(cs, data):
+    body = encode_body(cs)
+    n = data.draw(st.integers(0, max(0, len(body) - 1)))
+    with pytest.raises(CorruptDocument, match="delta body is malformed") as e:
+        decode_body(body[:n], ref="d-1")
+    assert e.value.ref == "d-1"
+
+
+def test_unknown_tag_is_named():
+    cs = ChangeSet(0, {"t": TableChanges("t", "", ["a"], ["a"], [(None,)])})
+    body = bytearray(encode_body(cs))
+    body[-1] = 9  # the NULL tag of the only value
+    with pytest.raises(CorruptDocument, match="unknown value tag 9"):
+        decode_body(bytes(body))

@@ -1,0 +1,149 @@
+"""The envelope: what goes in comes out, and every kind of damage is caught and named."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snapshot.cipher import Cipher
+from snapshot.envelope import (
+    FORMAT_VERSION,
+    GENESIS,
+    HEADER_SIZE,
+    Kind,
+    decode,
+    document_hash,
+    encode,
+    overhead,
+    read_header,
+)
+from snapshot.errors import CorruptDocument, EncryptionError
+
+KEY = bytes(range(32))
+PREV = bytes(range(100, 132))
+
+
+def _doc(body=b"hello tgsnap " * 20, **kw):
+    kw = {"epoch": 3, "seq": 42, "prev": PREV, **kw}
+    return encode(Kind.DELTA, body, **kw)
+
+
+@pytest.mark.parametrize("cipher", [None, Cipher(KEY)])
+@pytest.mark.parametrize("compress", [True, False])
+def test_round_trip(cipher, compress):
+    body = b"\x00body\xff" * 1000
+    data = _doc(body, cipher=cipher, compress=compress)
+    doc = decode(data, ref="r1", cipher=cipher, expect=Kind.DELTA)
+    assert doc.body == body
+    assert (doc.header.kind, doc.header.epoch, doc.header.seq, doc.header.prev_hash) == (Kind.DELTA, 3, 42, PREV)
+    assert doc.header.compressed is compress and doc.header.encrypted is (cipher is not None)
+    assert doc.hash == document_hash(data) and doc.size == len(data)
+    assert data[:4] == b"TGSN" and len(data) == doc.header.size
+
+
+def test_header_layout_is_as_documented():
+    data = encode(Kind.SNAPSHOT_PART, b"payload", epoch=7, seq=9, prev=PREV, compress=False)
+    magic, version, kind, flags, epoch, seq, plen = struct.unpack_from("<4sHBBQQQ", data, 0)
+    assert (magic, version, kind, flags, epoch, seq, plen) == (b"TGSN", FORMAT_VERSION, 2, 0, 7, 9, 7)
+    assert data[64:96] == PREV and data[96:104] == bytes(8) and data[104:108] == bytes(4)
+    assert struct.unpack_from("<I", data, 108)[0] == zlib.crc32(data[:108])
+    assert data[HEADER_SIZE:] == b"payload"
+    assert overhead(False) == 112 and overhead(True) == 112 + 28
+
+
+def test_empty_body_and_genesis_default():
+    doc = decode(encode(Kind.MANIFEST, b"", epoch=0, seq=0))
+    assert doc.body == b"" and doc.header.prev_hash == GENESIS
+
+
+def test_foreign_bytes_are_named():
+    for junk in (b"", b"PK\x03\x04 a zip file", b'{"json": true}' * 20):
+        with pytest.raises(CorruptDocument, match="not a tgsnap document") as e:
+            decode(junk, ref="msg-17")
+        assert e.value.ref == "msg-17" and "msg-17" in str(e.value)
+
+
+def _rewrite_header(data: bytes, offset: int, fmt: str, value) -> bytes:
+    head = bytearray(data[:108])
+    struct.pack_into(fmt, head, offset, value)
+    return bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[112:]
+
+
+def test_newer_version_says_so():
+    data = _rewrite_header(_doc(), 4, "<H", FORMAT_VERSION + 1)
+    with pytest.raises(CorruptDocument, match="newer tgsnap"):
+        decode(data, ref="r")
+
+
+def test_unknown_kind_and_flags():
+    with pytest.raises(CorruptDocument, match="unknown document kind 9"):
+        decode(_rewrite_header(_doc(), 6, "<B", 9))
+    with pytest.raises(CorruptDocument, match="unknown flags"):
+        decode(_rewrite_header(_doc(), 7, "<B", 0x81))
+
+
+def test_wrong_kind_is_named():
+    with pytest.raises(CorruptDocument, match="expected a snapshot part document, found a delta"):
+        decode(_doc(), ref="x", expect=Kind.SNAPSHOT_PART)
+
+
+def test_truncation_and_trailing_bytes():
+    data = _doc()
+    with pytest.raises(CorruptDocument, match="truncated"):
+        decode(data[:50])
+    with pytest.raises(CorruptDocument, match="truncated"):
+        decode(data[:-1])
+    with pytest.raises(CorruptDocument, match="unexpected bytes after the payload"):
+        decode(data + b"\x00")
+
+
+def test_header_and_payload_damage_are_told_apart():
+    data = _doc()
+    flipped_header = data[:20] + bytes([data[20] ^ 1]) + data[21:]
+    with pytest.raises(CorruptDocument, match="header checksum"):
+        decode(flipped_header)
+    flipped_payload = data[:-3] + bytes([data[-3] ^ 1]) + data[-2:]
+    with pytest.raises(CorruptDocument, match="payload checksum"):
+        decode(flipped_payload)
+
+
+def test_read_header_does_not_touch_the_payload():
+    data = _doc()
+    h = read_header(data[:HEADER_SIZE] + b"garbage that fails the payload checksum")
+    assert h.seq == 42 and h.payload_len == len(data) - HEADER_SIZE
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), encrypted=st.booleans())
+def test_any_single_byte_damage_is_detected(data, encrypted):
+    cipher = Cipher(KEY) if encrypted else None
+    doc = _doc(b"some body bytes" * 5, cipher=cipher)
+    i = data.draw(st.integers(0, len(doc) - 1), label="offset")
+    x = data.draw(st.integers(1, 255), label="xor")
+    bad = doc[:i] + bytes([doc[i] ^ x]) + doc[i + 1:]
+    with pytest.raises((CorruptDocument, EncryptionError)):
+        decode(bad, ref="r", cipher=cipher)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_truncation_or_extension_is_detected(data):
+    doc = _doc(b"x" * 300)
+    n = data.draw(st.integers(0, len(doc) - 1))
+    with pytest.raises(CorruptDocument):
+        decode(doc[:n])
+    extra = data.draw(st.binary(min_size=1, max_size=20))
+    with pytest.raises(CorruptDocument):
+        decode(doc + extra)
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=st.binary(max_size=3000), epoch=st.integers(0, 2**64 - 1), seq=st.integers(0, 2**64 - 1),
+       prev=st.binary(min_size=32, max_size=32), kind=st.sampled_from(list(Kind)))
+def test_round_trip_property(body, epoch, seq, prev, kind):
+    doc = decode(encode(kind, body, epoch=epoch, seq=seq, prev=prev), expect=kind)
+    assert (doc.body, doc.header.epoch, doc.header.seq, doc.header.prev_hash) == (body, epoch, seq, prev)
