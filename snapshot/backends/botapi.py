@@ -1,0 +1,306 @@
+"""Telegram storage through the Bot API only (aiogram), for users without an api_id/api_hash.
+
+What the Bot API allows shapes this backend:
+- a bot cannot read history or fetch a message by id, so every ref carries what `get` needs:
+  `"<message_id>:<file_id>"` (file_ids are persistent for the bot that stored the document);
+- documents are read with getFile, which serves files up to 20 MB: that is `max_document_size`;
+- there is no discovery (`can_discover=False`): the replica republishes the manifest after every delta,
+  so each delta costs two budget slots (send + edit);
+- deleteMessage works only on messages younger than 48 h; older superseded documents stay in the channel
+  (they are inert: nothing points at them).
+
+Every send, edit and pin takes a slot of the chat's `ChatBudget` first; a 429 pauses the whole chat.
+A call that cannot get a slot within `max_wait` raises a retryable BackendError with `retry_after`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import aiohttp
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import BufferedInputFile, InputMediaDocument, Message
+from aiogram.utils.token import TokenValidationError
+
+from snapshot.backend import Backend, BackendInfo
+from snapshot.backends import telegram_channel as channel
+from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
+from snapshot.backends.telegram_retry import RetryPolicy, call
+from snapshot.errors import BackendError, DocumentNotFound
+
+log = logging.getLogger(__name__)
+
+#: getFile's cap is "20 MB"; stay under both readings of it.
+BOTAPI_MAX_DOCUMENT = 20_000_000
+_NOT_MODIFIED = "message is not modified"
+
+
+def _classify(exc: BaseException) -> BackendError | None:
+    """aiogram's exceptions → retryable or not, with Telegram's own words kept."""
+    if isinstance(exc, TelegramRetryAfter):
+        return BackendError(f"Telegram flood control: retry after {exc.retry_after}s", retryable=True,
+                            retry_after=float(exc.retry_after))
+    if isinstance(exc, TelegramEntityTooLarge):
+        return BackendError(f"Telegram refused the document as too large: {exc.message}", retryable=False)
+    if isinstance(exc, TelegramNetworkError | TelegramServerError | ClientDecodeError | aiohttp.ClientError
+                  | ConnectionError):
+        return BackendError(f"Telegram unreachable or failing: {exc}", retryable=True)
+    if isinstance(exc, TelegramUnauthorizedError):
+        return BackendError(str(channel.bad_token()), retryable=False)
+    if isinstance(exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound):
+        return BackendError(f"Telegram refused: {exc.message}", retryable=False)
+    if isinstance(exc, TelegramAPIError):
+        return BackendError(f"Telegram error: {exc.message}", retryable=True)
+    return None
+
+
+def encode_ref(message_id: int, file_id: str) -> str:
+    return f"{message_id}:{file_id}"
+
+
+def decode_ref(ref: str) -> tuple[int, str]:
+    """(message_id, file_id) of a ref; DocumentNotFound for anything that is not one of ours."""
+    mid, sep, file_id = ref.partition(":")
+    if not sep or not file_id or not mid.isdigit():
+        raise DocumentNotFound(ref)
+    return int(mid), file_id
+
+
+class BotApiBackend(Backend):
+    """Documents and the pinned manifest in one channel, through the Bot API.
+
+    Build with the constructor, then `await open()` (connects, checks the channel, reads nothing else);
+    `snapshot.open.open_backend` does both.
+    """
+
+    def __init__(self, token: str, chat: str | int, *, api_url: str | None = None,
+                 budget: ChatBudget | BudgetConfig | None = None, policy: RetryPolicy | None = None,
+                 token_var: str = "TGSNAP_BOT_TOKEN") -> None:
+        self._chat_arg = channel.parse_chat(chat)
+        self._token_var = token_var
+        try:
+            session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
+            self.bot = Bot(token, session=session)
+        except TokenValidationError:
+            raise channel.bad_token(token_var) from None
+        self._budget_arg = budget
+        self.policy = policy or RetryPolicy(max_wait=(budget.max_wait if isinstance(budget, BudgetConfig)
+                                                      else budget.config.max_wait if budget else 60.0))
+        self.budget: ChatBudget | None = budget if isinstance(budget, ChatBudget) else None
+        self.chat_id: int | None = None
+        self.chat_title = str(self._chat_arg)
+        self.bot_name = "the bot"
+        self._manifest_id: int | None = None
+        self._manifest_pinned = False
+        self._deleted: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"BotApiBackend(chat={self.chat_title!r})"
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(name=f"botapi:{self.chat_title}", can_discover=False,
+                           max_document_size=BOTAPI_MAX_DOCUMENT, manifest_min_interval=0.0)
+
+    # -- opening and checks ------------------------------------------------------------------------
+
+    async def open(self) -> BotApiBackend:
+        """Check the token, the chat, the bot's rights and the pinned message. Writes nothing."""
+        try:
+            me = await self._call(self.bot.get_me, "getMe")
+        except BackendError as e:
+            if "token" in str(e):
+                raise channel.bad_token(self._token_var) from None
+            raise
+        self.bot_name = f"@{me.username}" if me.username else f"bot {me.id}"
+        chat = await self._get_chat()
+        self.chat_id = chat.id
+        self.chat_title = f"{chat.title!r} ({chat.id})" if chat.title else str(chat.id)
+        if chat.type != "channel":
+            raise channel.not_a_channel(self._chat_arg, chat.type)
+        member = await self._call(lambda: self.bot.get_chat_member(chat.id, me.id), "getChatMember")
+        self._check_rights(member)
+        if self.budget is None:
+            config = self._budget_arg if isinstance(self._budget_arg, BudgetConfig) else None
+            self.budget = shared_budget(me.id, chat.id, config)
+        if chat.pinned_message is not None:
+            self._adopt_pinned(chat.pinned_message)
+        return self
+
+    async def _get_chat(self):  # -> ChatFullInfo
+        try:
+            return await self._call(lambda: self.bot.get_chat(self.chat_id or self._chat_arg), "getChat")
+        except BackendError as e:
+            if not e.retryable and "chat not found" in str(e).lower():
+                raise channel.chat_not_found(self._chat_arg, self.bot_name) from None
+            raise
+
+    def _check_rights(self, member) -> None:
+        status = member.status
+        if status == "creator":
+            return
+        if status != "administrator":
+            raise channel.missing_rights(self.chat_title, self.bot_name,
+                                         [label for _b, _m, label in channel.REQUIRED_RIGHTS])
+        missing = [label for field, _m, label in channel.REQUIRED_RIGHTS if getattr(member, field, None) is False]
+        if missing:
+            raise channel.missing_rights(self.chat_title, self.bot_name, missing)
+
+    def _adopt_pinned(self, msg: Message) -> None:
+        """Take the pinned message as our manifest, or refuse the channel if it is anything else."""
+        if msg.document is None or not channel.is_manifest_name(msg.document.file_name):
+            raise channel.foreign_pin(self.chat_title, msg.message_id)
+        self._manifest_id = msg.message_id
+        self._manifest_pinned = True
+
+    # -- the Backend interface ---------------------------------------------------------------------
+
+    async def put(self, name: str, data: bytes) -> str:
+        self._check_size(name, data)
+        doc = BufferedInputFile(data, filename=channel.file_name(name))
+        msg = await self._call(
+            lambda: self.bot.send_document(self._cid, doc, disable_notification=True,
+                                           disable_content_type_detection=True),
+            f"storing {name}", budgeted=True)
+        if msg.document is None:
+            raise BackendError(f"storing {name}: Telegram's answer carries no document", retryable=True)
+        return encode_ref(msg.message_id, msg.document.file_id)
+
+    async def get(self, ref: str) -> bytes:
+        mid, file_id = decode_ref(ref)
+        if mid in self._deleted:
+            raise DocumentNotFound(ref)
+        return await self._download(file_id, ref)
+
+    async def publish_manifest(self, data: bytes) -> None:
+        self._check_size(channel.MANIFEST_NAME, data)
+        if self._manifest_id is None:
+            chat = await self._get_chat()  # another process may have initialised the channel meanwhile
+            if chat.pinned_message is not None:
+                self._adopt_pinned(chat.pinned_message)
+        doc = BufferedInputFile(data, filename=channel.MANIFEST_NAME)
+        if self._manifest_id is None:
+            msg = await self._call(lambda: self.bot.send_document(self._cid, doc, disable_notification=True,
+                                                                  disable_content_type_detection=True),
+                                   "sending the manifest", budgeted=True)
+            self._manifest_id, self._manifest_pinned = msg.message_id, False
+        else:
+            await self._edit_manifest(doc)
+        if not self._manifest_pinned:
+            mid = self._manifest_id
+            await self._call(lambda: self.bot.pin_chat_message(self._cid, mid, disable_notification=True),
+                             "pinning the manifest", budgeted=True)
+            self._manifest_pinned = True
+
+    async def _edit_manifest(self, doc: BufferedInputFile) -> None:
+        mid = self._manifest_id
+        assert mid is not None
+
+        async def edit() -> None:
+            try:
+                await self.bot.edit_message_media(InputMediaDocument(media=doc), chat_id=self._cid, message_id=mid)
+            except TelegramBadRequest as e:
+                if _NOT_MODIFIED in e.message:
+                    return  # an earlier attempt landed and only its answer was lost
+                if "message to edit not found" in e.message:
+                    raise BackendError(
+                        f"the manifest message {mid} in {self.chat_title} was deleted: restore the channel or "
+                        "start from a new one (tgsnap will not guess a replacement)", retryable=False) from None
+                raise
+
+        await self._call(edit, "publishing the manifest", budgeted=True)
+
+    async def read_manifest(self) -> bytes | None:
+        chat = await self._get_chat()
+        pinned = chat.pinned_message
+        if pinned is None:
+            if self._manifest_id is not None:
+                raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
+            return None
+        self._adopt_pinned(pinned)
+        assert pinned.document is not None
+        return await self._download(pinned.document.file_id, f"manifest {pinned.message_id}")
+
+    async def delete(self, refs: list[str]) -> None:
+        ids = []
+        for ref in refs:
+            try:
+                ids.append(decode_ref(ref)[0])
+            except DocumentNotFound:
+                continue
+        for i in range(0, len(ids), 100):
+            batch = ids[i:i + 100]
+
+            async def remove(batch: list[int] = batch) -> None:
+                try:
+                    await self.bot.delete_messages(self._cid, batch)
+                except TelegramBadRequest as e:
+                    # gone already, or older than 48 h (the Bot API cannot delete those): leave them.
+                    log.info("delete in %s: %s (%d messages left in place)", self.chat_title, e.message, len(batch))
+
+            await self._call(remove, "deleting superseded documents")
+            self._deleted.update(batch)
+
+    async def discover(self, after: str | None) -> list[str]:
+        return []
+
+    def order_key(self, ref: str) -> tuple:
+        return (decode_ref(ref)[0],)
+
+    async def close(self) -> None:
+        await self.bot.session.close()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @property
+    def _cid(self) -> int | str:
+        return self.chat_id if self.chat_id is not None else self._chat_arg
+
+    def _check_size(self, name: str, data: bytes) -> None:
+        if not data:
+            raise BackendError(f"{name}: Telegram does not store empty documents", retryable=False)
+        if len(data) > BOTAPI_MAX_DOCUMENT:
+            raise BackendError(
+                f"{name}: {len(data)} bytes is over the Bot API's getFile limit of {BOTAPI_MAX_DOCUMENT} bytes; "
+                "use smaller snapshot parts or MTProto storage", retryable=False)
+
+    async def _download(self, file_id: str, what: str) -> bytes:
+        async def fetch() -> bytes:
+            try:
+                f = await self.bot.get_file(file_id)
+            except TelegramBadRequest as e:
+                if "wrong file identifier" in e.message or "file not found" in e.message.lower():
+                    raise DocumentNotFound(what) from None
+                if "too big" in e.message:
+                    raise BackendError(f"{what} is over the Bot API's 20 MB getFile limit", retryable=False) from None
+                raise
+            if not f.file_path:
+                raise BackendError(f"{what}: getFile returned no file path", retryable=True)
+            buf = await self.bot.download_file(f.file_path, io.BytesIO(), timeout=int(self.policy.timeout))
+            assert isinstance(buf, io.BytesIO)
+            data = buf.getvalue()
+            if f.file_size is not None and len(data) != f.file_size:
+                raise BackendError(f"{what}: download cut short ({len(data)} of {f.file_size} bytes)",
+                                   retryable=True)
+            return data
+
+        return await self._call(fetch, f"reading {what}")
+
+    async def _call(self, op, what: str, *, budgeted: bool = False):
+        budget = self.budget if budgeted else None
+        return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget)

@@ -1,0 +1,464 @@
+"""Telegram storage over MTProto (Telethon), logged in as a bot: large parts, parallel transfers, discovery.
+
+- Login: `TelegramClient(StringSession(session), api_id, api_hash, receive_updates=False)`, then
+  `sign_in(bot_token=...)` unless the session is already authorised (the emulator hands out such
+  sessions). The storage client never competes with the bot for updates.
+- Documents: one message each, the file named after the replica's hint; ref = the message id, so
+  `order_key` is storage order (channel message ids are sequential). Files up to 2000 MiB, moved in
+  parallel over `connections` extra connections (see `mtproto_transfer`); cryptg is required.
+- Manifest: the pinned message (`channels.getFullChannel` → `pinned_msg_id`), edited in place with
+  `messages.editMessage(media=...)`: one atomic edit per publication.
+- Discovery (`can_discover=True`): bots may not call messages.getHistory, but they may call
+  `channels.getMessages` by id, so `discover(after)` reads ids after `after` in batches of 100 until
+  `discover_gap` consecutive ids are empty past the highest id this process knows. Deltas therefore need
+  no manifest edit to be findable after a crash: each delta costs one budget slot, and the manifest is
+  republished only every `manifest_min_interval` seconds.
+- `get` refetches the message (`channels.getMessages`) for a fresh file reference and refetches again if
+  the reference expires mid-download (FILE_REFERENCE_EXPIRED).
+- Sends carry a `random_id` and a caption tag derived from it: when an answer is lost and the resend is
+  refused as RANDOM_ID_DUPLICATE, the stored message is found by its tag instead of being posted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+
+from telethon import TelegramClient, errors, utils
+from telethon.sessions import StringSession
+from telethon.tl import functions, types
+
+from snapshot.backend import Backend, BackendInfo
+from snapshot.backends import mtproto_transfer as transfer
+from snapshot.backends import telegram_channel as channel
+from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
+from snapshot.backends.telegram_retry import RetryPolicy, call
+from snapshot.errors import BackendError, ConfigError, DocumentNotFound
+
+log = logging.getLogger(__name__)
+
+MIME = "application/octet-stream"
+#: placeholders Telethon insists on when a pre-authorised session (the emulator's) comes without them.
+_PLACEHOLDER_API = (1, "0" * 32)
+
+
+def require_cryptg() -> None:
+    try:
+        import cryptg  # noqa: F401
+    except ImportError:
+        raise ConfigError("MTProto storage needs cryptg for fast encryption: pip install cryptg "
+                          "(without it Telethon moves ~0.3 MiB/s)") from None
+
+
+def _classify(exc: BaseException) -> BackendError | None:
+    """Telethon's exceptions → retryable or not, with Telegram's error name kept."""
+    if isinstance(exc, errors.FloodWaitError | errors.FloodPremiumWaitError | errors.SlowModeWaitError):
+        return BackendError(f"Telegram FLOOD_WAIT: retry after {exc.seconds}s", retryable=True,
+                            retry_after=float(max(1, exc.seconds)))
+    if isinstance(exc, errors.ServerError | errors.TimedOutError | errors.RpcCallFailError):
+        return BackendError(f"Telegram internal error: {exc}", retryable=True)
+    if isinstance(exc, errors.UnauthorizedError | errors.AuthKeyError):
+        return BackendError(f"Telegram no longer accepts this session ({exc.message}): check the bot token "
+                            "and TGSNAP_MTPROTO_SESSION", retryable=False)
+    if isinstance(exc, errors.ChatAdminRequiredError | errors.ChatWriteForbiddenError | errors.ChannelPrivateError
+                  | errors.MessageAuthorRequiredError):
+        return BackendError(f"Telegram refused ({exc.message}): the storage bot lost its administrator rights "
+                            "in the storage channel; restore them (post and edit messages)", retryable=False)
+    if isinstance(exc, errors.RPCError):
+        code = abs(exc.code or 0)
+        return BackendError(f"Telegram refused: {exc.message}", retryable=code >= 500)
+    if isinstance(exc, OSError | ConnectionError | asyncio.IncompleteReadError):
+        return BackendError(f"Telegram unreachable: {exc}", retryable=True)
+    return None
+
+
+def _document(msg: object) -> types.Document | None:
+    if isinstance(msg, types.Message) and isinstance(msg.media, types.MessageMediaDocument):
+        doc = msg.media.document
+        if isinstance(doc, types.Document):
+            return doc
+    return None
+
+
+def _file_name(doc: types.Document) -> str | None:
+    return next((a.file_name for a in doc.attributes if isinstance(a, types.DocumentAttributeFilename)), None)
+
+
+def _tag(random_id: int) -> str:
+    return f"#{random_id & (2**64 - 1):016x}"
+
+
+@dataclass
+class _Sent:
+    message_id: int
+
+
+class MTProtoBackend(Backend):
+    """Documents and the pinned manifest in one channel over MTProto. Build, then `await open()`."""
+
+    def __init__(self, *, bot_token: str | None, chat: str | int, api_id: int | None = None,
+                 api_hash: str | None = None, session: str | None = None, connections: int = 6,
+                 budget: ChatBudget | BudgetConfig | None = None, policy: RetryPolicy | None = None,
+                 manifest_min_interval: float = 20.0, discover_gap: int = 200,
+                 token_var: str = "TGSNAP_BOT_TOKEN") -> None:
+        self._chat_arg = channel.parse_chat(chat)
+        self._token = bot_token
+        self._token_var = token_var
+        self._session = session or ""
+        if not (api_id and api_hash) and not session:
+            raise ConfigError("MTProto storage needs TGSNAP_API_ID and TGSNAP_API_HASH (from my.telegram.org)")
+        self._api = (api_id, api_hash) if api_id and api_hash else _PLACEHOLDER_API
+        self.connections = connections
+        self._budget_arg = budget
+        self.budget: ChatBudget | None = budget if isinstance(budget, ChatBudget) else None
+        max_wait = budget.max_wait if isinstance(budget, BudgetConfig) else budget.config.max_wait if budget else 60.0
+        self.policy = policy or RetryPolicy(max_wait=max_wait)
+        self.manifest_min_interval = manifest_min_interval
+        self.discover_gap = max(1, discover_gap)
+        self.client: TelegramClient | None = None
+        self.pool: transfer.SenderPool | None = None
+        self.chat_title = str(self._chat_arg)
+        self.bot_name = "the bot"
+        self.me_id: int | None = None
+        self._channel: types.InputChannel | None = None
+        self._peer: types.InputPeerChannel | None = None
+        self._manifest_id: int | None = None
+        self._manifest_pinned = False
+        self._top = 0  # highest message id this process has seen in the channel
+        self._manifest_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"MTProtoBackend(chat={self.chat_title!r})"
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(name=f"mtproto:{self.chat_title}", can_discover=True,
+                           max_document_size=transfer.MAX_FILE, manifest_min_interval=self.manifest_min_interval)
+
+    # -- opening and checks ------------------------------------------------------------------------
+
+    async def open(self) -> MTProtoBackend:
+        """Log in, check the chat, the bot's rights and the pinned message. Writes nothing."""
+        require_cryptg()
+        api_id, api_hash = self._api
+        client = self.client = TelegramClient(
+            StringSession(self._session), api_id, api_hash, receive_updates=False, flood_sleep_threshold=0,
+            request_retries=2, connection_retries=3, retry_delay=1, timeout=10)
+        try:
+            await asyncio.wait_for(client.connect(), self.policy.timeout)
+        except (OSError, TimeoutError) as e:
+            raise BackendError(f"cannot reach Telegram over MTProto: {e}", retryable=True) from None
+        if not await self._call(client.is_user_authorized, "checking the session"):
+            if not self._token:
+                raise ConfigError("the MTProto session is not logged in and no bot token is set: set "
+                                  f"{self._token_var}")
+            try:
+                await self._call(lambda: client.sign_in(bot_token=self._token), "logging in")
+            except BackendError as e:
+                if "ACCESS_TOKEN" in str(e) or "token" in str(e).lower():
+                    raise channel.bad_token(self._token_var) from None
+                raise
+        me = await self._call(client.get_me, "getMe")
+        if me is None or not me.bot:
+            raise ConfigError("the MTProto session is not a bot's: tgsnap logs in with a bot token "
+                              f"({self._token_var}); clear TGSNAP_MTPROTO_SESSION to log in afresh")
+        if self._token and self._token.split(":", 1)[0] != str(me.id):
+            raise ConfigError(f"TGSNAP_MTPROTO_SESSION is logged in as bot {me.id}, not the bot of "
+                              f"{self._token_var}; clear the session or use the matching token")
+        self.me_id = me.id
+        self.bot_name = f"@{me.username}" if me.username else f"bot {me.id}"
+        await self._resolve_chat()
+        if self.budget is None:
+            config = self._budget_arg if isinstance(self._budget_arg, BudgetConfig) else None
+            assert self._channel is not None
+            self.budget = shared_budget(me.id, utils.get_peer_id(types.PeerChannel(self._channel.channel_id)),
+                                        config)
+        self.pool = transfer.SenderPool(client, self.connections, timeout=self.policy.timeout)
+        pinned = await self._pinned_message()
+        if pinned is None:
+            await self._refuse_unpinned_storage()
+        return self
+
+    async def _resolve_chat(self) -> None:
+        assert self.client is not None
+        try:
+            entity = await self._call(lambda: self.client.get_entity(self._chat_arg), "finding the storage chat")
+        except (ValueError, BackendError) as e:
+            if isinstance(e, BackendError) and e.retryable:
+                raise
+            raise channel.chat_not_found(self._chat_arg, self.bot_name) from None
+        if isinstance(entity, types.ChannelForbidden):
+            raise channel.chat_not_found(self._chat_arg, self.bot_name)
+        if not isinstance(entity, types.Channel):
+            raise channel.not_a_channel(self._chat_arg, type(entity).__name__.lower())
+        if entity.megagroup:
+            raise channel.not_a_channel(self._chat_arg, "group")
+        if entity.left:
+            raise channel.chat_not_found(self._chat_arg, self.bot_name)
+        self.chat_title = f"{entity.title!r} ({utils.get_peer_id(entity)})"
+        self._channel = types.InputChannel(entity.id, entity.access_hash or 0)
+        self._peer = types.InputPeerChannel(entity.id, entity.access_hash or 0)
+        self._check_rights(entity)
+
+    def _check_rights(self, entity: types.Channel) -> None:
+        """Our rights come with the channel object itself (`admin_rights` is the caller's own)."""
+        if entity.creator:
+            return
+        rights = entity.admin_rights
+        if rights is None:
+            raise channel.missing_rights(self.chat_title, self.bot_name,
+                                         [label for _b, _m, label in channel.REQUIRED_RIGHTS])
+        missing = [label for _b, field, label in channel.REQUIRED_RIGHTS if not getattr(rights, field)]
+        if missing:
+            raise channel.missing_rights(self.chat_title, self.bot_name, missing)
+
+    async def _pinned_message(self) -> types.Message | None:
+        """The pinned message, adopted as our manifest; ConfigError if it is anything else."""
+        full = await self._rpc(functions.channels.GetFullChannelRequest(self._channel), "reading the channel")
+        pinned_id = full.full_chat.pinned_msg_id
+        if not pinned_id:
+            return None
+        msg = await self._message(pinned_id)
+        doc = _document(msg)
+        if msg is None or doc is None or not channel.is_manifest_name(_file_name(doc)):
+            raise channel.foreign_pin(self.chat_title, pinned_id)
+        self._manifest_id, self._manifest_pinned = pinned_id, True
+        return msg
+
+    async def _refuse_unpinned_storage(self) -> None:
+        """No pin: fine for an empty channel, but a tgsnap manifest left unpinned must not be shadowed."""
+        for msg in await self._scan(0):
+            doc = _document(msg)
+            if doc is not None and channel.is_manifest_name(_file_name(doc)) and msg.id != self._manifest_id:
+                raise channel.lost_pin(self.chat_title, msg.id)
+
+    # -- the Backend interface ---------------------------------------------------------------------
+
+    async def put(self, name: str, data: bytes) -> str:
+        fname = channel.file_name(name)
+        sent = await self._send_document(fname, data, what=f"storing {name}")
+        return str(sent.message_id)
+
+    async def get(self, ref: str) -> bytes:
+        try:
+            mid = int(ref)
+        except ValueError:
+            raise DocumentNotFound(ref) from None
+        if mid <= 0:
+            raise DocumentNotFound(ref)
+        msg = await self._message(mid)
+        doc = _document(msg)
+        if doc is None or msg is None or channel.is_manifest_name(_file_name(doc)):
+            raise DocumentNotFound(ref)
+        return await self._download(mid, doc, f"document {ref}")
+
+    async def publish_manifest(self, data: bytes) -> None:
+        async with self._manifest_lock:
+            if self._manifest_id is None:
+                await self._pinned_message()  # another process may have initialised the channel meanwhile
+            if self._manifest_id is None:
+                sent = await self._send_document(channel.MANIFEST_NAME, data, what="sending the manifest")
+                self._manifest_id, self._manifest_pinned = sent.message_id, False
+            else:
+                await self._edit_manifest(data)
+            if not self._manifest_pinned:
+                await self._rpc(functions.messages.UpdatePinnedMessageRequest(self._peer, self._manifest_id,
+                                                                              silent=True),
+                                "pinning the manifest", budgeted=True)
+                self._manifest_pinned = True
+
+    async def _edit_manifest(self, data: bytes) -> None:
+        mid = self._manifest_id
+        assert mid is not None
+        handle = await self._upload(data, channel.MANIFEST_NAME)
+
+        async def edit() -> None:
+            assert self.client is not None
+            request = functions.messages.EditMessageRequest(self._peer, mid, media=self._media(handle,
+                                                                                             channel.MANIFEST_NAME))
+            try:
+                await self.client(request)
+            except errors.MessageNotModifiedError:
+                return  # an earlier attempt landed and only its answer was lost
+            except errors.MessageIdInvalidError:
+                raise BackendError(
+                    f"the manifest message {mid} in {self.chat_title} was deleted: restore the channel or start "
+                    "from a new one (tgsnap will not guess a replacement)", retryable=False) from None
+
+        await self._call(edit, "publishing the manifest", budgeted=True)
+
+    async def read_manifest(self) -> bytes | None:
+        msg = await self._pinned_message()
+        if msg is None:
+            if self._manifest_id is not None:
+                raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
+            return None
+        doc = _document(msg)
+        assert doc is not None
+        return await self._download(msg.id, doc, f"manifest {msg.id}")
+
+    async def delete(self, refs: list[str]) -> None:
+        ids = sorted({int(r) for r in refs if r.isdigit()} - {self._manifest_id or 0})
+        for i in range(0, len(ids), 100):
+            batch = ids[i:i + 100]
+
+            async def remove(batch: list[int] = batch) -> None:
+                assert self.client is not None
+                try:
+                    await self.client(functions.channels.DeleteMessagesRequest(self._channel, batch))
+                except errors.MessageDeleteForbiddenError:
+                    log.warning("%s: not allowed to delete %d superseded documents; they stay in the channel",
+                                self.chat_title, len(batch))
+
+            await self._call(remove, "deleting superseded documents")
+
+    async def discover(self, after: str | None) -> list[str]:
+        return [ref for ref, _name in await self.discover_named(after)]
+
+    async def discover_named(self, after: str | None) -> list[tuple[str, str | None]]:
+        start = int(after) if after is not None and after.isdigit() else 0
+        found = []
+        for msg in await self._scan(start):
+            doc = _document(msg)
+            name = _file_name(doc) if doc is not None else None
+            if doc is not None and msg.id != self._manifest_id and not channel.is_manifest_name(name):
+                found.append((str(msg.id), name))
+        return found
+
+    def order_key(self, ref: str) -> tuple:
+        return (int(ref),)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.client is not None:
+            await self.client.disconnect()
+
+    # -- documents ---------------------------------------------------------------------------------
+
+    async def _send_document(self, fname: str, data: bytes, *, what: str) -> _Sent:
+        for _ in range(3):
+            handle = await self._upload(data, fname)
+            random_id = secrets.randbits(63)
+            request = functions.messages.SendMediaRequest(
+                self._peer, self._media(handle, fname), message=_tag(random_id), silent=True, random_id=random_id)
+            try:
+                updates = await self._rpc(request, what, budgeted=True)
+            except BackendError as e:
+                text = str(e)
+                if "RANDOM_ID_DUPLICATE" in text:
+                    # our first copy was stored but its answer was lost: find it rather than post it twice
+                    found = await self._find_tagged(_tag(random_id))
+                    if found is not None:
+                        return _Sent(found)
+                    continue
+                if "FILE_PART" in text and "MISSING" in text or "FILE_PARTS_INVALID" in text:
+                    continue  # the server lost the uploaded parts (e.g. a restart): upload again
+                raise
+            mid = self._message_id_of(updates, random_id)
+            self._top = max(self._top, mid)
+            return _Sent(mid)
+        raise BackendError(f"{what}: Telegram kept losing the upload", retryable=True)
+
+    @staticmethod
+    def _media(handle, fname: str) -> types.InputMediaUploadedDocument:
+        return types.InputMediaUploadedDocument(
+            file=handle, mime_type=MIME, attributes=[types.DocumentAttributeFilename(fname)], force_file=True)
+
+    @staticmethod
+    def _message_id_of(updates: object, random_id: int) -> int:
+        found = None
+        for update in getattr(updates, "updates", []):
+            if isinstance(update, types.UpdateMessageID) and update.random_id == random_id:
+                return update.id
+            if isinstance(update, types.UpdateNewChannelMessage) and found is None:
+                found = update.message.id
+        if found is None:
+            raise BackendError("Telegram's answer to a send names no message", retryable=True)
+        return found
+
+    async def _find_tagged(self, tag: str) -> int | None:
+        for msg in await self._scan(max(0, self._top - 1)):
+            if isinstance(msg, types.Message) and msg.message == tag:
+                return msg.id
+        return None
+
+    async def _upload(self, data: bytes, fname: str):
+        assert self.pool is not None
+        try:
+            return await transfer.upload(self.pool, data, fname)
+        except BackendError:
+            raise
+        except Exception as e:
+            err = _classify(e)
+            if err is None:
+                raise
+            raise err from e
+
+    async def _download(self, mid: int, doc: types.Document, what: str) -> bytes:
+        assert self.client is not None and self.pool is not None
+        if doc.dc_id != self.client.session.dc_id:
+            # a file kept on another DC (not one we uploaded): let Telethon borrow a sender there.
+            return await self._call(lambda: self.client.download_file(
+                types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, ""), bytes,
+                file_size=doc.size), f"reading {what}")
+
+        async def refresh() -> types.InputDocumentFileLocation:
+            fresh = _document(await self._message(mid))
+            if fresh is None:
+                raise DocumentNotFound(str(mid))
+            return types.InputDocumentFileLocation(fresh.id, fresh.access_hash, fresh.file_reference, "")
+
+        location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
+        data = await self._call(lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
+                                f"reading {what}")
+        return data
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    async def _message(self, mid: int) -> types.Message | None:
+        msgs = await self._messages([mid])
+        msg = msgs[0]
+        return msg if isinstance(msg, types.Message) else None
+
+    async def _messages(self, ids: list[int]) -> list[object]:
+        answer = await self._rpc(
+            functions.channels.GetMessagesRequest(self._channel, [types.InputMessageID(i) for i in ids]),
+            "reading messages")
+        by_id = {m.id: m for m in answer.messages if not isinstance(m, types.MessageEmpty)}
+        if by_id:
+            self._top = max(self._top, max(by_id))
+        return [by_id.get(i) for i in ids]
+
+    async def _scan(self, after: int) -> list[types.Message]:
+        """Every message with id > after, read by id until `discover_gap` empty ids past what we know."""
+        found: list[types.Message] = []
+        last_seen = after
+        start = after + 1
+        while True:
+            ids = list(range(start, start + 100))
+            for msg in await self._messages(ids):
+                if msg is not None:
+                    last_seen = max(last_seen, msg.id)  # type: ignore[attr-defined]
+                    if isinstance(msg, types.Message):
+                        found.append(msg)
+            start += 100
+            if start - 1 - max(last_seen, self._top) >= self.discover_gap:
+                return found
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def _rpc(self, request, what: str, *, budgeted: bool = False):
+        assert self.client is not None
+        return await self._call(lambda: self.client(request), what, budgeted=budgeted)
+
+    async def _call(self, op, what: str, *, budgeted: bool = False):
+        if self.client is not None and not self.client.is_connected():
+            try:
+                await asyncio.wait_for(self.client.connect(), self.policy.timeout)
+            except (OSError, TimeoutError) as e:
+                raise BackendError(f"{what}: cannot reach Telegram over MTProto: {e}", retryable=True) from None
+        budget = self.budget if budgeted else None
+        return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget)

@@ -1,0 +1,231 @@
+"""Parallel MTProto file transfers: parts striped across several connections under one auth key.
+
+Telethon moves a file one part at a time over its single connection, so a large snapshot part is bound
+by round trips. Here, as in the well-known "FastTelethon" approach, a `SenderPool` opens a few more
+`MTProtoSender`s on the client's own auth key and home DC (each with its own MTProto session, exactly as
+Telethon's `_create_exported_sender` builds senders for other DCs, minus the auth export), and the parts
+of one file are spread across them:
+
+- upload: `upload.saveFilePart` (≤ 10 MB) or `upload.saveBigFilePart` (above) in 512 KiB parts, any order;
+  the result is an `InputFile` / `InputFileBig` for messages.sendMedia or messages.editMessage;
+- download: `upload.getFile` in 1 MiB pieces at 1 MiB-aligned offsets (so every request is 4 KiB aligned
+  and never crosses a 1 MiB boundary), reassembled in place.
+
+A failed part (timeout, dropped connection, emulator restart) is retried on a fresh connection; parts are
+idempotent, so a repeat is harmless. An expired file reference is refreshed once through a callback that
+refetches the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from telethon import TelegramClient, errors
+from telethon.network import MTProtoSender
+from telethon.tl import functions, types
+from telethon.tl.alltlobjects import LAYER
+
+from snapshot.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PART = 512 * 1024
+DOWNLOAD_PIECE = 1024 * 1024
+BIG_FILE = 10 * 1024 * 1024
+MAX_FILE = 2000 * 1024 * 1024
+MAX_PARTS = 4000
+
+Location = types.InputDocumentFileLocation
+Refresh = Callable[[], Awaitable[Location]]
+
+
+class SenderPool:
+    """`size` extra connections to the client's home DC, opened lazily and reopened when they die."""
+
+    def __init__(self, client: TelegramClient, size: int, *, timeout: float = 60.0) -> None:
+        if size < 1:
+            raise ValueError("a sender pool needs at least one connection")
+        self.client = client
+        self.size = size
+        self.timeout = timeout
+        self._senders: list[MTProtoSender | None] = [None] * size
+        self._locks = [asyncio.Lock() for _ in range(size)]
+
+    async def _sender(self, slot: int) -> MTProtoSender:
+        async with self._locks[slot]:
+            sender = self._senders[slot]
+            if sender is None or not sender.is_connected():
+                if sender is not None:
+                    await _quiet_disconnect(sender)
+                sender = self._senders[slot] = await self._open()
+            return sender
+
+    async def _open(self) -> MTProtoSender:
+        c = self.client
+        # Private Telethon attributes, used as Telethon itself uses them for exported senders (1.x).
+        sender = MTProtoSender(c.session.auth_key, loggers=c._log, retries=c._connection_retries,
+                               delay=c._retry_delay, auto_reconnect=True, connect_timeout=c._timeout)
+        await sender.connect(c._connection(c.session.server_address, c.session.port, c.session.dc_id,
+                                           loggers=c._log, proxy=c._proxy, local_addr=c._local_addr))
+        init = c._init_request
+        hello = functions.InitConnectionRequest(
+            api_id=init.api_id, device_model=init.device_model, system_version=init.system_version,
+            app_version=init.app_version, system_lang_code=init.system_lang_code, lang_pack=init.lang_pack,
+            lang_code=init.lang_code, query=functions.help.GetConfigRequest(), proxy=init.proxy,
+            params=init.params)
+        try:
+            await asyncio.wait_for(
+                sender.send(functions.InvokeWithLayerRequest(LAYER, functions.InvokeWithoutUpdatesRequest(hello))),
+                self.timeout)
+        except BaseException:
+            await _quiet_disconnect(sender)
+            raise
+        return sender
+
+    async def invoke(self, slot: int, request):
+        """Send `request` on connection `slot`; a connection that fails is dropped and reopened next time."""
+        sender = await self._sender(slot)
+        try:
+            return await asyncio.wait_for(self.client._call(sender, request), self.timeout)
+        except errors.RPCError:
+            raise
+        except BaseException:
+            # the connection may be wedged (no answer) or dead: start the next attempt on a fresh one.
+            self._senders[slot] = None
+            await _quiet_disconnect(sender)
+            raise
+
+    async def close(self) -> None:
+        senders, self._senders = self._senders, [None] * self.size
+        for sender in senders:
+            if sender is not None:
+                await _quiet_disconnect(sender)
+
+
+async def _quiet_disconnect(sender: MTProtoSender) -> None:
+    try:
+        await sender.disconnect()
+    except Exception:  # noqa: BLE001 - a dying connection may fail to close; nothing to do about it
+        log.debug("closing a transfer connection failed", exc_info=True)
+
+
+def _transient(exc: BaseException) -> float | None:
+    """Seconds to wait before retrying a part after `exc`, or None if retrying cannot help."""
+    if isinstance(exc, errors.FloodWaitError | errors.FloodPremiumWaitError):
+        return float(max(1, exc.seconds))
+    if isinstance(exc, errors.ServerError | errors.TimedOutError | errors.RpcCallFailError):
+        return 0.5
+    if isinstance(exc, errors.RPCError):
+        return None
+    if isinstance(exc, OSError | ConnectionError | TimeoutError | asyncio.IncompleteReadError):
+        return 0.5
+    return None
+
+
+async def _striped(pool: SenderPool, count: int, job: Callable[[int, int], Awaitable[None]], *,
+                   attempts: int, what: str) -> None:
+    """Run job(slot, index) for index in range(count), `pool.size` at a time, retrying failed indexes."""
+    pending = list(range(count - 1, -1, -1))  # popped from the end: lowest index first
+    failures: dict[int, int] = {}
+
+    async def worker(slot: int) -> None:
+        while pending:
+            index = pending.pop()
+            while True:
+                try:
+                    await job(slot, index)
+                    break
+                except BackendError:
+                    raise
+                except Exception as exc:
+                    delay = _transient(exc)
+                    failures[index] = failures.get(index, 0) + 1
+                    if delay is None or failures[index] >= attempts:
+                        raise BackendError(f"{what}: part {index} failed: {exc}", retryable=True) from exc
+                    log.info("%s: part %d failed (%s), retrying", what, index, exc)
+                    await asyncio.sleep(delay)
+
+    workers = [asyncio.ensure_future(worker(slot)) for slot in range(min(pool.size, count))]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def upload(pool: SenderPool, data: bytes, name: str, *, attempts: int = 5,
+                 part_size: int = UPLOAD_PART) -> types.InputFile | types.InputFileBig:
+    """Upload `data` in parallel parts; the returned handle is valid for one sendMedia/editMessage."""
+    if not data:
+        raise BackendError(f"{name}: Telegram does not store empty documents", retryable=False)
+    if len(data) > MAX_FILE:
+        raise BackendError(f"{name}: {len(data)} bytes is over Telegram's {MAX_FILE}-byte file limit",
+                           retryable=False)
+    if part_size % 1024 or UPLOAD_PART % part_size:
+        raise ValueError(f"part size {part_size} must divide 512 KiB and be a multiple of 1 KiB")
+    total = -(-len(data) // part_size)
+    if total > MAX_PARTS:
+        raise BackendError(f"{name}: {total} parts of {part_size} bytes is over Telegram's {MAX_PARTS}",
+                           retryable=False)
+    big = len(data) > BIG_FILE
+    file_id = secrets.randbits(63)
+    view = memoryview(data)
+
+    async def send_part(slot: int, index: int) -> None:
+        chunk = bytes(view[index * part_size:(index + 1) * part_size])
+        if big:
+            request = functions.upload.SaveBigFilePartRequest(file_id, index, total, chunk)
+        else:
+            request = functions.upload.SaveFilePartRequest(file_id, index, chunk)
+        if not await pool.invoke(slot, request):
+            raise OSError(f"Telegram did not accept part {index}")
+
+    await _striped(pool, total, send_part, attempts=attempts, what=f"uploading {name}")
+    if big:
+        return types.InputFileBig(id=file_id, parts=total, name=name)
+    return types.InputFile(id=file_id, parts=total, name=name, md5_checksum=hashlib.md5(data).hexdigest())
+
+
+async def download(pool: SenderPool, location: Location, size: int, *, refresh: Refresh, what: str,
+                   attempts: int = 5) -> bytes:
+    """Download `size` bytes of a document in parallel 1 MiB pieces."""
+    if size == 0:
+        return b""
+    out = bytearray(size)
+    pieces = -(-size // DOWNLOAD_PIECE)
+    current = [location]
+    lock = asyncio.Lock()
+
+    async def fresh_location(stale: Location) -> None:
+        async with lock:  # many pieces see the expiry at once; refetch the message only once
+            if current[0] is stale:
+                log.info("%s: file reference expired, refetching the message", what)
+                current[0] = await refresh()
+
+    async def get_piece(slot: int, index: int) -> None:
+        offset = index * DOWNLOAD_PIECE
+        want = min(DOWNLOAD_PIECE, size - offset)
+        for _ in range(3):
+            loc = current[0]
+            try:
+                result = await pool.invoke(slot, functions.upload.GetFileRequest(
+                    location=loc, offset=offset, limit=DOWNLOAD_PIECE, precise=False, cdn_supported=False))
+            except (errors.FileReferenceExpiredError, errors.FileReferenceInvalidError):
+                await fresh_location(loc)
+                continue
+            if not isinstance(result, types.upload.File):
+                raise BackendError(f"{what}: Telegram redirected the download to a CDN, which tgsnap does not "
+                                   "support", retryable=False)
+            if len(result.bytes) != want:
+                raise OSError(f"piece at {offset} came back with {len(result.bytes)} of {want} bytes")
+            out[offset:offset + want] = result.bytes
+            return
+        raise BackendError(f"{what}: the file reference kept expiring", retryable=True)
+
+    await _striped(pool, pieces, get_piece, attempts=attempts, what=f"downloading {what}")
+    return bytes(out)
