@@ -256,7 +256,8 @@ class ControlApi:
 
     async def say(self, request: web.Request) -> Any:
         """Act as a user towards a bot: {"user_id", "bot", one of "text" | "button" | "callback"
-        ({"message_id", "data"}), "wait" (s, default 5), "expect" (replies to wait for)}."""
+        ({"message_id", "data"}), "wait" (s, default 5), "expect" (new messages to wait for: default 1, or 0
+        for an inline button), "expect_edits" (default 0), "settle" (s to keep listening after, default 0)}."""
         body = await self._body(request)
         user = self._user(body.get("user_id"), bot=False)
         bot = self._user(body.get("bot"), bot=True)
@@ -277,7 +278,8 @@ class ControlApi:
             expect = int(body.get("expect", 0))
         else:
             raise ControlError(400, "say needs 'text', 'button' or 'callback'")
-        return await self._act_and_collect(user, bot, action, expect, wait_s)
+        return await self._act_and_collect(user, bot, action, expect, int(body.get("expect_edits", 0)), wait_s,
+                                           float(body.get("settle", 0.0)))
 
     def _press(self, user: User, bot: User, chat: Chat | None, button: str,
                body: dict[str, Any]) -> tuple[Callable[[], dict[str, Any]], int]:
@@ -307,7 +309,10 @@ class ControlApi:
             user.user_id, user.user_id, message_id, bot_id=bot.user_id, text_or_data=button)}
 
     async def _act_and_collect(self, user: User, bot: User, action: Callable[[], dict[str, Any]], expect: int,
-                               wait_s: float) -> dict[str, Any]:
+                               expect_edits: int, wait_s: float, settle_s: float) -> dict[str, Any]:
+        """Run `action`, then collect the bot's new messages and edits in the dialogue until `expect` replies
+        and `expect_edits` edits arrived (and an inline press was answered), or `wait_s` passed; then keep
+        listening `settle_s` more seconds for stragglers."""
         key = f"p:{bot.user_id}:{user.user_id}"
         replies: list[Message] = []
         edits: dict[int, Message] = {}
@@ -330,7 +335,7 @@ class ControlApi:
 
             def done() -> bool:
                 answered = query_id is None or self._callback(query_id).get("answer") is not None
-                return answered and len(replies) >= expect
+                return answered and len(replies) >= expect and len(edits) >= expect_edits
 
             while not done() and loop.time() < deadline:
                 changed.clear()
@@ -338,6 +343,8 @@ class ControlApi:
                     await asyncio.wait_for(changed.wait(), deadline - loop.time())
                 except TimeoutError:
                     break
+            if settle_s > 0:
+                await asyncio.sleep(settle_s)
         finally:
             unsubscribe()
         result["replies"] = [message_json(m) for m in replies]

@@ -88,11 +88,13 @@ async def wait_for_messages(world: World, chat_id: int, *, sender_id: int, after
 
 
 async def say(emu: Emulator, user_id: int, bot: int | str, text: str | None = None, *, button: str | None = None,
-              wait_s: float = 5.0, expect: int | None = None) -> dict[str, Any]:
+              wait_s: float = 5.0, expect: int | None = None, expect_edits: int = 0,
+              settle_s: float = 0.0) -> dict[str, Any]:
     """POST /control/say over HTTP (exactly what the CLI does): returns {"sent", "replies", "edits", ...}."""
     import aiohttp
 
-    body: dict[str, Any] = {"user_id": user_id, "bot": bot, "wait": wait_s}
+    body: dict[str, Any] = {"user_id": user_id, "bot": bot, "wait": wait_s, "expect_edits": expect_edits,
+                            "settle": settle_s}
     if text is not None:
         body["text"] = text
     if button is not None:
