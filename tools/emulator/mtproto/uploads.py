@@ -1,9 +1,9 @@
 """Files being uploaded with upload.saveFilePart / upload.saveBigFilePart.
 
 Parts land straight in a world `UploadWriter` at `part * part_size` as soon as the part size is
-known (part 0 fixes it; for big files any part that is not the last one does too). Parts that
-arrive earlier wait in memory, up to `STASH_PARTS`, then in temporary files, so memory stays
-bounded even for a client that sends part 0 last. Telegram's rules are enforced at each part and
+known: any part with a higher-numbered part beside it (or, for a big file, below the announced
+total) is not the last one, so its size is the part size. Until then at most one part waits in
+memory, whatever order parallel senders deliver them in. Telegram's rules are enforced at each part and
 again when the file is used (messages.sendMedia / editMessage):
 
 - a part is 1..512 KiB; every part but the last has the same size, divisible by 1 KiB, and
@@ -32,7 +32,6 @@ from .rpc import RpcError
 MAX_PART = 512 * 1024
 MAX_PARTS = 4000
 BIG_FILE_THRESHOLD = 10 * 1024 * 1024
-STASH_PARTS = 32
 PENDING_TTL_S = 3600.0
 
 
@@ -47,14 +46,11 @@ class PendingUpload:
     total_parts: int | None = None
     part_size: int | None = None
     sizes: dict[int, int] = field(default_factory=dict)
-    stash: dict[int, bytes | Path] = field(default_factory=dict)
+    stash: dict[int, bytes] = field(default_factory=dict)
     touched: float = field(default_factory=time.monotonic)
 
     def discard(self) -> None:
         self.writer.abort()
-        for item in self.stash.values():
-            if isinstance(item, Path):
-                item.unlink(missing_ok=True)
         self.stash.clear()
 
 
@@ -98,7 +94,7 @@ class UploadStore:
         elif up.part_size is not None:
             up.writer.write_at(part * up.part_size, data)
         else:
-            self._stash(up, part, data)
+            up.stash[part] = bytes(data)
         if up.part_size is None:
             self._learn_part_size(up)
 
@@ -120,23 +116,9 @@ class UploadStore:
         if not regular_part_size(size):
             raise RpcError(400, "FILE_PART_SIZE_INVALID")
         up.part_size = size
-        for part, item in sorted(up.stash.items()):
-            data = item if isinstance(item, bytes) else item.read_bytes()
+        for part, data in sorted(up.stash.items()):
             up.writer.write_at(part * size, data)
-            if isinstance(item, Path):
-                item.unlink(missing_ok=True)
         up.stash.clear()
-
-    def _stash(self, up: PendingUpload, part: int, data: bytes) -> None:
-        old = up.stash.pop(part, None)
-        if isinstance(old, Path):
-            old.unlink(missing_ok=True)
-        if len(up.stash) < STASH_PARTS:
-            up.stash[part] = bytes(data)
-            return
-        path = Path(str(up.writer.path) + f".part{part}")
-        path.write_bytes(data)
-        up.stash[part] = path
 
     # --- using an uploaded file ------------------------------------------------------------------
 
