@@ -1,0 +1,77 @@
+"""`python -m bot`: run the clicker (see `python -m bot --help`).
+
+With a bot token configured it serves Telegram (or whatever TGSNAP_BOT_API_URL points at); without one
+it starts a local emulator, sets up a demo world in it and serves that (local mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot import config
+from snapshot.errors import BackendError, ConfigError, StorageBusy, TgsnapError
+
+log = logging.getLogger("bot")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_BACKEND = 0, 1, 2, 3, 4
+
+
+async def run(settings: config.BotSettings) -> int:
+    from bot.app import serve  # aiogram takes seconds to import: not for --help or a configuration error
+
+    if not settings.local_mode:
+        return await serve(settings, settings.storage_settings())
+    from bot import local
+
+    async with local.local_world(settings) as world:
+        settings.admin_ids = settings.admin_ids | {world.user_id}
+        interactive = local.interactive_terminal()
+        up = asyncio.Event()
+        serving = asyncio.create_task(serve(settings, world.storage, on_ready=lambda _clicker: up.set()))
+        # Print the instructions once the bot is up, so they are not buried under restore logs.
+        ready = asyncio.create_task(up.wait())
+        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+        chat = None
+        if not serving.done():
+            print(local.instructions(world, settings.data_dir, interactive), flush=True)
+            if interactive:
+                chat = asyncio.create_task(local.console(world))
+        try:
+            return await serving
+        finally:
+            ready.cancel()
+            if chat is not None:
+                chat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chat
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = config.load(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"python -m bot: configuration error: {exc}\n")
+        return EXIT_CONFIG
+    config.configure_logging(settings.log_level)
+    try:
+        return asyncio.run(run(settings))
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_CONFIG
+    except StorageBusy as exc:
+        log.error("storage busy: %s", exc)
+        return EXIT_BUSY
+    except BackendError as exc:
+        log.error("storage unreachable: %s", exc)
+        return EXIT_BACKEND
+    except TgsnapError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

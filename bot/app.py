@@ -1,0 +1,195 @@
+"""The clicker's life cycle: restore, serve, stop cleanly.
+
+    clicker = await Clicker.start(bot_settings, storage_settings)   # restore, then poll
+    ...
+    await clicker.stop()   # stop taking updates, finish handlers, final flush, hand the lease over
+
+`serve()` wraps that for `python -m bot`: SIGTERM and SIGINT trigger `stop()` and the process exits 0.
+A crash needs nothing special: the next start restores the last flushed state, and Telegram delivers
+again the updates the dead process had not confirmed (a click already counted is not counted twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+
+from bot.config import BotSettings
+from bot.fsm_storage import StoreStorage
+from bot.handlers import routers
+from bot.polling import Poller
+from bot.retry import RetryAfter
+from bot.users import SCHEMA as USERS_SCHEMA
+from bot.users import Users
+from core import Store
+from snapshot.backend import Backend
+from snapshot.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+SCHEMA = USERS_SCHEMA + StoreStorage.SCHEMA
+
+#: how long a graceful stop waits for running handlers before it flushes anyway.
+DRAIN_TIMEOUT = 30.0
+
+
+async def open_backend(settings: StorageSettings) -> Backend:
+    """The storage backend `settings` describe (the project's factory when present)."""
+    try:
+        from snapshot.open import open_backend as factory
+    except ImportError:  # the Telegram backends are not in this build yet: only the local directory
+        factory = None
+    if factory is not None:
+        return await factory(settings)
+    if settings.mode != "local":
+        from snapshot.errors import ConfigError
+
+        raise ConfigError(f"{settings.mode} storage is not available in this build; use TGSNAP_STORAGE_MODE=local")
+    from snapshot.backends.local import LocalDirBackend
+
+    return LocalDirBackend(settings.local_dir)
+
+
+class RestoreProgress:
+    """Logs restore progress: each stage's start and end, and in between at most every few seconds."""
+
+    def __init__(self, interval: float = 3.0):
+        self.interval = interval
+        self._stage: str | None = None
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        finished = total > 0 and done >= total
+        if stage == self._stage and not finished and now - self._last < self.interval:
+            return
+        self._stage, self._last = stage, now
+        log.info("restore: %s %d/%d", stage, done, total) if total else log.info("restore: %s %d", stage, done)
+
+
+def build_dispatcher(store: Store, admin_ids: Iterable[int], storage_description: str,
+                     extra_routers: Iterable[Router] = ()) -> Dispatcher:
+    """The clicker's dispatcher: FSM state in the store, the store's tables reachable from handlers."""
+    dispatcher = Dispatcher(storage=StoreStorage(store))
+    dispatcher["store"] = store
+    dispatcher["users"] = Users(store)
+    dispatcher["storage_description"] = storage_description
+    dispatcher.include_routers(*extra_routers, *routers(admin_ids))
+    return dispatcher
+
+
+def make_bot(token: str, api_url: str | None) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
+    session.middleware(RetryAfter())
+    return Bot(token=token, session=session)  # no parse_mode: names are shown as typed, HTML included
+
+
+class Clicker:
+    """One running clicker: its store, bot, dispatcher and poller."""
+
+    def __init__(self, store: Store, bot: Bot, dispatcher: Dispatcher, storage: StorageSettings):
+        self.store = store
+        self.bot = bot
+        self.dispatcher = dispatcher
+        self.storage = storage
+        self.poller = Poller(dispatcher, bot)
+        self._polling: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @classmethod
+    async def start(cls, settings: BotSettings, storage: StorageSettings, *,
+                    extra_routers: Iterable[Router] = ()) -> Clicker:
+        """Restore the store from storage, then start polling in the background."""
+        log.info("storage: %s", storage.describe())
+        backend = await open_backend(storage)
+        started = time.monotonic()
+        store = await Store.open(backend, schema=SCHEMA, config=settings.store_config(), progress=RestoreProgress())
+        stats = store.stats()
+        log.info("restored %s in %.2f s (epoch %d)", _rows(stats.rows), time.monotonic() - started, stats.epoch)
+        token = storage.bot_token
+        assert token, "storage settings carry the bot token"
+        bot = make_bot(token, storage.bot_api_url)
+        dispatcher = build_dispatcher(store, settings.admin_ids, storage.describe(), extra_routers)
+        clicker = cls(store, bot, dispatcher, storage)
+        await dispatcher.emit_startup(bot=bot)
+        clicker._polling = asyncio.create_task(clicker.poller.run(), name="clicker-polling")
+        return clicker
+
+    @property
+    def polling(self) -> asyncio.Task[None]:
+        assert self._polling is not None
+        return self._polling
+
+    async def stop(self) -> None:
+        """Stop taking updates, let running handlers finish, flush everything and hand the storage over."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.poller.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.polling), DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.warning("handlers still running after %.0f s; flushing without them", DRAIN_TIMEOUT)
+            self.polling.cancel()
+        except Exception:
+            log.exception("polling failed")
+        try:
+            await self.dispatcher.emit_shutdown(bot=self.bot)
+        finally:
+            try:
+                await self.store.close()  # the final flush, then the lease is released for a successor
+                log.info("final flush done; storage handed over")
+            finally:
+                await self.bot.session.close()
+
+
+def _rows(rows: dict[str, int]) -> str:
+    return ", ".join(f"{count} {table}" for table, count in sorted(rows.items())) or "an empty store"
+
+
+async def serve(settings: BotSettings, storage: StorageSettings, *,
+                on_ready: Callable[[Clicker], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until another writer takes the storage over (exit 3)."""
+    clicker = await Clicker.start(settings, storage)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    fenced = asyncio.create_task(_wait_fenced(clicker.store))
+    stopping = asyncio.create_task(stop.wait())
+    log.info("serving; stop with Ctrl+C or SIGTERM")
+    if on_ready is not None:
+        on_ready(clicker)
+    try:
+        await asyncio.wait({clicker.polling, fenced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        fenced.cancel()
+        stopping.cancel()
+    if fenced.done() and not fenced.cancelled():
+        log.error("another process took the storage over; this one stops writing and exits")
+        clicker.poller.stop()
+        with contextlib.suppress(Exception):
+            await clicker.store.close()
+        await clicker.bot.session.close()
+        return 3
+    log.info("stopping")
+    await clicker.stop()
+    return 0
+
+
+async def _wait_fenced(store: Store, every: float = 1.0) -> None:
+    """Return once the store finds another writer took over (core then refuses every write)."""
+    while True:
+        if store.stats().fenced:
+            return
+        await asyncio.sleep(every)

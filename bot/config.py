@@ -1,0 +1,207 @@
+"""The bot's configuration: the shared storage settings plus the bot's own, from the environment and flags.
+
+Precedence: command-line flag > environment variable > `.env` file in the working directory > default.
+Every variable has a flag named after it (`TGSNAP_ADMIN_IDS` -> `--admin-ids`); `python -m bot --help`
+lists them all and docs/configuration.md is generated from the same table (`python -m bot.config`).
+
+With no bot token configured the bot runs in local mode: it starts the emulator and takes the token,
+storage channel and Bot API URL from it (see `bot.local`), so storage settings are resolved in two steps:
+`load()` keeps the raw values, `storage_settings()` completes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import StoreConfig
+from snapshot.errors import ConfigError
+from snapshot.settings import ENV as STORAGE_ENV
+from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key
+
+PREFIX = "TGSNAP_"
+DEFAULT_DATA_DIR = Path("data")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its environment variable, the flag that mirrors it, and what it means."""
+
+    env: str
+    help: str
+    secret: bool = False
+    metavar: str = "VALUE"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.removeprefix(PREFIX).lower().replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.env.removeprefix(PREFIX).lower()
+
+
+_STORAGE_SECRETS = {"TGSNAP_BOT_TOKEN", "TGSNAP_STORAGE_BOT_TOKEN", "TGSNAP_API_HASH", "TGSNAP_MTPROTO_SESSION",
+                    "TGSNAP_ENCRYPTION_KEY"}
+_STORAGE_METAVARS = {"TGSNAP_STORAGE_MODE": "MODE", "TGSNAP_STORAGE_DIR": "DIR", "TGSNAP_BOT_TOKEN": "TOKEN",
+                     "TGSNAP_STORAGE_BOT_TOKEN": "TOKEN", "TGSNAP_STORAGE_CHAT": "CHAT", "TGSNAP_API_ID": "ID",
+                     "TGSNAP_API_HASH": "HASH", "TGSNAP_MTPROTO_SESSION": "SESSION", "TGSNAP_BOT_API_URL": "URL",
+                     "TGSNAP_ENCRYPTION_KEY": "KEY"}
+# The operator tools (tools/cli_common.py) spell two of these differently; accept their spelling too.
+_STORAGE_ALIASES = {"TGSNAP_STORAGE_MODE": ("--mode",), "TGSNAP_ENCRYPTION_KEY": ("--key",)}
+
+#: storage settings, shared with every tool (snapshot/settings.py owns their meaning).
+STORAGE_OPTIONS = [
+    Option(var, help_, secret=var in _STORAGE_SECRETS, metavar=_STORAGE_METAVARS.get(var, "VALUE"),
+           aliases=_STORAGE_ALIASES.get(var, ()))
+    for var, (_field, help_) in STORAGE_ENV.items()
+]
+
+#: the bot's own settings.
+BOT_OPTIONS = [
+    Option("TGSNAP_ADMIN_IDS", "Telegram user ids (comma-separated) allowed /status, /flush and /snapshot; "
+                               "local mode adds the demo user", metavar="IDS"),
+    Option("TGSNAP_FLUSH_INTERVAL", f"seconds between delta flushes, the most a crash can lose "
+                                    f"(default {StoreConfig().flush_interval:g})", metavar="SECONDS"),
+    Option("TGSNAP_DATA_DIR", f"local mode: where the emulator keeps its world, and the default parent of "
+                              f"the storage directory (default ./{DEFAULT_DATA_DIR})", metavar="DIR"),
+    Option("TGSNAP_LOG_LEVEL", f"{' | '.join(LOG_LEVELS)} (default INFO)", metavar="LEVEL"),
+]
+
+OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS
+
+
+@dataclass
+class BotSettings:
+    #: raw TGSNAP_* values after flags were applied; storage settings are built from these.
+    values: dict[str, str] = field(default_factory=dict, repr=False)
+    admin_ids: frozenset[int] = frozenset()
+    flush_interval: float = StoreConfig().flush_interval
+    data_dir: Path = DEFAULT_DATA_DIR
+    log_level: str = "INFO"
+
+    @property
+    def local_mode(self) -> bool:
+        """No bot token: run against a local emulator that `bot.local` starts."""
+        return not self.values.get("TGSNAP_BOT_TOKEN")
+
+    @property
+    def default_storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    def storage_settings(self, **overrides: object) -> StorageSettings:
+        """Storage settings from the values, `overrides` winning (local mode passes the emulator's)."""
+        env = dict(self.values)
+        env.setdefault("TGSNAP_STORAGE_DIR", str(self.default_storage_dir))
+        return StorageSettings.from_env(env=env, dotenv=False, **overrides)
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(flush_interval=self.flush_interval)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="The clicker bot from the article, with its state kept in Telegram by tgsnap.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS)):
+        group = p.add_argument_group(title)
+        for option in options:
+            extra = " (visible in `ps`: prefer the environment)" if option.secret else ""
+            group.add_argument(option.flag, *option.aliases, dest=option.dest, metavar=option.metavar,
+                               help=f"{option.help}{extra} [{option.env}]")
+    return p
+
+
+_EPILOG = """\
+Every flag mirrors the environment variable in brackets; a .env file in the working directory is read
+too. Flags win over variables, variables over .env.
+
+Local mode: with no bot token, the bot starts a local Telegram emulator on 127.0.0.1 (its world under
+--data-dir), creates the bot, a storage channel and a demo user there, and prints how to talk to it.
+
+examples:
+  python -m bot                                    # local mode, state under ./data
+  TGSNAP_BOT_TOKEN=123:abc TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_ADMIN_IDS=42 python -m bot
+  python -m bot --storage-mode local --storage-dir ./state --flush-interval 2
+"""
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+         *, dotenv: bool = True) -> BotSettings:
+    """Settings from flags (`argv`), the environment (`environ`, default os.environ) and `.env`."""
+    args = parser().parse_args(argv)
+    if environ is None:
+        if dotenv:
+            load_dotenv_file()
+        environ = os.environ
+    values = {o.env: environ[o.env].strip() for o in OPTIONS if environ.get(o.env, "").strip()}
+    for option in OPTIONS:
+        given = getattr(args, option.dest)
+        if given is not None and given.strip():
+            values[option.env] = given.strip()
+    settings = BotSettings(values=values)
+    if "TGSNAP_ADMIN_IDS" in values:
+        settings.admin_ids = parse_admin_ids(values["TGSNAP_ADMIN_IDS"])
+    if "TGSNAP_FLUSH_INTERVAL" in values:
+        settings.flush_interval = _positive_float("TGSNAP_FLUSH_INTERVAL", values["TGSNAP_FLUSH_INTERVAL"])
+    if "TGSNAP_DATA_DIR" in values:
+        settings.data_dir = Path(values["TGSNAP_DATA_DIR"])
+    if "TGSNAP_LOG_LEVEL" in values:
+        level = values["TGSNAP_LOG_LEVEL"].upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"TGSNAP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        settings.log_level = level
+    mode = values.get("TGSNAP_STORAGE_MODE")
+    if mode is not None and mode not in MODES:
+        raise ConfigError(f"TGSNAP_STORAGE_MODE must be one of {', '.join(MODES)}, got {mode!r}")
+    if "TGSNAP_ENCRYPTION_KEY" in values:
+        parse_key(values["TGSNAP_ENCRYPTION_KEY"])  # fail at start, not at the first flush
+    return settings
+
+
+def parse_admin_ids(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(f"TGSNAP_ADMIN_IDS must be numeric user ids separated by commas, got {text!r}") from None
+
+
+def _positive_float(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {text!r}")
+    return value
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # aiogram logs every update at INFO and the emulator every HTTP request; keep INFO readable.
+        for noisy in ("aiogram.event", "tools.emulator.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def markdown_table() -> str:
+    """The table docs/configuration.md embeds; a test keeps the two equal."""
+    rows = ["| variable | flag | meaning |", "| --- | --- | --- |"]
+    for option in OPTIONS:
+        flags = ", ".join(f"`{f}`" for f in (option.flag, *option.aliases))
+        secret = " Secret: never logged." if option.secret else ""
+        rows.append(f"| `{option.env}` | {flags} | {option.help.replace('|', '&#124;')}.{secret} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

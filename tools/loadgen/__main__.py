@@ -1,0 +1,5 @@
+import sys
+
+from tools.loadgen import main
+
+sys.exit(main())
