@@ -271,7 +271,7 @@ class Replica:
                     f"storage {self.backend.info.name} is held by writer {lease.describe()} until "
                     f"{when(lease.expires_at)}; stop that writer (it releases the lease on a clean shutdown), "
                     f"wait for the lease to expire, or raise takeover_wait")
-            await asyncio.sleep(max(0.01, min(remaining, lease.expires_at - now, 1.0)))
+            await asyncio.sleep(max(0.01, min(remaining, lease.expires_at - now, 0.25)))
 
         self._epoch = max(m.epoch, lease.epoch if lease else 0) + 1 if m else 1
         self._generation = m.generation if m else 0

@@ -68,6 +68,9 @@ class Live:
 
 
 def state(conn: sqlite3.Connection) -> list[tuple]:
+    """The users rows; a database without the table (nothing restored yet) holds none."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone() is None:
+        return []
     return sorted(conn.execute("SELECT id, name, clicks FROM users"))
 
 
