@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--button", action="store_true", help="press the button with this text instead of typing")
     say.add_argument("--wait", type=float, default=5.0, help="seconds to wait for replies (default 5)")
     say.add_argument("--expect", type=int, default=None, help="replies to wait for (default 1; 0 for inline)")
+    say.add_argument("--expect-edits", type=int, default=0, help="edits of the bot's messages to wait for")
+    say.add_argument("--settle", type=float, default=0.0, help="seconds to keep listening after that")
     say.add_argument("text")
     msgs = sub.add_parser("messages", help="list a chat's messages (channel id, or a user id with --bot)")
     msgs.add_argument("chat_id")
@@ -143,6 +145,7 @@ def run(args: argparse.Namespace, client: ControlClient) -> Any:
         return client.request("POST", "/demo")
     if cmd == "say":
         body: dict[str, Any] = {"user_id": args.user, "bot": args.bot, "wait": args.wait,
+                                "expect_edits": args.expect_edits, "settle": args.settle,
                                 ("button" if args.button else "text"): args.text}
         if args.expect is not None:
             body["expect"] = args.expect

@@ -160,19 +160,20 @@ class BotApiMethods:
             raise bad_request("message caption is too long")
         return caption or None
 
-    def _document(self, bot: User, p: Params, ref: Any) -> FileRecord:
+    def _document(self, bot: User, p: Params, ref: Any) -> Callable[[], FileRecord]:
+        """Validate a document reference now; the returned callable stores it (after flood control passed)."""
         upload = p.file(ref)
         if upload is not None:
             if upload.writer.size == 0:
                 raise bad_request("file must be non-empty")
-            return upload.writer.finish(upload.filename, upload.mime_type)
+            return lambda: upload.writer.finish(upload.filename, upload.mime_type)
         if isinstance(ref, str) and ref:
             if ref.startswith(("http://", "https://")):
                 raise bad_request("failed to get HTTP URL content")
             rec = self.world.file_by_bot_file_id(ref, bot.user_id)
             if rec is None:
                 raise bad_request("wrong file identifier/HTTP URL specified")
-            return rec
+            return lambda: rec
         raise bad_request("there is no document in the request")
 
     def _render(self, bot: User) -> Renderer:
@@ -254,9 +255,9 @@ class BotApiMethods:
         markup = self._reply_markup(p)
         reply_to = self._reply_to(bot, chat, p)
         self._can_post(bot, chat)
+        store = self._document(bot, p, p.raw("document") if p.raw("document") is not None else p.files.get("document"))
         self._spend(bot, chat)
-        rec = self._document(bot, p, p.raw("document") if p.raw("document") is not None else p.files.get("document"))
-        msg = self.world.send_message(chat.chat_id, bot.user_id, document=rec, caption=caption,
+        msg = self.world.send_message(chat.chat_id, bot.user_id, document=store(), caption=caption,
                                       reply_markup=markup, reply_to_message_id=reply_to)
         return self._render(bot).message(msg)
 
@@ -360,9 +361,9 @@ class BotApiMethods:
                 and self.world.file_by_bot_file_id(ref, bot.user_id) == msg.document
                 and caption == msg.caption and markup == msg.reply_markup):
             raise bad_request(NOT_MODIFIED)
+        store = self._document(bot, p, ref)
         self._spend(bot, chat)
-        rec = self._document(bot, p, ref)
-        edited = self.world.edit_message(chat.chat_id, msg.message_id, text=None, document=rec, caption=caption,
+        edited = self.world.edit_message(chat.chat_id, msg.message_id, text=None, document=store(), caption=caption,
                                          reply_markup=markup, actor_id=bot.user_id)
         return self._render(bot).message(edited)
 
