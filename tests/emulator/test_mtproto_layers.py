@@ -310,6 +310,7 @@ async def raw(tmp_path):
     key = StringSession(string).auth_key.key
     reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
     client = RawClient(reader, writer, key)
+    client.world = world
     yield client
     writer.close()
     await front.close()
@@ -411,3 +412,55 @@ def test_gzip_packed_answers_are_real_gzip() -> None:
     wrapped = rpc_result(5, payload, compress=True)
     assert struct.unpack_from("<I", wrapped, 12)[0] == 0x3072CFA1
     assert gzip.decompress(BinaryReader(wrapped[16:]).tgread_bytes()) == payload
+
+
+async def test_faults_from_the_knobs(raw: RawClient) -> None:
+    from tools.emulator.knobs import FaultRule
+
+    await ready(raw)
+    knobs = raw.world.knobs
+    knobs.add_fault(FaultRule(kind="server_error", front="mtproto", method="help.GetNearestDcRequest", status=500))
+    raw.send(functions.help.GetNearestDcRequest())
+    [answer] = await raw.receive_all(1)
+    assert result_of(answer).error_code == 500
+    knobs.add_fault(FaultRule(kind="server_error", front="botapi"))  # another front's fault is left alone
+    raw.send(functions.help.GetNearestDcRequest())
+    [answer] = await raw.receive_all(1)
+    assert isinstance(result_of(answer), types.NearestDc)
+
+    knobs.clear_faults()
+    knobs.add_fault(FaultRule(kind="timeout", front="mtproto", hang_s=0.2))
+    raw.send(functions.help.GetNearestDcRequest())
+    with pytest.raises(asyncio.IncompleteReadError):  # hangs, then the connection drops unanswered
+        await raw.receive(wait_s=5)
+
+
+async def test_answer_lost_applies_then_drops(raw: RawClient) -> None:
+    from tools.emulator.knobs import FaultRule
+
+    await ready(raw)
+    raw.world.knobs.add_fault(FaultRule(kind="answer_lost", front="mtproto", method="upload.SaveFilePartRequest"))
+    raw.send(functions.upload.SaveFilePartRequest(1, 0, b"x" * 1024))
+    with pytest.raises(asyncio.IncompleteReadError):
+        await raw.receive(wait_s=5)
+
+
+async def test_pacing_knobs_meter_every_byte(raw: RawClient) -> None:
+    await ready(raw)
+    metered: list[int] = []
+    knobs = raw.world.knobs
+    original = knobs.throttle
+
+    async def throttle(nbytes: int) -> None:
+        metered.append(nbytes)
+        await original(nbytes)
+
+    knobs.throttle = throttle  # type: ignore[method-assign]
+    knobs.latency_ms = 30.0
+    knobs.bandwidth_bytes_per_s = 50 * MiB
+    part = os.urandom(128 * 1024)
+    raw.send(functions.upload.SaveFilePartRequest(1, 0, part))
+    [answer] = await raw.receive_all(1)
+    assert result_of(answer) is True
+    assert sum(metered) > len(part)  # the request's bytes in, the answer's bytes out
+    assert len(metered) >= 2
