@@ -325,6 +325,22 @@ async def test_unknown_method_answers_instead_of_hanging(emu: Emu, caplog: pytes
     assert (await client.get_me()).id == emu.bot_id  # the connection is still usable
 
 
+async def test_bots_cannot_read_history(emu: Emu) -> None:
+    client = await emu.client()
+    await client.send_message(emu.peer, "x")
+    with pytest.raises(errors.BotMethodInvalidError):
+        await client.get_messages(emu.peer, limit=10)
+
+
+async def test_flood_wait_then_retry_with_the_same_random_id_succeeds(emu: Emu) -> None:
+    emu.world.knobs.update({"channel_burst": 1, "channel_per_minute": 60})
+    client = await emu.client(flood_sleep_threshold=5)  # Telethon sleeps, then re-sends the same request
+    await client.send_message(emu.peer, "1")
+    second = await client.send_message(emu.peer, "2")
+    assert second.message == "2"
+    assert [m.text for m in emu.world.history(emu.chat_id, newest_first=False)] == ["1", "2"]
+
+
 async def test_batch_of_requests_in_one_container(emu: Emu) -> None:
     client = await emu.client()
     first = await client.send_message(emu.peer, "a")

@@ -21,7 +21,7 @@ def build_config(host: str, port: int, *, this_dc: int = DC_ID, now: int) -> typ
         expires=date + datetime.timedelta(hours=1),
         test_mode=False,
         this_dc=this_dc,
-        dc_options=[types.DcOption(id=dc, ip_address=host, port=port) for dc in DC_IDS],
+        dc_options=[types.DcOption(id=dc, ip_address=host, port=port, ipv6=":" in host) for dc in DC_IDS],
         dc_txt_domain_name="emulator.invalid",
         chat_size_max=200,
         megagroup_size_max=200_000,

@@ -49,6 +49,7 @@ PING = 0x7ABE77EC
 PING_DELAY_DISCONNECT = 0xF3427B8C
 GET_FUTURE_SALTS = 0xB921BD04
 DESTROY_SESSION = 0xE7512126
+DESTROY_AUTH_KEY = 0xD1435160
 HTTP_WAIT = 0x9299359F
 # Client→server informational messages that need no answer.
 IGNORED = {0x7D861A08, 0x04DEB57D, 0x8CC0D131, 0x276D3EC6, 0x809DB6DF, 0xDA69FB52, HTTP_WAIT}
@@ -110,6 +111,8 @@ class Connection:
             pass
         except TransportError as exc:
             log.info("mtproto: closing %s: %s", self.peer, exc)
+        except Exception:
+            log.warning("mtproto: closing %s after a malformed message", self.peer, exc_info=True)
         finally:
             self._closed = True
             if self._ping_timer is not None:
@@ -126,9 +129,14 @@ class Connection:
             self._writer.close()
 
     def drop(self) -> None:
-        """Cut the TCP connection abruptly, like a network failure."""
+        """Cut the TCP connection abruptly, like a network failure (unsent answers are lost)."""
         self._closed = True
         self._writer.transport.abort()
+
+    def close(self) -> None:
+        """Close after what is already written has gone out."""
+        self._closed = True
+        self._writer.close()
 
     # --- receiving -------------------------------------------------------------------------------
 
@@ -204,6 +212,10 @@ class Connection:
             now = int(time.time())
             salts = [types.FutureSalt(_dt(now - 60), _dt(now + 86_400), session.salt)]
             self._push(session, bytes(types.FutureSalts(msg_id, now, salts)), content_related=True, response=True)
+        elif cid == DESTROY_AUTH_KEY:
+            log.info("mtproto: auth key %#x destroyed by its client", session.key.key_id)
+            self.front.keys.forget(session.key)
+            self._push(session, bytes(types.DestroyAuthKeyOk()), content_related=False, response=True)
         elif cid == DESTROY_SESSION:
             (target,) = struct.unpack_from("<q", body, 4)
             gone = target != session.session_id and self.front.sessions.drop(session.key, target)
@@ -330,7 +342,8 @@ class Connection:
             if isinstance(item, _Raw):
                 await self._write(self.transport.frame(item.payload))
                 if item.close_after:
-                    raise _Drop
+                    self.close()
+                    return
                 continue
             session, first = item
             batch = [first]

@@ -12,12 +12,10 @@ class RandomIds:
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._window = window
 
-    def add(self, chat_key: str, random_id: int) -> bool:
-        """Record a random_id; False if this chat already saw it."""
-        ident = (chat_key, random_id)
-        if ident in self._seen:
-            return False
-        self._seen[ident] = None
+    def seen(self, chat_key: str, random_id: int) -> bool:
+        return (chat_key, random_id) in self._seen
+
+    def add(self, chat_key: str, random_id: int) -> None:
+        self._seen[(chat_key, random_id)] = None
         if len(self._seen) > self._window:
             self._seen.popitem(last=False)
-        return True

@@ -1,3 +1,3 @@
 """RPC handlers, one module per API namespace; importing this package registers them all."""
 
-from . import account, channels, messages, upload  # noqa: F401
+from . import account, bots, channels, messages, upload  # noqa: F401

@@ -62,8 +62,10 @@ def _new_message_updates(ctx: RpcContext, chat: Chat, msg: Message, random_id: i
 
 def _check_random_id(ctx: RpcContext, chat: Chat, random_id: int) -> None:
     """Telegram refuses a second message with the same random_id (e.g. a request re-sent after
-    a reconnect whose first copy was applied but whose answer was lost)."""
-    if not ctx.front.random_ids.add(chat.key, random_id):
+    a reconnect whose first copy was applied but whose answer was lost). Checked before the rate
+    budget, recorded only once the message exists: a request refused with FLOOD_WAIT is re-sent
+    by Telethon with the same random_id and must then succeed."""
+    if ctx.front.random_ids.seen(chat.key, random_id):
         raise RpcError(500, "RANDOM_ID_DUPLICATE")
 
 
@@ -106,9 +108,10 @@ async def send_message(ctx: RpcContext, req: functions.messages.SendMessageReque
         raise RpcError(400, "MESSAGE_EMPTY")
     if len(req.message) > 4096:
         raise RpcError(400, "MESSAGE_TOO_LONG")
-    _spend_rate_budget(ctx, chat)
     _check_random_id(ctx, chat, req.random_id)
+    _spend_rate_budget(ctx, chat)
     msg = world_call(ctx.world.send_message, chat.chat_id, me, text=req.message, reply_to_message_id=_reply_to(req))
+    ctx.front.random_ids.add(chat.key, req.random_id)
     return _new_message_updates(ctx, chat, msg, req.random_id)
 
 
@@ -119,8 +122,8 @@ async def send_media(ctx: RpcContext, req: functions.messages.SendMediaRequest) 
     require_right(ctx, chat, "can_post_messages")
     if req.message and len(req.message) > 1024:
         raise RpcError(400, "MEDIA_CAPTION_TOO_LONG")
-    _spend_rate_budget(ctx, chat)
     _check_random_id(ctx, chat, req.random_id)
+    _spend_rate_budget(ctx, chat)
     rec = document_of(ctx, req.media)
     msg = world_call(
         ctx.world.send_message,
@@ -130,6 +133,7 @@ async def send_media(ctx: RpcContext, req: functions.messages.SendMediaRequest) 
         caption=req.message or None,
         reply_to_message_id=_reply_to(req),
     )
+    ctx.front.random_ids.add(chat.key, req.random_id)
     return _new_message_updates(ctx, chat, msg, req.random_id)
 
 
