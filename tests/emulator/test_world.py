@@ -185,3 +185,11 @@ def test_interrupted_uploads_are_swept_on_open(tmp_path):
     world = World.open(tmp_path / "w")
     assert list(world.tmp_dir.iterdir()) == []
     world.close()
+
+
+def test_one_emulator_per_data_directory(tmp_path):
+    world = World.open(tmp_path / "w")
+    with pytest.raises(RuntimeError, match="another emulator"):
+        World.open(tmp_path / "w")
+    world.close()
+    World.open(tmp_path / "w").close()

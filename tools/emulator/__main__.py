@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from .app import Emulator, check_loopback
-from .knobs import FAULT_KINDS, FaultRule, Knobs
+from .knobs import FAULT_KINDS, KNOB_HELP, FaultRule, Knobs
 
 
 def _flag(name: str) -> str:
@@ -45,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Knobs()
     for name, kind in Knobs.settable().items():
         if kind is bool:
-            knobs.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
-                               default=None, help=f"default: {getattr(defaults, name)}")
+            knobs.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{KNOB_HELP.get(name, '')} (default: {getattr(defaults, name)})")
         else:
             knobs.add_argument(_flag(name), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"default: {getattr(defaults, name)}")
+                               help=f"{KNOB_HELP.get(name, '')} (default: {getattr(defaults, name)})")
     knobs.add_argument("--seed", type=int, default=None, help="seed for probabilistic faults")
     knobs.add_argument(
         "--fault", action="append", default=[], metavar="SPEC",

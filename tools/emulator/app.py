@@ -114,6 +114,14 @@ class Emulator:
 
     async def start(self) -> Emulator:
         self.world = World.open(self.data_dir, self.knobs)
+        try:
+            await self._start_servers()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _start_servers(self) -> None:
         self._botapi = BotApiFront(self.world)
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.add_routes(self._botapi.routes())
@@ -127,7 +135,6 @@ class Emulator:
         self.port = self._runner.addresses[0][1]
         if self._want_mtproto:
             await self._start_mtproto()
-        return self
 
     async def _start_mtproto(self) -> None:
         try:

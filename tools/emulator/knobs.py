@@ -63,6 +63,23 @@ class Fault:
     hang_s: float = 5.0
 
 
+KNOB_HELP: dict[str, str] = {
+    "latency_ms": "added before each request of both fronts",
+    "bandwidth_bytes_per_s": "one transfer budget shared by both fronts (0 = uncapped)",
+    "botapi_upload_limit": "sendDocument/editMessageMedia upload limit in bytes (413 beyond)",
+    "botapi_download_limit": "getFile limit in bytes ('file is too big' beyond)",
+    "mtproto_file_limit": "MTProto upload limit in bytes",
+    "rate_limits": "Telegram-like flood control (429 / FLOOD_WAIT)",
+    "channel_per_minute": "messages+edits per minute per bot in one channel",
+    "channel_burst": "how many of those may come at once",
+    "private_per_second": "messages per second per bot in one private chat",
+    "private_burst": "how many of those may come at once",
+    "global_per_second": "messages per second per bot across all chats",
+    "global_burst": "how many of those may come at once",
+    "clock_offset_s": "shift the world's clock (message dates, the 48 h deletion rule)",
+}
+
+
 @dataclass
 class Knobs:
     """All run-time settings. Field names are the control API's JSON keys and the CLI's flags."""

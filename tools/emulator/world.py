@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -311,6 +312,7 @@ class World:
         self._listeners: list[Callable[[WorldEvent], None]] = []
         self._change = asyncio.Event()
         self._bot_events: dict[int, asyncio.Event] = {}
+        self._lock: BinaryIO | None = None  # the data directory's flock, set by open()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -319,6 +321,12 @@ class World:
         """Open (or create) the world kept under `data_dir`. Synchronous."""
         path = Path(data_dir)
         (path / "files").mkdir(parents=True, exist_ok=True)
+        lock = open(path / "lock", "a+b")  # noqa: SIM115 - held for the world's lifetime
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RuntimeError(f"{path}: another emulator is using this world") from None
         tmp = path / "tmp"
         if tmp.exists():
             shutil.rmtree(tmp)  # leftovers of uploads interrupted by a crash
@@ -336,10 +344,15 @@ class World:
             db.execute("COMMIT")
         elif int(row[0]) != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: world schema {row[0]}, this emulator reads {SCHEMA_VERSION}")
-        return cls(path, db, knobs or Knobs())
+        world = cls(path, db, knobs or Knobs())
+        world._lock = lock
+        return world
 
     def close(self) -> None:
         self.db.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
