@@ -66,6 +66,9 @@ class ReplicaConfig:
     delete_superseded: bool = True
     #: with a key configured, accept plaintext documents on restore (migrating to encryption).
     allow_plaintext: bool = False
+    #: seconds to wait after claiming an expired lease before checking the claim stuck (no backend
+    #: offers compare-and-swap); None: min(1 s, lease_seconds / 10).
+    claim_settle: float | None = None
 
     def __repr__(self) -> str:  # the key stays out of logs
         fields = {k: v for k, v in self.__dict__.items() if k != "encryption_key"}
@@ -188,18 +191,30 @@ class Replica:
         return Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
                         lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref)
 
-    async def _check_fence(self) -> None:
+    async def _check_fence(self, *, strict: bool = False) -> None:
+        """FencedError if a newer epoch (or another writer at ours) holds the storage. `strict`: the
+        manifest must be exactly our own claim (after publishing, to catch a concurrent claim)."""
         from snapshot.restore import read_current_manifest
 
         m, _h = await read_current_manifest(self.backend, self.cipher, self.config.allow_plaintext)
         if m is None:
             raise self._fence(f"the manifest vanished from storage {self.backend.info.name}: refusing to write")
         lease = m.lease
-        if m.epoch > self._epoch or (lease is not None and lease.writer_id != self.writer_id
-                                     and lease.epoch >= self._epoch):
+        lost = m.epoch > self._epoch or (lease is not None and lease.writer_id != self.writer_id
+                                         and lease.epoch >= self._epoch)
+        if strict:
+            lost = lost or lease is None or lease.writer_id != self.writer_id or m.epoch != self._epoch
+        if lost:
             holder = lease.describe() if lease else f"epoch {m.epoch}"
             raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: storage now belongs "
                               f"to {holder}; this writer stops accepting writes")
+
+    @property
+    def _settle(self) -> float:
+        # Longer than a publish round trip: a rival claim made from the same stale view lands by then.
+        if self.config.claim_settle is not None:
+            return self.config.claim_settle
+        return min(1.0, self.config.lease_seconds / 10)
 
     async def _publish(self, *, snapshot: SnapshotEntry | None = None, extra: DeltaEntry | None = None,
                        released: bool = False, check: bool = True) -> Manifest:
@@ -214,6 +229,9 @@ class Replica:
             if check:
                 await self._check_fence()
             now = time.time()
+            # A lease renewed after it ran out may race a successor that saw it expired: verify after.
+            lapsed = (check and not released and self._lease_expires_at is not None
+                      and now >= self._lease_expires_at - self._margin)
             self._generation += 1
             new_snap = snapshot if snapshot is not None else self._snapshot
             m = self._compose(now, snapshot=new_snap, extra=extra, released=released)
@@ -224,6 +242,9 @@ class Replica:
             self._lease_expires_at = m.lease.expires_at if m.lease else None
             self._bytes_shipped += len(data)
             self._released = released
+            if lapsed:
+                await asyncio.sleep(self._settle)
+                await self._check_fence(strict=True)
             if snapshot is not None:
                 self._snapshot = snapshot
                 self._deltas = [d for d in self._deltas if d.seq > snapshot.base_seq]
@@ -281,7 +302,13 @@ class Replica:
         self._tip_ref = m.last_ref if m else None
         # Claim first, restore second: from here on an old writer's next manifest check finds our epoch.
         await self._publish(check=False)
-        await self._check_fence()  # lost a race with another newcomer?
+        if lease is not None and not lease.released and lease.writer_id != self.writer_id:
+            await asyncio.sleep(self._settle)  # taking over an expired lease: let a rival claim land
+        try:
+            await self._check_fence(strict=True)
+        except FencedError as e:
+            self._fenced = None
+            raise StorageBusy(f"lost the takeover race: {e}") from None
 
         p = await plan(self.backend, self.cipher, progress=progress, parallelism=self.config.parallelism * 2,
                        allow_plaintext=self.config.allow_plaintext)
@@ -320,6 +347,11 @@ class Replica:
                 data = encode_delta(changes, **kw)
             from snapshot.restore import delta_name
 
+            limit = self.backend.info.max_document_size
+            if len(data) > limit:
+                raise BackendError(f"delta seq {seq} is {len(data)} bytes compressed, over backend "
+                                   f"{self.backend.info.name}'s document limit of {limit}: take a snapshot "
+                                   "instead of shipping this many changed rows", retryable=False)
             ref = await self.backend.put(delta_name(seq), data)
             self._bytes_shipped += len(data)
             entry = DeltaEntry(seq=seq, ref=ref, size=len(data), hash=document_hash(data).hex(),

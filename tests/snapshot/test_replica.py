@@ -382,3 +382,44 @@ async def test_part_size_must_fit_the_backend():
 
     with pytest.raises(ConfigError, match="exceeds"):
         Replica(MemoryBackend(max_document_size=1024 * 1024), ReplicaConfig())
+
+
+async def test_two_newcomers_racing_for_an_expired_lease_end_with_one_writer():
+    storage = MemoryStorage()
+    old = Replica(MemoryBackend(storage), cfg(lease_seconds=0.1), writer_id="old")
+    await old.acquire()
+    await asyncio.sleep(0.12)
+    a = Replica(MemoryBackend(storage, latency=0.001), cfg(lease_seconds=0.5), writer_id="bot-A")
+    b = Replica(MemoryBackend(storage, latency=0.001), cfg(lease_seconds=0.5), writer_id="bot-B")
+    results = await asyncio.gather(a.acquire(), b.acquire(), return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, Exception)]
+    losers = [r for r in results if isinstance(r, Exception)]
+    assert len(winners) == 1 and len(losers) == 1
+    assert isinstance(losers[0], StorageBusy) and "lost the takeover race" in str(losers[0])
+
+
+async def test_a_writer_whose_lease_lapsed_reclaims_it_when_nobody_took_over():
+    storage = MemoryStorage()
+    r = Replica(MemoryBackend(storage), cfg(lease_seconds=0.2), writer_id="bot-A")
+    await r.acquire()
+    live = Live()
+    await _fill(live, r, 1)
+    await asyncio.sleep(0.25)  # the writer stalled past its lease
+    await _fill(live, r, 1, start=1)
+    assert r.status().lease_expires_at > time.time()
+    got = await restore(MemoryBackend(storage))
+    assert state(got.conn) == live.rows() and got.seq == 2
+
+
+async def test_a_delta_over_the_backend_limit_is_refused_without_advancing():
+    import os
+
+    from snapshot.changes import ChangeSet, TableChanges
+
+    r = Replica(MemoryBackend(max_document_size=1024 * 1024), cfg())
+    await r.acquire()
+    huge = ChangeSet(1.0, {"blobs": TableChanges("blobs", "CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB)",
+                                                 ["id", "b"], ["id"], [(1, os.urandom(2 * 1024 * 1024))])})
+    with pytest.raises(BackendError, match="take a snapshot") as e:
+        await r.write_delta(huge)
+    assert not e.value.retryable and r.last_seq == 0
