@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _brief_order(name: str) -> int:
-    order = ["delta", "snapshot", "restore", "writes", "rpo", "memory"]  # BRIEF section 5's table
+    order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory"]  # BRIEF section 5's table
     return order.index(name) if name in order else len(order)
 
 
