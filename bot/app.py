@@ -27,6 +27,7 @@ from bot.fsm_storage import StoreStorage
 from bot.handlers import routers
 from bot.polling import Poller
 from bot.retry import RetryAfter
+from bot.takeover import open_store
 from bot.users import SCHEMA as USERS_SCHEMA
 from bot.users import Users
 from core import Store
@@ -111,7 +112,7 @@ class Clicker:
         log.info("storage: %s", storage.describe())
         backend = await open_backend(storage)
         started = time.monotonic()
-        store = await Store.open(backend, schema=SCHEMA, config=settings.store_config(), progress=RestoreProgress())
+        store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress())
         stats = store.stats()
         log.info("restored %s in %.2f s (epoch %d)", _rows(stats.rows), time.monotonic() - started, stats.epoch)
         token = storage.bot_token

@@ -20,11 +20,14 @@ from pathlib import Path
 
 from core import StoreConfig
 from snapshot.errors import ConfigError
+from snapshot.replica import ReplicaConfig
 from snapshot.settings import ENV as STORAGE_ENV
 from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key
 
 PREFIX = "TGSNAP_"
 DEFAULT_DATA_DIR = Path("data")
+#: local mode keeps the store here unless TGSNAP_STORAGE_MODE says otherwise: the emulator's storage channel.
+LOCAL_STORAGE_MODE = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -35,6 +38,7 @@ class Option:
     env: str
     help: str
     secret: bool = False
+    default: str = ""
     metavar: str = "VALUE"
     aliases: tuple[str, ...] = ()
 
@@ -56,22 +60,29 @@ _STORAGE_METAVARS = {"TGSNAP_STORAGE_MODE": "MODE", "TGSNAP_STORAGE_DIR": "DIR",
 # The operator tools (tools/cli_common.py) spell two of these differently; accept their spelling too.
 _STORAGE_ALIASES = {"TGSNAP_STORAGE_MODE": ("--mode",), "TGSNAP_ENCRYPTION_KEY": ("--key",)}
 
+_STORAGE_DEFAULTS = {
+    "TGSNAP_STORAGE_MODE": f"`{LOCAL_STORAGE_MODE}` in local mode",
+    "TGSNAP_STORAGE_DIR": f"`./{DEFAULT_DATA_DIR}/storage`",
+    "TGSNAP_BOT_TOKEN": "none: local mode",
+    "TGSNAP_STORAGE_CHAT": "the emulator's channel in local mode",
+}
+
 #: storage settings, shared with every tool (snapshot/settings.py owns their meaning).
 STORAGE_OPTIONS = [
-    Option(var, help_, secret=var in _STORAGE_SECRETS, metavar=_STORAGE_METAVARS.get(var, "VALUE"),
-           aliases=_STORAGE_ALIASES.get(var, ()))
+    Option(var, help_, secret=var in _STORAGE_SECRETS, default=_STORAGE_DEFAULTS.get(var, ""),
+           metavar=_STORAGE_METAVARS.get(var, "VALUE"), aliases=_STORAGE_ALIASES.get(var, ()))
     for var, (_field, help_) in STORAGE_ENV.items()
 ]
 
 #: the bot's own settings.
 BOT_OPTIONS = [
-    Option("TGSNAP_ADMIN_IDS", "Telegram user ids (comma-separated) allowed /status, /flush and /snapshot; "
-                               "local mode adds the demo user", metavar="IDS"),
-    Option("TGSNAP_FLUSH_INTERVAL", f"seconds between delta flushes, the most a crash can lose "
-                                    f"(default {StoreConfig().flush_interval:g})", metavar="SECONDS"),
-    Option("TGSNAP_DATA_DIR", f"local mode: where the emulator keeps its world, and the default parent of "
-                              f"the storage directory (default ./{DEFAULT_DATA_DIR})", metavar="DIR"),
-    Option("TGSNAP_LOG_LEVEL", f"{' | '.join(LOG_LEVELS)} (default INFO)", metavar="LEVEL"),
+    Option("TGSNAP_ADMIN_IDS", "Telegram user ids (comma-separated) allowed /status, /flush and /snapshot",
+           default="none; the demo user in local mode", metavar="IDS"),
+    Option("TGSNAP_FLUSH_INTERVAL", "seconds between delta flushes: the most a crash can lose",
+           default=f"{StoreConfig().flush_interval:g}", metavar="SECONDS"),
+    Option("TGSNAP_DATA_DIR", "where local mode keeps the emulator's world; parent of the default storage "
+                              "directory", default=f"`./{DEFAULT_DATA_DIR}`", metavar="DIR"),
+    Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
 ]
 
 OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS
@@ -101,8 +112,9 @@ class BotSettings:
         env.setdefault("TGSNAP_STORAGE_DIR", str(self.default_storage_dir))
         return StorageSettings.from_env(env=env, dotenv=False, **overrides)
 
-    def store_config(self) -> StoreConfig:
-        return StoreConfig(flush_interval=self.flush_interval)
+    def store_config(self, storage: StorageSettings) -> StoreConfig:
+        return StoreConfig(flush_interval=self.flush_interval,
+                           replica=ReplicaConfig(encryption_key=storage.encryption_key))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,8 +128,9 @@ def parser() -> argparse.ArgumentParser:
         group = p.add_argument_group(title)
         for option in options:
             extra = " (visible in `ps`: prefer the environment)" if option.secret else ""
+            default = f" (default: {option.default.replace('`', '')})" if option.default else ""
             group.add_argument(option.flag, *option.aliases, dest=option.dest, metavar=option.metavar,
-                               help=f"{option.help}{extra} [{option.env}]")
+                               help=f"{option.help}{default}{extra} [{option.env}]".replace("%", "%%"))
     return p
 
 
@@ -195,11 +208,12 @@ def configure_logging(level: str) -> None:
 
 def markdown_table() -> str:
     """The table docs/configuration.md embeds; a test keeps the two equal."""
-    rows = ["| variable | flag | meaning |", "| --- | --- | --- |"]
+    rows = ["| variable | flag | meaning | default |", "| --- | --- | --- | --- |"]
     for option in OPTIONS:
         flags = ", ".join(f"`{f}`" for f in (option.flag, *option.aliases))
         secret = " Secret: never logged." if option.secret else ""
-        rows.append(f"| `{option.env}` | {flags} | {option.help.replace('|', '&#124;')}.{secret} |")
+        meaning = option.help.replace("|", "&#124;")
+        rows.append(f"| `{option.env}` | {flags} | {meaning}.{secret} | {option.default or '-'} |")
     return "\n".join(rows)
 
 

@@ -22,15 +22,11 @@ from typing import TextIO
 import aiohttp
 
 from bot import texts
-from bot.config import BotSettings
+from bot.config import LOCAL_STORAGE_MODE, BotSettings
 from snapshot.errors import ConfigError
 from snapshot.settings import StorageSettings
 
 log = logging.getLogger(__name__)
-
-#: where local mode keeps the store when TGSNAP_STORAGE_MODE is not set: the emulator's storage channel.
-LOCAL_STORAGE_MODE = "local"
-
 
 @dataclass(frozen=True)
 class LocalWorld:

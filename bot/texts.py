@@ -40,21 +40,20 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     Names are stored exactly and may be long; a rating of 15 long names must still arrive whole.
     """
     chunks: list[str] = []
-    current = ""
+    current: str | None = None
     for line in text.split("\n"):
-        candidate = line if not current else f"{current}\n{line}"
+        candidate = line if current is None else f"{current}\n{line}"
         if _units(candidate) <= limit:
             current = candidate
             continue
-        if current:
+        if current is not None:
             chunks.append(current)
-        current = ""
         while _units(line) > limit:
             cut = _cut_point(line, limit)
             chunks.append(line[:cut])
             line = line[cut:]
         current = line
-    if current or not chunks:
+    if current is not None:
         chunks.append(current)
     return chunks
 

@@ -102,7 +102,7 @@ class ClickerStack:
         await self.close()
 
     async def start(self) -> None:
-        from bot.local import LOCAL_STORAGE_MODE
+        from bot.config import LOCAL_STORAGE_MODE
         from tools.emulator.app import Emulator
 
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,103 @@
+"""Configuration: environment, .env and flags, one table that --help and docs/configuration.md share."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import config
+from snapshot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "ab" * 32
+
+
+def test_every_variable_has_a_flag_and_the_storage_ones_are_snapshots():
+    from snapshot.settings import ENV
+
+    envs = [o.env for o in config.OPTIONS]
+    assert set(ENV) <= set(envs)
+    assert len(envs) == len(set(envs))
+    assert {o.flag for o in config.OPTIONS} >= {"--bot-token", "--storage-chat", "--api-id", "--api-hash",
+                                                "--storage-bot-token", "--admin-ids", "--flush-interval",
+                                                "--encryption-key", "--storage-dir"}
+
+
+def test_help_lists_every_variable_and_flag():
+    out = subprocess.run([sys.executable, "-m", "bot", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    flat = " ".join(out.split())
+    for option in config.OPTIONS:
+        assert option.env in flat, option.env
+        assert option.flag in flat, option.flag
+
+
+def test_configuration_doc_holds_the_generated_table():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert config.markdown_table() in doc, "regenerate the table: python -m bot.config"
+
+
+def test_flags_beat_environment_which_beats_defaults(tmp_path):
+    env = {"TGSNAP_FLUSH_INTERVAL": "7", "TGSNAP_ADMIN_IDS": "1, 2", "TGSNAP_BOT_TOKEN": "1:env",
+           "TGSNAP_STORAGE_MODE": "local", "TGSNAP_STORAGE_DIR": str(tmp_path)}
+    settings = config.load(["--flush-interval", "2.5", "--bot-token", "1:flag"], env)
+    assert settings.flush_interval == 2.5
+    assert settings.admin_ids == {1, 2}
+    assert not settings.local_mode
+    storage = settings.storage_settings()
+    assert storage.bot_token == "1:flag"
+    assert storage.mode == "local" and storage.local_dir == tmp_path
+    assert config.load([], {}).flush_interval == config.StoreConfig().flush_interval
+
+
+def test_dotenv_is_honoured_but_the_environment_wins(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("TGSNAP_ADMIN_IDS=5\nTGSNAP_LOG_LEVEL=debug\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TGSNAP_LOG_LEVEL", "WARNING")
+    monkeypatch.delenv("TGSNAP_ADMIN_IDS", raising=False)
+    settings = config.load([])
+    assert settings.admin_ids == {5}
+    assert settings.log_level == "WARNING"
+
+
+def test_no_token_means_local_mode_with_storage_under_the_data_dir(tmp_path):
+    settings = config.load(["--data-dir", str(tmp_path)], {})
+    assert settings.local_mode
+    assert settings.storage_settings().local_dir == tmp_path / "storage"
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    ([], {"TGSNAP_ADMIN_IDS": "alice"}, "TGSNAP_ADMIN_IDS"),
+    ([], {"TGSNAP_FLUSH_INTERVAL": "0"}, "TGSNAP_FLUSH_INTERVAL"),
+    (["--flush-interval", "soon"], {}, "TGSNAP_FLUSH_INTERVAL"),
+    ([], {"TGSNAP_LOG_LEVEL": "LOUD"}, "TGSNAP_LOG_LEVEL"),
+    (["--storage-mode", "ftp"], {}, "TGSNAP_STORAGE_MODE"),
+    ([], {"TGSNAP_ENCRYPTION_KEY": "short"}, "key"),
+])
+def test_bad_values_fail_at_start_naming_the_setting(argv, env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        config.load(argv, env)
+
+
+def test_secrets_stay_out_of_reprs_and_errors():
+    settings = config.load(["--encryption-key", KEY], {"TGSNAP_BOT_TOKEN": "123:supersecret"})
+    assert "supersecret" not in repr(settings)
+    storage = settings.storage_settings(mode="local")
+    assert "supersecret" not in repr(storage) and KEY not in repr(storage)
+    assert storage.encryption_key == bytes.fromhex(KEY)
+    assert settings.store_config(storage).replica.encryption_key == bytes.fromhex(KEY)
+    with pytest.raises(ConfigError) as err:
+        config.load([], {"TGSNAP_ENCRYPTION_KEY": "zz" + KEY[2:]})
+    assert KEY[2:] not in str(err.value)
+
+
+def test_a_configuration_error_exits_2_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bot", "--flush-interval", "-1"], cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert re.search(r"configuration error: TGSNAP_FLUSH_INTERVAL", done.stderr)
