@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from snapshot.envelope import GENESIS, Kind, decode, encode
 from snapshot.errors import CorruptDocument
@@ -123,11 +123,11 @@ class Manifest:
         try:
             snap = d.get("snapshot")
             if snap is not None:
-                shards = [ShardEntry(**{**s, "parts": [PartEntry(**p) for p in s["parts"]]})
+                shards = [_known(ShardEntry, s, parts=[_known(PartEntry, p) for p in s["parts"]])
                           for s in snap["shards"]]
-                snap = SnapshotEntry(**{**snap, "shards": shards})
-            lease = Lease(**d["lease"]) if d.get("lease") is not None else None
-            deltas = [DeltaEntry(**e) for e in d.get("deltas", [])]
+                snap = _known(SnapshotEntry, snap, shards=shards)
+            lease = _known(Lease, d["lease"]) if d.get("lease") is not None else None
+            deltas = [_known(DeltaEntry, e) for e in d.get("deltas", [])]
             m = cls(epoch=d["epoch"], generation=d["generation"], created_at=d["created_at"], lease=lease,
                     snapshot=snap, deltas=deltas, last_ref=d.get("last_ref"), format=d["format"])
         except (KeyError, TypeError, ValueError) as e:
@@ -146,6 +146,12 @@ class Manifest:
             bytes.fromhex(h)
         if self.snapshot and not all(math.isfinite(x) for x in (self.snapshot.captured_at,)):
             raise CorruptDocument(ref, "manifest snapshot time is not finite")
+
+
+def _known(cls, d: dict, **override):
+    """Build `cls` from the fields it knows: later writers may add optional fields (docs/formats.md §7)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names and k not in override}, **override)
 
 
 def encode_manifest(m: Manifest, *, cipher=None, prev: bytes = GENESIS) -> bytes:
