@@ -116,7 +116,12 @@ async def verify_storage(backend: Backend, *, encryption_key: bytes | None = Non
         return report
     try:
         manifest, _mhash = decode_manifest(raw, cipher=cipher)
-    except (TgsnapError, EncryptionError) as exc:
+    except EncryptionError as exc:
+        if "authentication failed" not in str(exc):
+            raise  # no key, another key, or a key for plaintext storage: configuration (exit 2), not data
+        report.add(Check("manifest", MANIFEST_REF, None, False, str(exc)))
+        return report
+    except TgsnapError as exc:
         report.add(Check("manifest", MANIFEST_REF, None, False, getattr(exc, "reason", None) or str(exc)))
         return report
     report.add(Check("manifest", MANIFEST_REF, manifest.generation, True, size=len(raw)))

@@ -25,7 +25,7 @@ def test_population_is_deterministic_and_shaped_like_the_articles_users():
 
 def test_bench_smoke_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--users", "20000", "--seed", "3", "--json-out", str(out), "--quiet"]) == 0
+    assert main(["--users", "20000", "--seed", "3", "--repeats", "1", "--json-out", str(out), "--quiet"]) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert report["users"] == 20000 and report["seed"] == 3

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the JSON to FILE")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(MEASURES),
                         help="run only these measures (the article baseline always runs)")
+    parser.add_argument("--repeats", type=int, metavar="R",
+                        help="timed runs per figure, best kept (default 3 up to 200000 users, else 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -51,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.users < 100:
         parser.error("--users must be at least 100 (1 %% dirty must be at least one row)")
-    ctx = Context(users=args.users, seed=args.seed, log=(lambda _m: None) if args.quiet else _log)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    ctx = Context(users=args.users, seed=args.seed, log=(lambda _m: None) if args.quiet else _log,
+                  runs=args.repeats)
     started = time.time()
     results: dict[str, object] = {}
     try:
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "tgsnap vs the article's JSON backup",
         "users": args.users,
         "seed": args.seed,
+        "repeats": ctx.repeats,
         "machine": {
             "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version,

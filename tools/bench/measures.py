@@ -44,10 +44,14 @@ class Context:
     users: int
     seed: int
     log: Callable[[str], None] = print
+    #: timed runs per figure (the best is kept); None: 3 up to 200 000 users, else 2.
+    runs: int | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def repeats(self) -> int:
+        if self.runs is not None:
+            return self.runs
         # small populations are noisy: take the best of several; a 1 M run is slow enough to be stable
         return 3 if self.users <= 200_000 else 2
 
