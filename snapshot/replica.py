@@ -262,6 +262,17 @@ class Replica:
         except BackendError:
             pass  # best effort: superseded documents are never read again
 
+    async def _sweep(self, snap: SnapshotEntry) -> None:
+        """Delete what no reader will ever need again that the manifest never listed: duplicates of
+        deltas up to the new base (lost acknowledgements) and parts of snapshots that never switched."""
+        from snapshot.restore import garbage
+
+        try:
+            refs = await garbage(self.backend, snap)
+        except BackendError:
+            return
+        await self._delete_quietly(refs)
+
     async def _ensure_lease(self, margin: float | None = None) -> None:
         if self._lease_expires_at is None:
             return
@@ -310,11 +321,20 @@ class Replica:
             self._fenced = None
             raise StorageBusy(f"lost the takeover race: {e}") from None
 
-        p = await plan(self.backend, self.cipher, progress=progress, parallelism=self.config.parallelism * 2,
-                       allow_plaintext=self.config.allow_plaintext)
-        restored = await execute(p, self.backend, self.cipher, progress=progress,
-                                 parallelism=self.config.parallelism * 2,
-                                 allow_plaintext=self.config.allow_plaintext)
+        try:
+            p = await plan(self.backend, self.cipher, progress=progress,
+                           parallelism=self.config.parallelism * 2, allow_plaintext=self.config.allow_plaintext)
+            restored = await execute(p, self.backend, self.cipher, progress=progress,
+                                     parallelism=self.config.parallelism * 2,
+                                     allow_plaintext=self.config.allow_plaintext)
+        except BaseException:
+            # We cannot serve: hand the lease back so a fixed retry need not wait for it to expire.
+            try:
+                await self._publish(released=True)
+            except Exception:
+                pass
+            self._released = False
+            raise
         self._snapshot = p.snapshot
         self._deltas = list(p.chain)
         self._last_seq, self._last_hash, _e = p.tip
@@ -444,6 +464,8 @@ class Replica:
             if old is not None:
                 superseded += [p.ref for p in old.parts]
             await self._delete_quietly(superseded)
+            if self.backend.info.can_discover and cfg.delete_superseded:
+                await self._sweep(snap)
             self._age_origin = float(captured_at)
             self._last_durable_at = time.time()
             return SnapshotReceipt(base_seq=base_seq, parts=len(entries), size=snap.stored_size)

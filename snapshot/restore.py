@@ -381,6 +381,24 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                        changes={c.ref: c.changes for c in deltas if c.changes is not None})
 
 
+PART_NAME = re.compile(r"^snapshot-(\d+)-\d+-\d+$")
+
+
+async def garbage(backend: Backend, snap: SnapshotEntry) -> list[str]:
+    """Refs a discovering backend holds that no restore from `snap` on can need, judged by their names:
+    deltas with seq <= its base, and parts of snapshots with base <= its base other than its own parts.
+    Documents without a known name are never judged garbage."""
+    keep = {p.ref for p in snap.parts}
+    out = []
+    for ref, name in await backend.discover_named(None):
+        if name is None or ref in keep:
+            continue
+        m = DELTA_NAME.match(name) or PART_NAME.match(name)
+        if m and int(m.group(1)) <= snap.base_seq:
+            out.append(ref)
+    return out
+
+
 async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | None, *,
                       progress: Progress | None = None, parallelism: int = 8, allow_plaintext: bool = False
                       ) -> bytes:

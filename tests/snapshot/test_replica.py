@@ -423,3 +423,50 @@ async def test_a_delta_over_the_backend_limit_is_refused_without_advancing():
     with pytest.raises(BackendError, match="take a snapshot") as e:
         await r.write_delta(huge)
     assert not e.value.retryable and r.last_seq == 0
+
+
+async def test_snapshot_sweeps_duplicates_and_parts_of_snapshots_that_never_switched():
+    storage = MemoryStorage()
+    faults = Faults()
+    r = Replica(MemoryBackend(storage, faults, latency=0.001), cfg(parallelism=1), writer_id="bot-1")
+    await r.acquire()
+    live = Live()
+    for k in range(300):
+        live.set(k, clicks=k)
+    faults.put_lost_ack = 1
+    assert not await live.flush(r)  # a duplicate of seq 1 stays in storage
+    assert await live.flush(r)
+    task = asyncio.ensure_future(live.snapshot(r))
+    # poll storage itself: the "crash" must come after some parts landed
+    while not any(name.startswith("snapshot-") for name, _d in storage.docs.values()):  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    r2 = Replica(MemoryBackend(storage), cfg(), writer_id="bot-1")
+    got = await r2.acquire()
+    live = Live(got.conn)
+    await _fill(live, r2, 2, start=500)
+    await live.snapshot(r2)
+    await _fill(live, r2, 1, start=600)
+    p = await plan(MemoryBackend(storage))
+    assert p.snapshot.base_seq == 3 and len(p.chain) == 1
+    assert set(storage.docs) == {part.ref for part in p.snapshot.parts} | {d.ref for d in p.chain}
+    assert state((await restore(MemoryBackend(storage))).conn) == live.rows()
+
+
+async def test_a_failed_restore_on_acquire_hands_the_lease_back():
+    storage = MemoryStorage()
+    r = Replica(MemoryBackend(storage), cfg(), writer_id="bot-A")
+    await r.acquire()
+    live = Live()
+    await _fill(live, r, 2)
+    victim = next(iter(storage.docs))
+    bad = Replica(MemoryBackend(storage, Faults(corrupt_refs={victim})), cfg(takeover_wait=0), writer_id="bot-B")
+    await r.release()
+    with pytest.raises(CorruptDocument):
+        await bad.acquire()
+    m, _ = decode_manifest(storage.manifest)
+    assert m.lease.writer_id == "bot-B" and m.lease.released
+    again = Replica(MemoryBackend(storage), cfg(), writer_id="bot-C")
+    assert (await again.acquire()).epoch == 3
