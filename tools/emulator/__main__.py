@@ -94,7 +94,8 @@ async def serve(args: argparse.Namespace) -> None:
                         knobs=knobs_from_args(args), mtproto=not args.no_mtproto)
     await emulator.start()
     try:
-        info = emulator.info(demo=args.demo)
+        # An existing demo world is shown too, so a restart prints the same token and session.
+        info = emulator.info(demo=args.demo or "demo" in emulator.world.extra)
         if args.json:
             print(json.dumps(info, ensure_ascii=False), flush=True)
         else:
