@@ -63,7 +63,11 @@ def _classify(exc: BaseException) -> BackendError | None:
     if isinstance(exc, TelegramUnauthorizedError):
         return BackendError(str(channel.bad_token()), retryable=False)
     if isinstance(exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound):
-        return BackendError(f"Telegram refused: {exc.message}", retryable=False)
+        hint = ""
+        if isinstance(exc, TelegramForbiddenError) or "rights" in exc.message or "can't be edited" in exc.message:
+            hint = ("; the storage bot lost its place or its administrator rights in the storage channel: "
+                    "restore them (post and edit messages)")
+        return BackendError(f"Telegram refused: {exc.message}{hint}", retryable=False)
     if isinstance(exc, TelegramAPIError):
         return BackendError(f"Telegram error: {exc.message}", retryable=True)
     return None

@@ -64,7 +64,7 @@ def _classify(exc: BaseException) -> BackendError | None:
                             "and TGSNAP_MTPROTO_SESSION", retryable=False)
     if isinstance(exc, errors.ChatAdminRequiredError | errors.ChatWriteForbiddenError | errors.ChannelPrivateError
                   | errors.MessageAuthorRequiredError):
-        return BackendError(f"Telegram refused ({exc.message}): the storage bot lost its administrator rights "
+        return BackendError(f"Telegram refused ({type(exc).__name__}): the storage bot lost its administrator rights "
                             "in the storage channel; restore them (post and edit messages)", retryable=False)
     if isinstance(exc, errors.RPCError):
         code = abs(exc.code or 0)
@@ -95,13 +95,17 @@ class _Sent:
     message_id: int
 
 
+_DUPLICATE = object()  # sentinel: RANDOM_ID_DUPLICATE, the first copy of this send was stored
+_PARTS_LOST = object()  # sentinel: the server no longer has the uploaded parts
+
+
 class MTProtoBackend(Backend):
     """Documents and the pinned manifest in one channel over MTProto. Build, then `await open()`."""
 
     def __init__(self, *, bot_token: str | None, chat: str | int, api_id: int | None = None,
                  api_hash: str | None = None, session: str | None = None, connections: int = 6,
                  budget: ChatBudget | BudgetConfig | None = None, policy: RetryPolicy | None = None,
-                 manifest_min_interval: float = 20.0, discover_gap: int = 200,
+                 manifest_min_interval: float = 3.0, discover_gap: int = 200,
                  token_var: str = "TGSNAP_BOT_TOKEN") -> None:
         self._chat_arg = channel.parse_chat(chat)
         self._token = bot_token
@@ -279,7 +283,7 @@ class MTProtoBackend(Backend):
             request = functions.messages.EditMessageRequest(self._peer, mid, media=self._media(handle,
                                                                                              channel.MANIFEST_NAME))
             try:
-                await self.client(request)
+                await self._invoke(request)
             except errors.MessageNotModifiedError:
                 return  # an earlier attempt landed and only its answer was lost
             except errors.MessageIdInvalidError:
@@ -307,7 +311,7 @@ class MTProtoBackend(Backend):
             async def remove(batch: list[int] = batch) -> None:
                 assert self.client is not None
                 try:
-                    await self.client(functions.channels.DeleteMessagesRequest(self._channel, batch))
+                    await self._invoke(functions.channels.DeleteMessagesRequest(self._channel, batch))
                 except errors.MessageDeleteForbiddenError:
                     log.warning("%s: not allowed to delete %d superseded documents; they stay in the channel",
                                 self.chat_title, len(batch))
@@ -342,21 +346,28 @@ class MTProtoBackend(Backend):
         for _ in range(3):
             handle = await self._upload(data, fname)
             random_id = secrets.randbits(63)
+            floor = self._top
             request = functions.messages.SendMediaRequest(
                 self._peer, self._media(handle, fname), message=_tag(random_id), silent=True, random_id=random_id)
-            try:
-                updates = await self._rpc(request, what, budgeted=True)
-            except BackendError as e:
-                text = str(e)
-                if "RANDOM_ID_DUPLICATE" in text:
-                    # our first copy was stored but its answer was lost: find it rather than post it twice
-                    found = await self._find_tagged(_tag(random_id))
-                    if found is not None:
-                        return _Sent(found)
-                    continue
-                if "FILE_PART" in text and "MISSING" in text or "FILE_PARTS_INVALID" in text:
-                    continue  # the server lost the uploaded parts (e.g. a restart): upload again
-                raise
+
+            async def send(request=request):
+                try:
+                    return await self._invoke(request)
+                except errors.RandomIdDuplicateError:
+                    return _DUPLICATE
+                except (errors.FilePartMissingError, errors.FilePart0MissingError, errors.FilePartsInvalidError):
+                    return _PARTS_LOST
+
+            updates = await self._call(send, what, budgeted=True)
+            if updates is _DUPLICATE:
+                # our first copy was stored but its answer was lost (Telethon re-sent it after reconnecting):
+                # find that copy by its tag rather than post the document twice
+                found = await self._find_tagged(_tag(random_id), floor)
+                if found is not None:
+                    return _Sent(found)
+                continue
+            if updates is _PARTS_LOST:
+                continue  # the server lost the uploaded parts (e.g. it restarted): upload again
             mid = self._message_id_of(updates, random_id)
             self._top = max(self._top, mid)
             return _Sent(mid)
@@ -379,8 +390,8 @@ class MTProtoBackend(Backend):
             raise BackendError("Telegram's answer to a send names no message", retryable=True)
         return found
 
-    async def _find_tagged(self, tag: str) -> int | None:
-        for msg in await self._scan(max(0, self._top - 1)):
+    async def _find_tagged(self, tag: str, floor: int) -> int | None:
+        for msg in await self._scan(floor):
             if isinstance(msg, types.Message) and msg.message == tag:
                 return msg.id
         return None
@@ -450,9 +461,14 @@ class MTProtoBackend(Backend):
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def _rpc(self, request, what: str, *, budgeted: bool = False):
+    async def _invoke(self, request):
+        """Send one request on the client's connection, without Telethon's own retry loop (it sleeps on
+        server errors and flood waits; here the rate budget and `telegram_retry` decide)."""
         assert self.client is not None
-        return await self._call(lambda: self.client(request), what, budgeted=budgeted)
+        return await self.client._sender.send(functions.InvokeWithoutUpdatesRequest(request))
+
+    async def _rpc(self, request, what: str, *, budgeted: bool = False):
+        return await self._call(lambda: self._invoke(request), what, budgeted=budgeted)
 
     async def _call(self, op, what: str, *, budgeted: bool = False):
         if self.client is not None and not self.client.is_connected():

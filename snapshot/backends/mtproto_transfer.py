@@ -90,7 +90,8 @@ class SenderPool:
         """Send `request` on connection `slot`; a connection that fails is dropped and reopened next time."""
         sender = await self._sender(slot)
         try:
-            return await asyncio.wait_for(self.client._call(sender, request), self.timeout)
+            # straight to the sender: Telethon's retry loop would sleep on errors that `_striped` retries itself
+            return await asyncio.wait_for(sender.send(functions.InvokeWithoutUpdatesRequest(request)), self.timeout)
         except errors.RPCError:
             raise
         except BaseException:
