@@ -8,6 +8,7 @@ manifest to it and deletes the documents it supersedes, then releases the lease.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from snapshot.backend import Backend
 from snapshot.cipher import as_cipher
+from snapshot.errors import StorageBusy
 from snapshot.manifest import Lease
 from snapshot.replica import Replica, ReplicaConfig
 from snapshot.restore import RestorePlan, plan, size_text, when
@@ -151,9 +153,7 @@ async def compact(backend: Backend, key: bytes | None = None, *, wait: float = 0
     Raises StorageBusy (naming the holder) when a live writer keeps the lease past `wait` seconds.
     """
     t0 = time.monotonic()
-    cfg = config or ReplicaConfig()
-    cfg.encryption_key = key
-    cfg.takeover_wait = wait
+    cfg = dataclasses.replace(config or ReplicaConfig(), encryption_key=key, takeover_wait=wait)
     replica = Replica(backend, cfg, writer_id=f"tgsnap-compact@{socket.gethostname()}:{os.getpid()}")
     restored = await replica.acquire(progress=progress)
     try:
@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_OK
             if not args.quiet:
                 sys.stderr.write(str(p).split("\n\n")[0] + "\n")
-            result = await compact(backend, settings.encryption_key, wait=args.wait, progress=progress)
+            try:
+                result = await compact(backend, settings.encryption_key, wait=args.wait, progress=progress)
+            except StorageBusy as exc:
+                raise StorageBusy(f"{exc} (for compact: --wait SECONDS)") from None
         finally:
             await backend.close()
         _emit(args.json, {"dry_run": False, "plan": p.as_dict(), "result": result.__dict__},

@@ -84,7 +84,7 @@ def test_refuses_while_a_live_writer_holds_the_lease(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "storage busy" in err
     assert "clicker-bot-1" in err
-    assert "until" in err and "UTC" in err
+    assert "until" in err and "UTC" in err and "--wait SECONDS" in err
     assert tree(tmp_path) == before  # refused before writing anything
 
     # the dry run says the same thing without failing
