@@ -346,7 +346,10 @@ class Replica:
                             p.chain[0].captured_at if p.chain else time.time())
         self._acquired = True
         if [d.ref for d in p.chain] != [d.ref for d in (m.deltas if m else [])]:
-            await self._publish()  # list what discovery found, so the next reader needs no discovery
+            try:
+                await self._publish()  # list what discovery found, so the next reader needs less of it
+            except BackendError:
+                pass  # an optimisation only: discovery finds them again
         restored.epoch = self._epoch
         restored.elapsed = time.monotonic() - t0
         return restored
