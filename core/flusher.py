@@ -5,9 +5,10 @@ writer lease, and if anything is dirty captures a change set at a consistent cut
 `Replica.write_delta`. Captures are numbered; `flush()` waits for the capture that will contain its
 caller's writes to become durable.
 
-Failure is backpressure, not loss: on a storage error the captured change set is kept (keys only are
-needed) and its keys are marked dirty again in the same synchronous step as the next capture, which
-therefore re-reads their newest images. Retries back off exponentially, honouring `retry_after`.
+Failure is backpressure, not loss: on a storage error the keys of the captured change set are marked
+dirty again at once, so the next capture re-reads their newest images (and the change set itself is
+dropped: memory stays bounded by the live data). Retries back off exponentially, honouring
+`retry_after`.
 
 A snapshot image is serialized in the same synchronous step as a capture, so it equals the state after
 that capture's delta; it is written in the background once that delta is durable (base_seq = its seq),
@@ -59,8 +60,6 @@ class Flusher:
         self._in_flight: ChangeSet | None = None
         self._in_flight_no = 0
         self._in_flight_since: float | None = None
-        self._retry: ChangeSet | None = None  # captured, upload failed: marked dirty again at next capture
-        self._retry_since: float | None = None
 
         #: unix time of the oldest write not yet captured (None when none); Store.execute sets it.
         self.dirty_since: float | None = None
@@ -165,19 +164,14 @@ class Flusher:
         return None
 
     def maybe_dirty(self) -> bool:
-        """True if a capture now could ship something. Cheap when nothing was written since the last."""
-        if self._retry is not None:
-            return True
-        if self._conn.total_changes == self.changes_mark:
-            return False
+        """True if a capture now could ship something (cheap: a look at the in-memory mark sets)."""
         if self._tracker.any_dirty():
             if self.dirty_since is None:  # written through something other than Store.execute
                 self.dirty_since = time.time()
             return True
-        if not self._conn.in_transaction:
-            # Writes were rolled back (or touched nothing tracked): clean again.
+        if self.dirty_since is not None and not self._conn.in_transaction:
+            self.dirty_since = None  # the writes touched no tracked row
             self.changes_mark = self._conn.total_changes
-            self.dirty_since = None
         return False
 
     # ---- observations for stats -----------------------------------------------------------------
@@ -186,12 +180,8 @@ class Flusher:
     def in_flight_rows(self) -> int:
         return len(self._in_flight) if self._in_flight is not None else 0
 
-    @property
-    def retry_rows(self) -> int:
-        return len(self._retry) if self._retry is not None else 0
-
     def oldest_unflushed(self) -> float | None:
-        return _earliest(self.dirty_since, self._in_flight_since, self._retry_since)
+        return _earliest(self.dirty_since, self._in_flight_since)
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -252,14 +242,12 @@ class Flusher:
             return
         await self._outside_transaction()
         # ---- one synchronous step: the consistent cut ----
-        retry, retry_since = self._retry, self._retry_since
-        changes = self._tracker.capture(retry)
-        self._retry = self._retry_since = None
+        changes = self._tracker.capture()
         image = self._conn.serialize() if want_snapshot else None
         requests = list(self._snapshot_requests) if want_snapshot else []
         self._capture_no += 1
         number = self._capture_no
-        since = _earliest(self.dirty_since, retry_since)
+        since = self.dirty_since
         self.dirty_since = None
         self.changes_mark = self._conn.total_changes
         # ---- end of the cut ----
@@ -274,8 +262,9 @@ class Flusher:
         except FencedError:
             raise
         except (Exception, asyncio.CancelledError) as exc:
-            # Nothing advanced in storage: keep the change set; its keys go back at the next capture.
-            self._retry, self._retry_since = changes, since
+            # Nothing advanced in storage: mark the keys dirty again; the next capture re-reads them.
+            self._tracker.remark(changes)
+            self.dirty_since = _earliest(self.dirty_since, since)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             self._failed(exc)

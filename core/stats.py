@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class StoreStats:
     #: application rows per table.
     rows: dict[str, int] = field(default_factory=dict)
-    #: rows changed since the last capture (waiting for the next delta), plus rows of a failed delta.
+    #: keys changed since the last capture (waiting for the next delta), including those of a failed one.
     dirty_rows: int = 0
     #: rows captured into the delta being uploaded right now.
     in_flight_rows: int = 0

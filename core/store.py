@@ -5,7 +5,7 @@
     await store.flush()        # that write is now durable
     await store.close()
 
-Writes are ordinary SQL on one connection in autocommit mode. Triggers record the key of every changed
+Writes are ordinary SQL on one connection in autocommit mode. Triggers report the key of every changed
 row (see `core.tracker`); the flush loop (see `core.flusher`) ships them. Reads take no lock.
 """
 
@@ -136,6 +136,10 @@ class Store:
                     done.add(ddl)
             elif typ == "table" and _normalize(stored) != _normalize(sql):
                 log.warning("tgsnap: table %r in storage differs from its declaration; keeping storage's", name)
+        for (trigger,) in conn.execute(
+            "SELECT name FROM main.sqlite_schema WHERE type = 'trigger' AND name LIKE '\\_tgsnap\\_%' ESCAPE '\\'"
+        ).fetchall():
+            conn.execute(f"DROP TRIGGER main.{quote(trigger)}")  # tracking lives in TEMP, never in images
         for name in application_tables(conn):
             self._tracker.install(read_table(conn, name))
         # What was restored is what storage holds: nothing is dirty yet, whatever marks the image carried.
@@ -169,6 +173,8 @@ class Store:
         flusher = self._flusher
         if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
             flusher.dirty_since = time.time()
+        if self._tx is not None and not self._conn.in_transaction:
+            self._tx.left_transaction = True
         return cur
 
     def _guarded(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
@@ -211,14 +217,17 @@ class Store:
             if conn.in_transaction:
                 raise TransactionConflict("a transaction begun with a raw BEGIN is still open")
             conn.execute("BEGIN IMMEDIATE")
+            self._tracker.begin()
             tx = Transaction(self)
             self._tx, self._tx_task, self._guard = tx, task, True
             self._tx_idle.clear()
+            rolled_back = False
             try:
                 yield tx
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                    rolled_back = True
                 raise
             else:
                 if conn.in_transaction:
@@ -227,8 +236,13 @@ class Store:
                     except BaseException:
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")
+                            rolled_back = True
                         raise
             finally:
+                # Marks are dropped only when our own ROLLBACK undid everything since BEGIN; if the body
+                # ended the transaction itself (COMMIT through tx.execute) they stay: extra marks are
+                # harmless, missing ones are not.
+                self._tracker.end(committed=not rolled_back or tx.left_transaction)
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
@@ -344,7 +358,7 @@ class Store:
         }
         return StoreStats(
             rows=rows,
-            dirty_rows=self._tracker.dirty_count() + flusher.retry_rows,
+            dirty_rows=self._tracker.dirty_count(),
             in_flight_rows=flusher.in_flight_rows,
             last_flush_at=flusher.last_flush_at or status.last_durable_at or self._restored_at,
             lag=max(0.0, now - oldest) if oldest is not None else 0.0,
@@ -372,7 +386,7 @@ class Store:
     # ---- internals -------------------------------------------------------------------------------
 
     def _pending_rows(self) -> int:
-        return self._tracker.dirty_count() + self._flusher.retry_rows + self._flusher.in_flight_rows
+        return self._tracker.dirty_count() + self._flusher.in_flight_rows
 
     def _check_writable(self) -> None:
         if self._refusal is not None:

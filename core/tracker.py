@@ -1,84 +1,109 @@
 """Dirty-row tracking inside SQLite, and change capture at a consistent cut.
 
-Per application table T with key (k1, ..., kn) tgsnap keeps `_tgsnap_dirty_T`, a WITHOUT ROWID table of
-keys, filled by four AFTER triggers:
+Per application table T with key (k1, ..., kn), four TEMP triggers report changed keys to a function
+registered on the connection, which records them in an insertion-ordered dict (one per table):
 
-- INSERT: the new key; UPDATE: the new key; DELETE: the old key;
-- UPDATE OF k1..kn WHEN the key changed: the old key too. Listing the key columns means SQLite does not
-  even code this trigger into an UPDATE that does not SET a key column, so the common case pays for one
-  key insert only.
+- AFTER INSERT: the new key; AFTER UPDATE: the new key; AFTER DELETE: the old key;
+- AFTER UPDATE OF k1..kn WHEN the key changed: the old key too. Naming the key columns means SQLite does
+  not even code this trigger into an UPDATE that does not SET a key column.
 
-Each trigger runs `INSERT ... ON CONFLICT DO NOTHING`, not `INSERT OR IGNORE`: a conflict clause on the
-application's statement (`UPDATE OR FAIL`, `INSERT OR ROLLBACK`) overrides an `OR` clause inside a
-trigger, which would turn a second write to a dirty row into a constraint error; an upsert clause is not
-overridden. `PRAGMA recursive_triggers` is on so rows deleted by REPLACE conflict resolution fire the
-DELETE trigger.
+Why this shape (measured, see docs/architecture.md): a trigger that INSERTs the key into a dirty table
+pays a B-tree insert and a rollback-journal page per write; a call into `dict.setdefault` costs far
+less. Any SQL that changes a row fires a trigger (REPLACE conflict deletes too: `recursive_triggers` is
+on), so nothing escapes tracking. Marks are not transactional, so `store.transaction()` tells the
+tracker where a transaction began (marks are ordered) and a rollback drops the marks made since. A
+failed statement or a raw ROLLBACK may leave extra marks: harmless, because capture ships the row's
+*current* image (or a delete if it does not exist), so an extra key only re-ships the truth. TEMP
+triggers live outside the main database, so snapshot images never carry tgsnap's machinery.
 
-Capture reads, per table, the current image of every dirty key that still exists (an upsert) and every
-dirty key that does not (a delete), then empties the dirty tables — all in one synchronous step outside
-any transaction, so it is a consistent cut.
+Capture runs in one synchronous step outside any transaction (a consistent cut): it empties the marks,
+loads their keys into TEMP key tables (declared with the key's types and collations), and reads per
+table the current image of every key that still exists (an upsert) and every key that does not (a
+delete).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Hashable
 
 from core.schema import INTERNAL_PREFIX, TableSchema, quote
 from snapshot.changes import ChangeSet, TableChanges, Value
 
-_DIRTY = INTERNAL_PREFIX + "dirty_"
-_TRIGGER_SUFFIXES = ("ins", "upd", "key", "del")
-
-
-def dirty_table(table: str) -> str:
-    return _DIRTY + table
-
 
 class _TableTracking:
-    """Precomputed SQL for one tracked table."""
+    """The marks of one table, and its precomputed SQL."""
 
-    def __init__(self, schema: TableSchema):
+    def __init__(self, schema: TableSchema, number: int):
         self.schema = schema
+        #: dirty keys (values unused): a dict, because its order tells which marks a transaction made.
+        self.marks: dict[Hashable, None] = {}
+        self.single = len(schema.pk) == 1
+        self.function = f"{INTERNAL_PREFIX}mark_{number}"
         t = quote(schema.name)
-        d = quote(dirty_table(schema.name))
+        k_table = f"temp.{quote(INTERNAL_PREFIX + 'keys_' + schema.name)}"
         keys = [quote(k) for k in schema.pk]
         match = " AND ".join(f"t.{k} = d.{k}" for k in keys)
-        self.dirty = d
-        self.create_dirty = (
-            f"CREATE TABLE IF NOT EXISTS {d} ("
+
+        def record(prefix: str) -> str:
+            return f"SELECT {self.function}({', '.join(f'{prefix}.{k}' for k in keys)});"
+
+        changed = " OR ".join(f"OLD.{k} IS NOT NEW.{k}" for k in keys)
+        on = f"main.{t}"
+        name = schema.name
+        self.triggers = {
+            f"{INTERNAL_PREFIX}{name}_ins": f"AFTER INSERT ON {on} BEGIN {record('NEW')} END",
+            f"{INTERNAL_PREFIX}{name}_upd": f"AFTER UPDATE ON {on} BEGIN {record('NEW')} END",
+            f"{INTERNAL_PREFIX}{name}_key": (
+                f"AFTER UPDATE OF {', '.join(keys)} ON {on} WHEN {changed} BEGIN {record('OLD')} END"
+            ),
+            f"{INTERNAL_PREFIX}{name}_del": f"AFTER DELETE ON {on} BEGIN {record('OLD')} END",
+        }
+        # Same types and collations as the table's key, so keys load and compare exactly as stored.
+        self.create_keys = (
+            f"CREATE TABLE IF NOT EXISTS {k_table} ("
             + ", ".join(
                 f"{k} {typ} COLLATE {coll}"
                 for k, typ, coll in zip(keys, schema.pk_types, schema.pk_collations, strict=True)
             )
             + f", PRIMARY KEY ({', '.join(keys)})) WITHOUT ROWID"
         )
-
-        def record(prefix: str) -> str:
-            values = ", ".join(f"{prefix}.{k}" for k in keys)
-            return f"INSERT INTO {d} VALUES ({values}) ON CONFLICT DO NOTHING;"
-
-        changed = " OR ".join(f"OLD.{k} IS NOT NEW.{k}" for k in keys)
-        name = schema.name
-        self.triggers = {
-            f"{INTERNAL_PREFIX}{name}_ins": f"AFTER INSERT ON {t} BEGIN {record('NEW')} END",
-            f"{INTERNAL_PREFIX}{name}_upd": f"AFTER UPDATE ON {t} BEGIN {record('NEW')} END",
-            f"{INTERNAL_PREFIX}{name}_key": (
-                f"AFTER UPDATE OF {', '.join(keys)} ON {t} WHEN {changed} BEGIN {record('OLD')} END"
-            ),
-            f"{INTERNAL_PREFIX}{name}_del": f"AFTER DELETE ON {t} BEGIN {record('OLD')} END",
-        }
+        self.load_keys = f"INSERT OR IGNORE INTO {k_table} VALUES ({', '.join('?' * len(keys))})"
         cols = ", ".join(f"t.{quote(c)}" for c in schema.columns)
-        # CROSS JOIN pins the (small) dirty table as the outer loop: one key lookup per dirty row.
-        self.select_upserts = f"SELECT {cols} FROM {d} AS d CROSS JOIN {t} AS t ON {match}"
+        # CROSS JOIN pins the key table as the outer loop: one primary-key lookup per dirty key.
+        self.select_upserts = f"SELECT {cols} FROM {k_table} AS d CROSS JOIN main.{t} AS t ON {match}"
         self.select_deletes = (
-            f"SELECT {', '.join(f'd.{k}' for k in keys)} FROM {d} AS d "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {match})"
+            f"SELECT {', '.join(f'd.{k}' for k in keys)} FROM {k_table} AS d "
+            f"WHERE NOT EXISTS (SELECT 1 FROM main.{t} AS t WHERE {match})"
         )
-        self.clear = f"DELETE FROM {d}"
-        self.redirty = f"INSERT INTO {d} VALUES ({', '.join('?' * len(keys))}) ON CONFLICT DO NOTHING"
-        self.exists = f"SELECT EXISTS (SELECT 1 FROM {d})"
-        self.count = f"SELECT count(*) FROM {d}"
+        self.clear_keys = f"DELETE FROM {k_table}"
+
+    def mark_function(self) -> Callable[..., None]:
+        if self.single:
+            return self.marks.setdefault  # a C call: the common case costs no Python frame
+        setdefault = self.marks.setdefault
+
+        def mark(*key: Value) -> None:
+            setdefault(key)
+
+        return mark
+
+    def take(self) -> list[tuple[Value, ...]]:
+        keys = list(self.marks)
+        self.marks.clear()
+        return [(k,) for k in keys] if self.single else keys  # type: ignore[misc]
+
+    def remark(self, keys: list[tuple[Value, ...]]) -> None:
+        setdefault = self.marks.setdefault
+        for k in keys:
+            setdefault(k[0] if self.single else k)
+
+    def forget_since(self, position: int) -> None:
+        """Drop the marks made after the first `position` ones (a rolled-back transaction's)."""
+        if len(self.marks) > position:
+            for k in list(self.marks)[position:]:
+                del self.marks[k]
 
 
 class Tracker:
@@ -87,67 +112,99 @@ class Tracker:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self._tables: dict[str, _TableTracking] = {}
-        self._any_dirty_sql = "SELECT 0"
+        self._installed = 0
+        #: while store.transaction() is open: mark counts at BEGIN, and re-marks to apply at its end.
+        self._tx_start: dict[str, int] | None = None
+        self._deferred: list[ChangeSet] = []
+        # Tables in temp must stay in memory (the default may spill them to a file).
+        conn.execute("PRAGMA temp_store = MEMORY")
 
     @property
     def tables(self) -> dict[str, TableSchema]:
         return {name: t.schema for name, t in self._tables.items()}
 
     def install(self, schema: TableSchema) -> None:
-        """Create the dirty table and (re)create the triggers. Idempotent: a restored image may hold them."""
-        tracking = _TableTracking(schema)
+        """Register the mark function and create the TEMP triggers and key table. Idempotent."""
+        self._installed += 1
+        tracking = _TableTracking(schema, self._installed)
+        old = self._tables.get(schema.name)
+        if old is not None:
+            tracking.marks = old.marks  # keep what is already dirty
         conn = self._conn
+        conn.create_function(tracking.function, len(schema.pk), tracking.mark_function())
         conn.execute("SAVEPOINT tgsnap_install")
         try:
-            conn.execute(tracking.create_dirty)
+            conn.execute(tracking.create_keys)
             for name, body in tracking.triggers.items():
-                # Recreated, not kept: an image written by another tgsnap version may hold older bodies.
-                conn.execute(f"DROP TRIGGER IF EXISTS {quote(name)}")
-                conn.execute(f"CREATE TRIGGER {quote(name)} {body}")
+                conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+                conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
         except BaseException:
             conn.execute("ROLLBACK TO tgsnap_install")
             conn.execute("RELEASE tgsnap_install")
             raise
         conn.execute("RELEASE tgsnap_install")
         self._tables[schema.name] = tracking
-        self._any_dirty_sql = "SELECT " + " OR ".join(
-            f"EXISTS (SELECT 1 FROM {t.dirty})" for t in self._tables.values()
-        )
+
+    # ---- transactions ------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """A transaction began: remember where its marks start."""
+        self._tx_start = {name: len(t.marks) for name, t in self._tables.items()}
+
+    def end(self, committed: bool) -> None:
+        """The transaction ended; on rollback its marks go (its rows are back as they were)."""
+        start, self._tx_start = self._tx_start, None
+        if not committed and start is not None:
+            for name, t in self._tables.items():
+                t.forget_since(start.get(name, 0))
+        deferred, self._deferred = self._deferred, []
+        for changes in deferred:
+            self.remark(changes)
+
+    # ---- state ---------------------------------------------------------------------------------
 
     def any_dirty(self) -> bool:
-        return bool(self._conn.execute(self._any_dirty_sql).fetchone()[0])
+        return bool(self._deferred) or any(t.marks for t in self._tables.values())
 
     def dirty_count(self) -> int:
-        return sum(self._conn.execute(t.count).fetchone()[0] for t in self._tables.values())
+        return sum(len(t.marks) for t in self._tables.values()) + sum(len(c) for c in self._deferred)
 
     def clear(self) -> None:
-        """Forget every dirty mark (after restore: what storage holds is by definition durable)."""
+        """Forget every mark (after restore: what storage holds is by definition durable)."""
         for t in self._tables.values():
-            self._conn.execute(t.clear)
+            t.marks.clear()
 
     def capture(self, retry: ChangeSet | None = None) -> ChangeSet:
         """Read and clear every dirty row. Must not run inside a transaction (that would not be a cut).
 
-        `retry` is a change set that failed to reach storage: its keys are marked dirty again first, in
-        the same step, so the new change set is a superset of it.
+        `retry` is a change set that failed to reach storage: its keys are marked again first, so the new
+        change set is a superset of it.
         """
         conn = self._conn
         if conn.in_transaction:
             raise RuntimeError("capture inside an open transaction would not be a consistent cut")
+        if retry is not None:
+            self.remark(retry)
         changes = ChangeSet(captured_at=time.time())
-        # A closing (or fenced) store refuses application writes with query_only; its own bookkeeping
-        # must still run for the final delta.
+        dirty = [(name, t) for name, t in self._tables.items() if t.marks]
+        if not dirty:
+            return changes
+        # A closing (or fenced) store refuses application writes with query_only; its own key tables
+        # must still be writable for the final delta.
         read_only = conn.execute("PRAGMA query_only").fetchone()[0]
         if read_only:
             conn.execute("PRAGMA query_only = OFF")
+        taken: list[tuple[_TableTracking, list[tuple[Value, ...]]]] = []
         try:
             conn.execute("BEGIN")
             try:
-                if retry is not None:
-                    self._mark(retry)
-                for name, t in self._tables.items():
+                for name, t in dirty:
+                    keys = t.take()
+                    taken.append((t, keys))
+                    conn.executemany(t.load_keys, keys)
                     upserts = conn.execute(t.select_upserts).fetchall()
                     deletes = conn.execute(t.select_deletes).fetchall()
+                    conn.execute(t.clear_keys)
                     if upserts or deletes:
                         changes.tables[name] = TableChanges(
                             name=name,
@@ -157,9 +214,10 @@ class Tracker:
                             upserts=upserts,
                             deletes=deletes,
                         )
-                        conn.execute(t.clear)
             except BaseException:
                 conn.execute("ROLLBACK")
+                for t, keys in taken:
+                    t.remark(keys)
                 raise
             conn.execute("COMMIT")
         finally:
@@ -167,21 +225,25 @@ class Tracker:
                 conn.execute("PRAGMA query_only = ON")
         return changes
 
-    def _mark(self, changes: ChangeSet) -> None:
+    def remark(self, changes: ChangeSet) -> None:
         """Mark again every key of a change set that did not reach storage.
 
-        Only keys go back: the capture re-reads their current images, so a row written again in the
+        Only keys go back: the next capture re-reads their current images, so a row written again in the
         meantime ships once, in its newest state, and memory stays bounded by the live data.
         """
+        if self._tx_start is not None:
+            # After the transaction ends, so a rollback cannot take these marks with its own.
+            self._deferred.append(changes)
+            return
         for name, tc in changes.tables.items():
             t = self._tables.get(name)
             if t is None:
                 continue
             pos = t.schema.pk_positions
             keys: list[tuple[Value, ...]] = [tuple(row[i] for i in pos) for row in tc.upserts]
-            keys.extend(tc.deletes)
-            self._conn.executemany(t.redirty, keys)
+            keys.extend(tuple(k) for k in tc.deletes)
+            t.remark(keys)
 
     def _ddl(self, name: str) -> str:
-        row = self._conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,))
+        row = self._conn.execute("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (name,))
         return row.fetchone()[0]

@@ -19,6 +19,8 @@ class Transaction:
     def __init__(self, store: Store):
         self._store = store
         self.open = True
+        #: the body ran COMMIT/ROLLBACK itself: the store must not assume its own ROLLBACK undid it all.
+        self.left_transaction = False
 
     def execute(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         self._check()
