@@ -325,6 +325,23 @@ async def test_unknown_method_answers_instead_of_hanging(emu: Emu, caplog: pytes
     assert (await client.get_me()).id == emu.bot_id  # the connection is still usable
 
 
+async def test_entities_usernames_and_permissions(emu: Emu) -> None:
+    client = await emu.client()
+    chat = emu.world.channel_by_id(emu.channel_id)
+    emu.world.create_channel("public", emu.world.users(bots=False)[0].user_id, username="public_store")
+    public = await client.get_entity("@public_store")
+    assert isinstance(public, types.Channel) and public.broadcast and public.left
+    bot = await client.get_entity("@storage_bot")
+    assert bot.id == emu.bot_id and bot.bot
+    entity = await client.get_entity(types.PeerChannel(emu.channel_id))
+    assert entity.id == emu.channel_id and entity.access_hash == chat.access_hash
+    assert entity.admin_rights.post_messages and entity.admin_rights.edit_messages
+    perms = await client.get_permissions(entity, "me")
+    assert perms.is_admin and perms.post_messages and perms.delete_messages
+    with pytest.raises(errors.ChannelInvalidError):
+        await client(functions.channels.GetFullChannelRequest(types.InputChannel(emu.channel_id, 12345)))
+
+
 async def test_bots_cannot_read_history(emu: Emu) -> None:
     client = await emu.client()
     await client.send_message(emu.peer, "x")

@@ -246,7 +246,11 @@ class Connection:
             wait = call.ready_at - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await self._run(call)
+            try:
+                await self._run(call)
+            except Exception:  # a bug must cost one answer, never the connection's liveness
+                log.exception("mtproto: request %d failed", call.msg_id)
+                self._answer_error(call, RpcError(500, "INTERNAL_SERVER_ERROR"))
 
     async def _run(self, call: _Call) -> None:
         try:
@@ -311,9 +315,14 @@ class Connection:
         if fault is not None and fault.kind == "answer_lost":
             self.drop()
             return
+        try:
+            body = serialize_result(result)
+        except Exception:
+            log.exception("mtproto: cannot serialise the answer to %s", name)
+            self._answer_error(call, RpcError(500, "INTERNAL_SERVER_ERROR"))
+            return
         compress = not isinstance(result, types.upload.File)
-        payload = rpc_result(call.msg_id, serialize_result(result), compress=compress)
-        self._push(call.session, payload, content_related=True, response=True)
+        self._push(call.session, rpc_result(call.msg_id, body, compress=compress), content_related=True, response=True)
 
     def _answer_error(self, call: _Call, error: RpcError) -> None:
         self._push(call.session, rpc_error_result(call.msg_id, error), content_related=True, response=True)

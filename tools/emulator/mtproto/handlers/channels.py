@@ -137,7 +137,12 @@ async def get_participant(
         part: Any = types.ChannelParticipantCreator(user_id=uid, admin_rights=render.admin_rights(rights))
     elif status == "administrator":
         part = types.ChannelParticipantAdmin(
-            user_id=uid, promoted_by=uid, date=date, admin_rights=render.admin_rights(rights), is_self=uid == me
+            user_id=uid,
+            promoted_by=uid,
+            date=date,
+            admin_rights=render.admin_rights(rights),
+            is_self=True if uid == me else None,
+            inviter_id=uid if uid == me else None,
         )
     else:
         part = types.ChannelParticipant(user_id=uid, date=date)
