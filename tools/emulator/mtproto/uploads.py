@@ -46,6 +46,7 @@ class PendingUpload:
     total_parts: int | None = None
     part_size: int | None = None
     sizes: dict[int, int] = field(default_factory=dict)
+    highest: int = -1  # the highest part number seen so far
     stash: dict[int, bytes] = field(default_factory=dict)
     touched: float = field(default_factory=time.monotonic)
 
@@ -89,6 +90,7 @@ class UploadStore:
         if up.part_size is not None:
             self._check_size(up, part, len(data), last=last)
         up.sizes[part] = len(data)
+        up.highest = max(up.highest, part)
         if part == 0:
             up.writer.write_at(0, data)
         elif up.part_size is not None:
@@ -100,7 +102,7 @@ class UploadStore:
 
     def _check_size(self, up: PendingUpload, part: int, size: int, *, last: bool) -> None:
         assert up.part_size is not None
-        if last or (up.total_parts is None and part >= max(up.sizes, default=part)):
+        if last or (up.total_parts is None and part >= up.highest):
             if size > up.part_size:
                 raise RpcError(400, "FILE_PART_SIZE_CHANGED")
         elif size != up.part_size:
@@ -108,8 +110,7 @@ class UploadStore:
 
     def _learn_part_size(self, up: PendingUpload) -> None:
         """A part is known not to be the last when a later part exists (or the total says so)."""
-        highest = max(up.sizes)
-        candidates = [p for p in up.sizes if p < highest or (up.total_parts and p < up.total_parts - 1)]
+        candidates = [p for p in up.sizes if p < up.highest or (up.total_parts and p < up.total_parts - 1)]
         if not candidates:
             return
         size = up.sizes[min(candidates)]
