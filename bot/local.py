@@ -96,7 +96,9 @@ def instructions(world: LocalWorld, data_dir: Path, interactive: bool) -> str:
             "(admin: /status, /flush, /snapshot) and press Enter.",
         ]
     lines += [
-        "From another terminal:",
+        "From another terminal (each prints the bot's answer):",
+        f"  {sys.executable} -m tools.emulator.cli --control {world.control_url} say --user {world.user_id} "
+        f"--bot {world.bot_username} {texts.CLICK_BUTTON}",
         f"  curl -s {world.control_url}/say -H 'Content-Type: application/json' -d '{say}'",
         "Stop with Ctrl+C: the bot saves everything and exits; run it again to continue where it stopped.",
         "",
