@@ -290,6 +290,7 @@ class Flusher:
         self._backoff = min(self._config.retry_max, max(self._config.retry_min, self._backoff * 2))
         delay = max(self._backoff, retry_after or 0.0)
         self._retry_at = asyncio.get_running_loop().time() + delay
+        self._wake.set()  # work is pending: go again as soon as the backoff allows, not a tick later
         self.last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, BackendError):
             level = logging.WARNING if exc.retryable else logging.ERROR

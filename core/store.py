@@ -27,7 +27,7 @@ from core.stats import StoreStats
 from core.tracker import Tracker
 from core.transaction import Transaction
 from snapshot.backend import Backend
-from snapshot.errors import BackendError, FencedError
+from snapshot.errors import BackendError, ConfigError, FencedError
 from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
 
 log = logging.getLogger("tgsnap.core")
@@ -121,8 +121,6 @@ class Store:
         conn = self._conn
         if conn.in_transaction:
             conn.execute("COMMIT")
-        # Rows deleted by REPLACE conflict resolution fire DELETE triggers only with this on.
-        conn.execute("PRAGMA recursive_triggers = ON")
         conn.execute(f"PRAGMA foreign_keys = {'ON' if self._config.foreign_keys else 'OFF'}")
         existing = {
             (typ, name.lower()): sql for typ, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_schema")
@@ -254,12 +252,16 @@ class Store:
         conn = self._conn
         if self._tx_task is not None or conn.in_transaction:
             raise TransactionConflict("declare() while a transaction is open")
-        live = [
-            sql
-            for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
-            if name in self._tracker.tables
-        ]
-        objects = declared_objects([ddl], existing=tuple(live))
+        try:
+            objects = declared_objects([ddl])
+        except ConfigError:
+            # It may refer to live tables (an index on one): check it next to their definitions.
+            live = [
+                sql
+                for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
+                if name in self._tracker.tables
+            ]
+            objects = declared_objects([ddl], existing=tuple(live))
         exists = {(typ, name.lower()) for typ, name in conn.execute("SELECT type, name FROM sqlite_schema")}
         if all((typ, name.lower()) in exists for typ, name, _, _ in objects):
             return

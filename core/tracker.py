@@ -118,6 +118,8 @@ class Tracker:
         self._deferred: list[ChangeSet] = []
         # Tables in temp must stay in memory (the default may spill them to a file).
         conn.execute("PRAGMA temp_store = MEMORY")
+        # Rows deleted by REPLACE conflict resolution fire DELETE triggers only with this on.
+        conn.execute("PRAGMA recursive_triggers = ON")
 
     @property
     def tables(self) -> dict[str, TableSchema]:
