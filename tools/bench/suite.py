@@ -126,8 +126,9 @@ def rpo(ctx: Context) -> dict[str, Any]:
         "article_rpo_seconds": 30.0,
         "rpo_after_flush_seconds": 0.0,
         "by_mode": modes,
-        "note": "computed from the defaults (core.config.StoreConfig, BudgetConfig), not timed; a second "
-                "storage bot token (TGSNAP_STORAGE_BOT_TOKEN) doubles the Bot API budget",
+        "note": "computed from the defaults (core.config.StoreConfig, BudgetConfig), not timed; with a "
+                "separate storage bot (TGSNAP_STORAGE_BOT_TOKEN) the serving bot's replies do not draw on "
+                "this budget",
     }
 
 
