@@ -253,8 +253,10 @@ async def _restore_emulator(ctx: Context) -> dict[str, Any]:
             demo = emu.demo()
 
             def backend() -> MTProtoBackend:
+                # no pause between manifest publications: seeding (acquire, snapshot, release) is untimed
                 return MTProtoBackend(bot_token=demo.bot_token, chat=demo.storage_chat_id,
-                                      session=demo.session_string, budget=ChatBudget(budget))
+                                      session=demo.session_string, budget=ChatBudget(budget),
+                                      manifest_min_interval=0.0)
 
             writer = backend()
             await writer.open()
