@@ -45,7 +45,7 @@ live bot. Refuses to overwrite an existing file unless --force."""
 EXAMPLES = """\
   # the current state as a SQLite file, then look at it
   tgsnap-export --storage-dir ./data --to users.sqlite
-  sqlite3 users.sqlite 'SELECT name, click FROM users ORDER BY click DESC LIMIT 15'
+  sqlite3 users.sqlite 'SELECT name, clicks FROM users ORDER BY clicks DESC LIMIT 15'
 
   # every row as JSON lines on stdout
   python -m tools.export --storage-dir ./data --format jsonl --to - | head
