@@ -108,3 +108,13 @@ def test_compacts_encrypted_storage_with_the_key(tmp_path, capsys):
     key_file.write_text(key.hex())
     assert compact.main(["--storage-dir", str(tmp_path), "--key-file", str(key_file), "-q"]) == 0
     assert restored_rows(tmp_path, key) == chain.states[6]
+
+
+def test_progress_goes_to_stderr(tmp_path, capsys):
+    build_sync(tmp_path, 6, snapshot_at=2)
+    assert compact.main(["--storage-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "download: 1/1" in captured.err  # the old snapshot's parts fetched
+    assert "upload: " in captured.err  # the new snapshot's parts stored
+    assert "compaction plan:" in captured.err
+    assert captured.out.startswith("compacted: 4 delta(s) folded")
