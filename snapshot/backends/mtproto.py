@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -88,6 +89,9 @@ def _file_name(doc: types.Document) -> str | None:
 
 def _tag(random_id: int) -> str:
     return f"#{random_id & (2**64 - 1):016x}"
+
+
+_TAG = re.compile(r"#[0-9a-f]{16}")
 
 
 @dataclass
@@ -241,9 +245,19 @@ class MTProtoBackend(Backend):
     # -- the Backend interface ---------------------------------------------------------------------
 
     async def put(self, name: str, data: bytes) -> str:
+        return await self.put_labeled(name, data, "")
+
+    async def put_labeled(self, name: str, data: bytes, label: str) -> str:
+        """`put`, with a short `label` kept in the message caption (read back by `discover_labeled`)."""
         fname = channel.file_name(name)
-        sent = await self._send_document(fname, data, what=f"storing {name}")
+        sent = await self._send_document(fname, data, label, what=f"storing {name}")
         return str(sent.message_id)
+
+    @property
+    def tip(self) -> int:
+        """The highest message id this process knows in the channel: every document at or below it is
+        complete. (A multi-channel ref records the tips of all its channels.)"""
+        return self._top
 
     async def get(self, ref: str) -> bytes:
         try:
@@ -322,13 +336,18 @@ class MTProtoBackend(Backend):
         return [ref for ref, _name in await self.discover_named(after)]
 
     async def discover_named(self, after: str | None) -> list[tuple[str, str | None]]:
+        return [(ref, name) for ref, name, _label in await self.discover_labeled(after)]
+
+    async def discover_labeled(self, after: str | None) -> list[tuple[str, str | None, str | None]]:
+        """(ref, file name, label) of the documents after `after`; label None for foreign documents."""
         start = int(after) if after is not None and after.isdigit() else 0
         found = []
         for msg in await self._scan(start):
             doc = _document(msg)
             name = _file_name(doc) if doc is not None else None
             if doc is not None and msg.id != self._manifest_id and not channel.is_manifest_name(name):
-                found.append((str(msg.id), name))
+                tag, _sp, label = (msg.message or "").partition(" ")
+                found.append((str(msg.id), name, label if _TAG.fullmatch(tag) else None))
         return found
 
     def order_key(self, ref: str) -> tuple:
@@ -342,13 +361,14 @@ class MTProtoBackend(Backend):
 
     # -- documents ---------------------------------------------------------------------------------
 
-    async def _send_document(self, fname: str, data: bytes, *, what: str) -> _Sent:
+    async def _send_document(self, fname: str, data: bytes, label: str = "", *, what: str) -> _Sent:
         for _ in range(3):
             handle = await self._upload(data, fname)
             random_id = secrets.randbits(63)
             floor = self._top
+            caption = f"{_tag(random_id)} {label}" if label else _tag(random_id)
             request = functions.messages.SendMediaRequest(
-                self._peer, self._media(handle, fname), message=_tag(random_id), silent=True, random_id=random_id)
+                self._peer, self._media(handle, fname), message=caption, silent=True, random_id=random_id)
 
             async def send(request=request):
                 try:
@@ -392,7 +412,7 @@ class MTProtoBackend(Backend):
 
     async def _find_tagged(self, tag: str, floor: int) -> int | None:
         for msg in await self._scan(floor):
-            if isinstance(msg, types.Message) and msg.message == tag:
+            if isinstance(msg, types.Message) and (msg.message or "").partition(" ")[0] == tag:
                 return msg.id
         return None
 
