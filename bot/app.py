@@ -43,20 +43,10 @@ DRAIN_TIMEOUT = 30.0
 
 
 async def open_backend(settings: StorageSettings) -> Backend:
-    """The storage backend `settings` describe (the project's factory when present)."""
-    try:
-        from snapshot.open import open_backend as factory
-    except ImportError:  # the Telegram backends are not in this build yet: only the local directory
-        factory = None
-    if factory is not None:
-        return await factory(settings)
-    if settings.mode != "local":
-        from snapshot.errors import ConfigError
+    """The storage backend `settings` describe, opened and checked."""
+    from snapshot.open import open_backend as factory  # imports Telethon only when needed
 
-        raise ConfigError(f"{settings.mode} storage is not available in this build; use TGSNAP_STORAGE_MODE=local")
-    from snapshot.backends.local import LocalDirBackend
-
-    return LocalDirBackend(settings.local_dir)
+    return await factory(settings)
 
 
 class RestoreProgress:
@@ -96,8 +86,10 @@ def make_bot(token: str, api_url: str | None) -> Bot:
 class Clicker:
     """One running clicker: its store, bot, dispatcher and poller."""
 
-    def __init__(self, store: Store, bot: Bot, dispatcher: Dispatcher, storage: StorageSettings):
+    def __init__(self, store: Store, bot: Bot, dispatcher: Dispatcher, storage: StorageSettings,
+                 backend: Backend):
         self.store = store
+        self.backend = backend
         self.bot = bot
         self.dispatcher = dispatcher
         self.storage = storage
@@ -112,14 +104,18 @@ class Clicker:
         log.info("storage: %s", storage.describe())
         backend = await open_backend(storage)
         started = time.monotonic()
-        store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress())
+        try:
+            store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress())
+        except BaseException:
+            await backend.close()
+            raise
         stats = store.stats()
         log.info("restored %s in %.2f s (epoch %d)", _rows(stats.rows), time.monotonic() - started, stats.epoch)
         token = storage.bot_token
         assert token, "storage settings carry the bot token"
         bot = make_bot(token, storage.bot_api_url)
         dispatcher = build_dispatcher(store, settings.admin_ids, storage.describe(), extra_routers)
-        clicker = cls(store, bot, dispatcher, storage)
+        clicker = cls(store, bot, dispatcher, storage, backend)
         await dispatcher.emit_startup(bot=bot)
         clicker._polling = asyncio.create_task(clicker.poller.run(), name="clicker-polling")
         return clicker
@@ -149,6 +145,7 @@ class Clicker:
                 await self.store.close()  # the final flush, then the lease is released for a successor
                 log.info("final flush done; storage handed over")
             finally:
+                await self.backend.close()
                 await self.bot.session.close()
 
 
@@ -181,6 +178,7 @@ async def serve(settings: BotSettings, storage: StorageSettings, *,
         clicker.poller.stop()
         with contextlib.suppress(Exception):
             await clicker.store.close()
+        await clicker.backend.close()
         await clicker.bot.session.close()
         return 3
     log.info("stopping")

@@ -27,7 +27,7 @@ from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_ke
 PREFIX = "TGSNAP_"
 DEFAULT_DATA_DIR = Path("data")
 #: local mode keeps the store here unless TGSNAP_STORAGE_MODE says otherwise: the emulator's storage channel.
-LOCAL_STORAGE_MODE = "local"
+LOCAL_STORAGE_MODE = "mtproto"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -201,8 +201,8 @@ def _positive_float(name: str, text: str) -> float:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":
-        # aiogram logs every update at INFO and the emulator every HTTP request; keep INFO readable.
-        for noisy in ("aiogram.event", "tools.emulator.access"):
+        # aiogram logs every update at INFO, the emulator every request, Telethon every connection.
+        for noisy in ("aiogram.event", "tools.emulator.access", "telethon"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
