@@ -8,6 +8,7 @@ store restores from the emulator's storage channel exactly as it would from Tele
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import fcntl
 import json
@@ -111,10 +112,22 @@ async def console(world: LocalWorld, stream: TextIO = sys.stdin, out: TextIO = s
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     fd = stream.fileno()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
 
     def readable() -> None:
-        line = stream.readline()
-        lines.put_nowait(line if line else None)
+        # Read the descriptor directly: a buffered readline() would strand pasted lines in its buffer.
+        nonlocal pending
+        data = os.read(fd, 65536)
+        pending += decoder.decode(data, final=not data)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            lines.put_nowait(line)
+        if not data:
+            loop.remove_reader(fd)
+            if pending:
+                lines.put_nowait(pending)
+            lines.put_nowait(None)
 
     loop.add_reader(fd, readable)
     try:

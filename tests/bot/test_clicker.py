@@ -183,3 +183,22 @@ async def test_many_users_at_once_each_get_their_own_count(world):
 
     results = await asyncio.gather(*(clicks(u, 4) for u in uids))
     assert all(r == [f"Кликов: {k}" for k in range(1, 5)] for r in results)
+
+
+async def test_local_console_says_typed_lines_and_prints_the_answers(world):
+    import io
+    import os
+
+    from bot.local import LocalWorld, console
+
+    uid = await world.user("Eve")
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, "/start\nКлик\n\nРейтинг\n".encode())
+    os.close(write_fd)  # then end of input: the console returns
+    out = io.StringIO()
+    local = LocalWorld(control_url=world.emu.control_url, bot_api_url=world.emu.bot_api_url,
+                       bot_username=world.demo.bot_username, user_id=uid, user_name="Eve",
+                       storage=world.clicker.storage)
+    with os.fdopen(read_fd, "r") as stream:
+        await asyncio.wait_for(console(local, stream=stream, out=out), 30)
+    assert out.getvalue().split("\n") == ["  Приветствую Eve", "  Кликов: 1", "  Всего: 1", "  1: Eve - 1", ""]
