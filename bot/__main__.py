@@ -57,8 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"python -m bot: configuration error: {exc}\n")
         return EXIT_CONFIG
     config.configure_logging(settings.log_level)
+    from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+
     try:
         return asyncio.run(run(settings))
+    except TelegramUnauthorizedError:
+        log.error("configuration error: Telegram refused the bot token (TGSNAP_BOT_TOKEN); check it with @BotFather")
+        return EXIT_CONFIG
+    except TelegramNetworkError as exc:
+        log.error("cannot reach the Bot API: %s", exc)
+        return EXIT_BACKEND
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG

@@ -101,24 +101,45 @@ class Clicker:
     async def start(cls, settings: BotSettings, storage: StorageSettings, *,
                     extra_routers: Iterable[Router] = ()) -> Clicker:
         """Restore the store from storage, then start polling in the background."""
-        log.info("storage: %s", storage.describe())
-        backend = await open_backend(storage)
+        token = storage.bot_token
+        assert token, "storage settings carry the bot token"
+        bot = make_bot(token, storage.bot_api_url)
+        try:
+            me = await bot.get_me()  # a wrong token fails here, before the storage is touched
+        except BaseException:
+            await bot.session.close()
+            raise
+        log.info("bot @%s (id %d); storage: %s", me.username, me.id, storage.describe())
+        try:
+            backend = await open_backend(storage)
+        except BaseException:
+            await bot.session.close()
+            raise
         started = time.monotonic()
         try:
             store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress())
         except BaseException:
             await backend.close()
+            await bot.session.close()
             raise
         stats = store.stats()
         log.info("restored %s in %.2f s (epoch %d)", _rows(stats.rows), time.monotonic() - started, stats.epoch)
-        token = storage.bot_token
-        assert token, "storage settings carry the bot token"
-        bot = make_bot(token, storage.bot_api_url)
         dispatcher = build_dispatcher(store, settings.admin_ids, storage.describe(), extra_routers)
         clicker = cls(store, bot, dispatcher, storage, backend)
         await dispatcher.emit_startup(bot=bot)
         clicker._polling = asyncio.create_task(clicker.poller.run(), name="clicker-polling")
         return clicker
+
+    async def abandon(self) -> None:
+        """Stop without a final flush or hand-over: for a writer that was fenced (its writes are refused)."""
+        self._stopped = True
+        self.poller.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.polling), DRAIN_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        await self.backend.close()
+        await self.bot.session.close()
 
     @property
     def polling(self) -> asyncio.Task[None]:
@@ -155,35 +176,38 @@ def _rows(rows: dict[str, int]) -> str:
 
 async def serve(settings: BotSettings, storage: StorageSettings, *,
                 on_ready: Callable[[Clicker], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until another writer takes the storage over (exit 3)."""
-    clicker = await Clicker.start(settings, storage)
+    """Run until SIGTERM/SIGINT (exit 0), until another writer takes the storage over (exit 3), or until
+    polling fails for good, e.g. a revoked token (exit 1)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
+        # Installed before the restore: a signal during it stops the bot cleanly once it is up.
         loop.add_signal_handler(sig, stop.set)
-    fenced = asyncio.create_task(_wait_fenced(clicker.store))
-    stopping = asyncio.create_task(stop.wait())
-    log.info("serving; stop with Ctrl+C or SIGTERM")
-    if on_ready is not None:
-        on_ready(clicker)
     try:
-        await asyncio.wait({clicker.polling, fenced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        clicker = await Clicker.start(settings, storage)
+        fenced = asyncio.create_task(_wait_fenced(clicker.store))
+        stopping = asyncio.create_task(stop.wait())
+        log.info("serving; stop with Ctrl+C or SIGTERM")
+        if on_ready is not None:
+            on_ready(clicker)
+        try:
+            await asyncio.wait({clicker.polling, fenced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            fenced.cancel()
+            stopping.cancel()
+        if fenced.done() and not fenced.cancelled():
+            log.error("another process took the storage over; this one stops writing and exits")
+            await clicker.abandon()
+            return 3
+        failed = clicker.polling.done() and not stop.is_set()
+        if failed:
+            log.error("polling stopped: %s", clicker.polling.exception())
+        log.info("stopping")
+        await clicker.stop()
+        return 1 if failed else 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        fenced.cancel()
-        stopping.cancel()
-    if fenced.done() and not fenced.cancelled():
-        log.error("another process took the storage over; this one stops writing and exits")
-        clicker.poller.stop()
-        with contextlib.suppress(Exception):
-            await clicker.store.close()
-        await clicker.backend.close()
-        await clicker.bot.session.close()
-        return 3
-    log.info("stopping")
-    await clicker.stop()
-    return 0
 
 
 async def _wait_fenced(store: Store, every: float = 1.0) -> None:

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from aiogram import Bot, Dispatcher
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramUnauthorizedError
 from aiogram.types import Update
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,16 @@ class Poller:
         return len(self._tasks)
 
     async def run(self) -> None:
-        """Poll and dispatch until `stop()`; then drain handlers and confirm what was handled."""
+        """Poll and dispatch until `stop()`; then drain handlers and confirm what was handled.
+
+        Network trouble, server errors and conflicts are retried with backoff; a refused token ends it.
+        """
+        try:
+            await self._poll_until_stopped()
+        finally:
+            await self._finish()
+
+    async def _poll_until_stopped(self) -> None:
         allowed = self.dispatcher.resolve_used_update_types()
         delay = 0.5
         while not self._stopping.is_set():
@@ -63,7 +72,9 @@ class Poller:
             except TelegramRetryAfter as exc:
                 await self._sleep(exc.retry_after)
                 continue
-            except (TelegramNetworkError, TelegramServerError, OSError) as exc:
+            except TelegramUnauthorizedError:
+                raise
+            except (TelegramAPIError, TelegramNetworkError, OSError) as exc:
                 log.warning("getUpdates failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -72,7 +83,6 @@ class Poller:
             for update in updates:
                 self._dispatch(update)
                 self.offset = update.update_id + 1
-        await self._finish()
 
     def stop(self) -> None:
         """Ask `run()` to stop taking updates (safe to call from a signal handler, twice is harmless)."""

@@ -93,3 +93,20 @@ async def test_a_second_local_bot_on_the_same_data_is_refused(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+
+async def test_a_refused_token_exits_2_without_touching_storage(tmp_path):
+    from tools.emulator.testing import running_emulator
+
+    async with running_emulator(tmp_path / "tg") as emu:
+        demo = emu.demo()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
+            env=clean_env(TGSNAP_BOT_TOKEN=f"{demo.bot_id}:wrong", TGSNAP_BOT_API_URL=emu.bot_api_url,
+                          TGSNAP_STORAGE_MODE="local", TGSNAP_STORAGE_DIR=str(tmp_path / "storage")),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"refused the bot token" in err
+    assert b"wrong" not in err  # the token is never echoed
+    assert not (tmp_path / "storage").exists()
