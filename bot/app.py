@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand
 
+from bot import texts
 from bot.config import BotSettings
 from bot.fsm_storage import StoreStorage
 from bot.handlers import routers
@@ -126,6 +129,7 @@ class Clicker:
         log.info("restored %s in %.2f s (epoch %d)", _rows(stats.rows), time.monotonic() - started, stats.epoch)
         dispatcher = build_dispatcher(store, settings.admin_ids, storage.describe(), extra_routers)
         clicker = cls(store, bot, dispatcher, storage, backend)
+        await _advertise_commands(bot)
         await dispatcher.emit_startup(bot=bot)
         clicker._polling = asyncio.create_task(clicker.poller.run(), name="clicker-polling")
         return clicker
@@ -168,6 +172,13 @@ class Clicker:
             finally:
                 await self.backend.close()
                 await self.bot.session.close()
+
+
+async def _advertise_commands(bot: Bot) -> None:
+    try:
+        await bot.set_my_commands([BotCommand(command="start", description=texts.START_DESCRIPTION)])
+    except TelegramAPIError as exc:  # a menu is a nicety; never a reason not to serve
+        log.warning("could not set the command menu: %s", exc)
 
 
 def _rows(rows: dict[str, int]) -> str:

@@ -41,6 +41,6 @@ class RetryAfter(BaseRequestMiddleware):
                 # The poller has its own pacing for getUpdates and must stay cancellable at once.
                 if isinstance(method, GetUpdates) or waited + exc.retry_after > self.max_wait:
                     raise
-                log.info("flood control on %s: waiting %d s", type(method).__name__, exc.retry_after)
+                log.debug("flood control on %s: waiting %d s", type(method).__name__, exc.retry_after)
                 await asyncio.sleep(exc.retry_after)
                 waited += exc.retry_after

@@ -13,6 +13,9 @@ NOT_REGISTERED = "Вы не зарегистрированы"
 #: not in the article (its bot stayed silent); a registered user who types something else gets the buttons back.
 USE_BUTTONS = f"Нажмите «{CLICK_BUTTON}» или «{RATING_BUTTON}»"
 
+#: the bot's command menu: only /start (admin commands stay unadvertised).
+START_DESCRIPTION = "Регистрация"
+
 #: the rating shows this many users, like the article.
 RATING_SIZE = 15
 

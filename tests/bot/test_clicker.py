@@ -202,3 +202,23 @@ async def test_local_console_says_typed_lines_and_prints_the_answers(world):
     with os.fdopen(read_fd, "r") as stream:
         await asyncio.wait_for(console(local, stream=stream, out=out), 30)
     assert out.getvalue().split("\n") == ["  Приветствую Eve", "  Кликов: 1", "  Всего: 1", "  1: Eve - 1", ""]
+
+
+async def test_the_command_menu_offers_start_only(world):
+    assert world.emu.world.bot_commands(world.demo.bot_id) == [{"command": "start", "description": "Регистрация"}]
+
+
+async def test_a_stop_confirms_what_it_handled_and_leaves_the_rest_to_the_next_run(world):
+    uid = await world.user("Frank")
+    await world.reply(uid, "/start")
+    await world.reply(uid, "Клик")
+    await world.stop()
+    assert world.emu.world.pending_update_count(world.demo.bot_id) == 0  # nothing handled comes back
+    # Sent while no bot runs: Telegram keeps it, and the next run answers it.
+    world.emu.world.user_says(uid, world.demo.bot_id, "Клик")
+    assert world.emu.world.pending_update_count(world.demo.bot_id) == 1
+    said = world.say(uid, "Клик", expect=2)
+    task = asyncio.ensure_future(said)
+    await asyncio.sleep(0.1)
+    await world.start()
+    assert (await task).replies == ["Кликов: 2", "Кликов: 3"]
