@@ -168,7 +168,7 @@ class BotApiBackend(Backend):
     def _adopt_pinned(self, msg: Message) -> None:
         """Take the pinned message as our manifest, or refuse the channel if it is anything else."""
         if msg.document is None or not channel.is_manifest_name(msg.document.file_name):
-            raise channel.foreign_pin(self.chat_title, msg.message_id)
+            raise channel.foreign_pin(self.chat_title, msg.message_id, self._manifest_id)
         self._manifest_id = msg.message_id
         self._manifest_pinned = True
 
@@ -210,6 +210,17 @@ class BotApiBackend(Backend):
             await self._call(lambda: self.bot.pin_chat_message(self._cid, mid, disable_notification=True),
                              "pinning the manifest", budgeted=True)
             self._manifest_pinned = True
+        else:
+            await self._check_still_pinned()
+
+    async def _check_still_pinned(self) -> None:
+        """A publication counts only if readers will find it: the pin must still be our manifest."""
+        pinned = (await self._get_chat()).pinned_message
+        if pinned is None:
+            assert self._manifest_id is not None
+            raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
+        if pinned.message_id != self._manifest_id:
+            raise channel.foreign_pin(self.chat_title, pinned.message_id, self._manifest_id)
 
     async def _edit_manifest(self, doc: BufferedInputFile) -> None:
         mid = self._manifest_id

@@ -231,7 +231,7 @@ class MTProtoBackend(Backend):
         msg = await self._message(pinned_id)
         doc = _document(msg)
         if msg is None or doc is None or not channel.is_manifest_name(_file_name(doc)):
-            raise channel.foreign_pin(self.chat_title, pinned_id)
+            raise channel.foreign_pin(self.chat_title, pinned_id, self._manifest_id)
         self._manifest_id, self._manifest_pinned = pinned_id, True
         return msg
 
@@ -286,6 +286,18 @@ class MTProtoBackend(Backend):
                                                                               silent=True),
                                 "pinning the manifest", budgeted=True)
                 self._manifest_pinned = True
+            else:
+                await self._check_still_pinned()
+
+    async def _check_still_pinned(self) -> None:
+        """A publication counts only if readers will find it: the pin must still be our manifest."""
+        full = await self._rpc(functions.channels.GetFullChannelRequest(self._channel), "reading the channel")
+        pinned_id = full.full_chat.pinned_msg_id
+        assert self._manifest_id is not None
+        if not pinned_id:
+            raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
+        if pinned_id != self._manifest_id:
+            raise channel.foreign_pin(self.chat_title, pinned_id, self._manifest_id)
 
     async def _edit_manifest(self, data: bytes) -> None:
         mid = self._manifest_id

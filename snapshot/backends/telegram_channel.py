@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from snapshot.errors import ConfigError
+from snapshot.errors import BackendError, ConfigError
 
 MANIFEST_NAME = "tgsnap-manifest"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -67,7 +67,12 @@ def missing_rights(chat: object, bot: str, missing: list[str]) -> ConfigError:
         f"Administrators → {bot} and enable them (nothing was changed in the channel)")
 
 
-def foreign_pin(chat: object, message_id: int) -> ConfigError:
+def foreign_pin(chat: object, message_id: int, manifest_id: int | None = None) -> ConfigError | BackendError:
+    """At open: a ConfigError. While running (`manifest_id` known): someone pinned over our manifest."""
+    if manifest_id is not None and manifest_id != message_id:
+        return BackendError(
+            f"message {message_id} was pinned in {chat} over the tgsnap manifest (message {manifest_id}): "
+            "unpin it — the storage channel must pin nothing but the manifest", retryable=False)
     return ConfigError(
         f"the pinned message in {chat} (message {message_id}) is not a tgsnap manifest; point "
         "TGSNAP_STORAGE_CHAT at an empty channel or the right one (nothing was changed in the channel)")

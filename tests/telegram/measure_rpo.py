@@ -29,11 +29,17 @@ from tools.bench.store import seed
 from tools.emulator.testing import running_emulator
 
 
-async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, seed_value: int = 7) -> dict[str, Any]:
+async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, channels: int = 1,
+                  seed_value: int = 7) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         async with running_emulator(tmp, mtproto=mode == "mtproto") as emu:  # default knobs: limits on
             demo = emu.demo()
-            settings = StorageSettings(mode=mode, bot_token=demo.bot_token, storage_chat=str(demo.storage_chat_id),
+            chats = [demo.storage_chat_id]
+            for k in range(1, channels):  # more storage channels, the same bot as admin
+                extra = emu.world.create_channel(f"tgsnap storage {k + 1}", demo.user_id)
+                emu.world.set_admin(extra.chat_id, demo.bot_id)
+                chats.append(extra.chat_id)
+            settings = StorageSettings(mode=mode, bot_token=demo.bot_token, storage_chat=",".join(map(str, chats)),
                                        bot_api_url=emu.bot_api_url, mtproto_session=demo.session_string)
             db = memory_db(rows, seed_value)
             backend = await open_backend(settings)
@@ -64,12 +70,14 @@ async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, s
             finally:
                 await store.close()
                 await backend.close()
-            budget = shared_budget(demo.bot_id, demo.storage_chat_id)
+            budgets = [shared_budget(demo.bot_id, chat) for chat in chats]
+            budget = budgets[0]
             ordered = sorted(samples)
             return {
                 "mode": mode,
                 "rows": rows,
                 "dirty_rows_per_second": dirty_per_second,
+                "channels": channels,
                 "seconds": seconds,
                 "emulator_limits": {"channel_per_minute": emu.world.knobs.channel_per_minute,
                                     "channel_burst": emu.world.knobs.channel_burst},
@@ -80,8 +88,8 @@ async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, s
                 "rpo_median_seconds": round(statistics.median(ordered), 2),
                 "deltas": stats.last_seq,
                 "bytes_shipped": stats.bytes_shipped,
-                "budget_slots_used": budget.stats.granted,
-                "flood_waits": budget.stats.flood_pauses,
+                "budget_slots_used": sum(b.stats.granted for b in budgets),
+                "flood_waits": sum(b.stats.flood_pauses for b in budgets),
                 "seed_snapshot_bytes": snapshot_bytes,
                 "seed_seconds": round(seeded_in, 2),
                 "open_seconds": round(opened_in, 2),
@@ -94,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--dirty-per-second", type=int, default=10_000, help="row updates per second (1 %% of 1 M)")
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--channels", type=int, default=1, help="storage channels (lanes of a MultiChannelBackend)")
     args = p.parse_args(argv)
-    print(json.dumps(asyncio.run(measure(args.mode, args.rows, args.dirty_per_second, args.seconds))))
+    print(json.dumps(asyncio.run(measure(args.mode, args.rows, args.dirty_per_second, args.seconds,
+                                         args.channels))))
 
 
 if __name__ == "__main__":

@@ -137,3 +137,21 @@ async def test_empty_channel_is_initialised_by_the_first_publication(emulator, d
         assert len(world.history(demo.storage_chat_id)) == 1
     finally:
         await b.close()
+
+
+async def test_a_pin_over_the_manifest_stops_a_running_writer(emulator, demo, make):
+    world = emulator.world
+    b = await make(emulator, demo).open()
+    try:
+        await b.publish_manifest(b"m")
+        world.set_admin(demo.storage_chat_id, demo.user_id)
+        other = world.send_message(demo.storage_chat_id, demo.user_id, text="announcement")
+        world.pin_message(demo.storage_chat_id, other.message_id)
+        with pytest.raises(BackendError, match="unpin it") as e:
+            await b.read_manifest()
+        assert not e.value.retryable
+        with pytest.raises(BackendError):
+            await b.publish_manifest(b"must not land")
+        assert world.get_message(demo.storage_chat_id, other.message_id).text == "announcement"
+    finally:
+        await b.close()
