@@ -15,6 +15,7 @@ A call that cannot get a slot within `max_wait` raises a retryable BackendError 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
@@ -177,10 +178,11 @@ class BotApiBackend(Backend):
     async def put(self, name: str, data: bytes) -> str:
         self._check_size(name, data)
         doc = BufferedInputFile(data, filename=channel.file_name(name))
+        timeout = self.policy.timeout_for(len(data))
         msg = await self._call(
             lambda: self.bot.send_document(self._cid, doc, disable_notification=True,
-                                           disable_content_type_detection=True),
-            f"storing {name}", budgeted=True)
+                                           disable_content_type_detection=True, request_timeout=int(timeout)),
+            f"storing {name}", budgeted=True, attempt_timeout=timeout)
         if msg.document is None:
             raise BackendError(f"storing {name}: Telegram's answer carries no document", retryable=True)
         return encode_ref(msg.message_id, msg.document.file_id)
@@ -198,13 +200,15 @@ class BotApiBackend(Backend):
             if chat.pinned_message is not None:
                 self._adopt_pinned(chat.pinned_message)
         doc = BufferedInputFile(data, filename=channel.MANIFEST_NAME)
+        timeout = self.policy.timeout_for(len(data))
         if self._manifest_id is None:
             msg = await self._call(lambda: self.bot.send_document(self._cid, doc, disable_notification=True,
-                                                                  disable_content_type_detection=True),
-                                   "sending the manifest", budgeted=True)
+                                                                  disable_content_type_detection=True,
+                                                                  request_timeout=int(timeout)),
+                                   "sending the manifest", budgeted=True, attempt_timeout=timeout)
             self._manifest_id, self._manifest_pinned = msg.message_id, False
         else:
-            await self._edit_manifest(doc)
+            await self._edit_manifest(doc, timeout)
         if not self._manifest_pinned:
             mid = self._manifest_id
             await self._call(lambda: self.bot.pin_chat_message(self._cid, mid, disable_notification=True),
@@ -222,13 +226,14 @@ class BotApiBackend(Backend):
         if pinned.message_id != self._manifest_id:
             raise channel.foreign_pin(self.chat_title, pinned.message_id, self._manifest_id)
 
-    async def _edit_manifest(self, doc: BufferedInputFile) -> None:
+    async def _edit_manifest(self, doc: BufferedInputFile, limit: float) -> None:
         mid = self._manifest_id
         assert mid is not None
 
         async def edit() -> None:
             try:
-                await self.bot.edit_message_media(InputMediaDocument(media=doc), chat_id=self._cid, message_id=mid)
+                await self.bot.edit_message_media(InputMediaDocument(media=doc), chat_id=self._cid, message_id=mid,
+                                                  request_timeout=int(limit))
             except TelegramBadRequest as e:
                 if _NOT_MODIFIED in e.message:
                     return  # an earlier attempt landed and only its answer was lost
@@ -238,7 +243,7 @@ class BotApiBackend(Backend):
                         "start from a new one (tgsnap will not guess a replacement)", retryable=False) from None
                 raise
 
-        await self._call(edit, "publishing the manifest", budgeted=True)
+        await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit)
 
     async def read_manifest(self) -> bytes | None:
         chat = await self._get_chat()
@@ -297,7 +302,7 @@ class BotApiBackend(Backend):
     async def _download(self, file_id: str, what: str) -> bytes:
         async def fetch() -> bytes:
             try:
-                f = await self.bot.get_file(file_id)
+                f = await asyncio.wait_for(self.bot.get_file(file_id), self.policy.timeout)
             except TelegramBadRequest as e:
                 if "wrong file identifier" in e.message or "file not found" in e.message.lower():
                     raise DocumentNotFound(what) from None
@@ -306,7 +311,9 @@ class BotApiBackend(Backend):
                 raise
             if not f.file_path:
                 raise BackendError(f"{what}: getFile returned no file path", retryable=True)
-            buf = await self.bot.download_file(f.file_path, io.BytesIO(), timeout=int(self.policy.timeout))
+            timeout = self.policy.timeout_for(f.file_size or BOTAPI_MAX_DOCUMENT)
+            buf = await asyncio.wait_for(self.bot.download_file(f.file_path, io.BytesIO(), timeout=int(timeout)),
+                                         timeout)
             assert isinstance(buf, io.BytesIO)
             data = buf.getvalue()
             if f.file_size is not None and len(data) != f.file_size:
@@ -314,8 +321,10 @@ class BotApiBackend(Backend):
                                    retryable=True)
             return data
 
-        return await self._call(fetch, f"reading {what}")
+        # getFile is bounded by the policy's timeout, the download by one scaled to the file's size
+        return await self._call(fetch, f"reading {what}", attempt_timeout=0)
 
-    async def _call(self, op, what: str, *, budgeted: bool = False):
+    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None):
         budget = self.budget if budgeted else None
-        return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget)
+        return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
+                          attempt_timeout=attempt_timeout)

@@ -253,6 +253,12 @@ class MTProtoBackend(Backend):
         sent = await self._send_document(fname, data, label, what=f"storing {name}")
         return str(sent.message_id)
 
+    def session_string(self) -> str:
+        """The logged-in session as a Telethon StringSession (a secret: store it like the token). Put it in
+        TGSNAP_MTPROTO_SESSION to skip the bot login on later starts (Telegram limits how often a bot logs in)."""
+        assert self.client is not None, "open() first"
+        return StringSession.save(self.client.session)
+
     @property
     def tip(self) -> int:
         """The highest message id this process knows in the channel: every document at or below it is
@@ -446,7 +452,7 @@ class MTProtoBackend(Backend):
             # a file kept on another DC (not one we uploaded): let Telethon borrow a sender there.
             return await self._call(lambda: self.client.download_file(
                 types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, ""), bytes,
-                file_size=doc.size), f"reading {what}")
+                file_size=doc.size), f"reading {what}", attempt_timeout=self.policy.timeout_for(doc.size))
 
         async def refresh() -> types.InputDocumentFileLocation:
             fresh = _document(await self._message(mid))
@@ -455,9 +461,9 @@ class MTProtoBackend(Backend):
             return types.InputDocumentFileLocation(fresh.id, fresh.access_hash, fresh.file_reference, "")
 
         location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
-        data = await self._call(lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
-                                f"reading {what}")
-        return data
+        # each piece has its own timeout inside the transfer; the whole may take as long as the file needs
+        return await self._call(lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
+                                f"reading {what}", attempt_timeout=0)
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -502,11 +508,12 @@ class MTProtoBackend(Backend):
     async def _rpc(self, request, what: str, *, budgeted: bool = False):
         return await self._call(lambda: self._invoke(request), what, budgeted=budgeted)
 
-    async def _call(self, op, what: str, *, budgeted: bool = False):
+    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None):
         if self.client is not None and not self.client.is_connected():
             try:
                 await asyncio.wait_for(self.client.connect(), self.policy.timeout)
             except (OSError, TimeoutError) as e:
                 raise BackendError(f"{what}: cannot reach Telegram over MTProto: {e}", retryable=True) from None
         budget = self.budget if budgeted else None
-        return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget)
+        return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
+                          attempt_timeout=attempt_timeout)

@@ -34,27 +34,35 @@ class RetryPolicy:
     attempts: int = 4
     #: first backoff after a transient failure, doubled each time, seconds.
     backoff: float = 0.5
-    #: one call (one HTTP request / one RPC) is abandoned after this long, seconds.
+    #: one call (one HTTP request / one RPC) is abandoned after this long, seconds ...
     timeout: float = 60.0
+    #: ... plus one second per this many bytes it moves (a 20 MB document on a slow link takes a while).
+    min_rate: float = 256 * 1024
+
+    def timeout_for(self, nbytes: int) -> float:
+        return self.timeout + nbytes / self.min_rate
     #: total time a call may spend waiting for the budget, flood pauses and backoff, seconds.
     max_wait: float = 60.0
 
 
 async def call(op: Callable[[], Awaitable[T]], *, what: str, classify: Classify, policy: RetryPolicy,
-               budget: ChatBudget | None = None) -> T:
-    """Run `op` under `budget` (when given), retrying per `policy`; raise a BackendError naming `what`."""
+               budget: ChatBudget | None = None, attempt_timeout: float | None = None) -> T:
+    """Run `op` under `budget` (when given), retrying per `policy`; raise a BackendError naming `what`.
+
+    `attempt_timeout` (default `policy.timeout`) bounds one attempt; 0 means the op bounds itself."""
+    timeout = policy.timeout if attempt_timeout is None else attempt_timeout
     deadline = time.monotonic() + policy.max_wait
     failures = 0
     while True:
         if budget is not None:
             await budget.acquire(max(0.0, deadline - time.monotonic()))
         try:
-            return await asyncio.wait_for(op(), policy.timeout)
+            return await (asyncio.wait_for(op(), timeout) if timeout > 0 else op())
         except Exception as exc:
             if isinstance(exc, BackendError):
                 err = exc  # raised by the op itself: already says what and whether to retry
             elif isinstance(exc, TimeoutError):
-                err = BackendError(f"no answer from Telegram within {policy.timeout:g}s", retryable=True)
+                err = BackendError(f"no answer from Telegram within {timeout:g}s", retryable=True)
             else:
                 err = classify(exc)
                 if err is None:
