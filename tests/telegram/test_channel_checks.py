@@ -155,3 +155,24 @@ async def test_a_pin_over_the_manifest_stops_a_running_writer(emulator, demo, ma
         assert world.get_message(demo.storage_chat_id, other.message_id).text == "announcement"
     finally:
         await b.close()
+
+
+async def test_a_saved_session_logs_in_again(emulator, demo):
+    b = await mtproto(emulator, demo).open()
+    saved = b.session_string()
+    await b.close()
+    again = await mtproto(emulator, demo, session=saved).open()
+    try:
+        assert again.me_id == demo.bot_id
+    finally:
+        await again.close()
+
+
+async def test_mtproto_requires_cryptg(emulator, demo, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptg", None)  # as if it were not installed
+    b = mtproto(emulator, demo)
+    with pytest.raises(ConfigError, match="pip install cryptg"):
+        await b.open()
+    await b.close()

@@ -95,15 +95,3 @@ async def test_open_backend_builds_every_mode(emulator, demo, second, tmp_path):
     finally:
         await multi.close()
 
-
-async def test_a_saved_session_logs_in_again(emulator, demo):
-    from tests.telegram.conftest import mtproto
-
-    b = await mtproto(emulator, demo).open()
-    saved = b.session_string()
-    await b.close()
-    again = await mtproto(emulator, demo, session=saved).open()
-    try:
-        assert again.me_id == demo.bot_id
-    finally:
-        await again.close()
