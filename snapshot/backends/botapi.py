@@ -260,9 +260,11 @@ class BotApiBackend(Backend):
         ids = []
         for ref in refs:
             try:
-                ids.append(decode_ref(ref)[0])
+                mid = decode_ref(ref)[0]
             except DocumentNotFound:
                 continue
+            if mid != self._manifest_id:  # never the entry point, whatever the caller passes
+                ids.append(mid)
         for i in range(0, len(ids), 100):
             batch = ids[i:i + 100]
 
