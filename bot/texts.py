@@ -62,7 +62,8 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
 
 
 def _units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+    """Length in UTF-16 code units, as Telegram counts (a lone surrogate counts one, not an error)."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 
 def _cut_point(line: str, limit: int) -> int:

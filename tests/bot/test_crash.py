@@ -104,6 +104,7 @@ async def durable_mark(control: Control, stack: ClickerStack) -> float | None:
     return sent_at if confirmed else None
 
 
+@pytest.mark.timeout(120 + 90 * int(LONG_RUN or 1))
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.storage_mode for v in VARIANTS])
 async def test_sigkill_under_load_loses_nothing_durable_and_counts_nothing_twice(tmp_path, variant):
     rng = random.Random(int(os.environ.get("TGSNAP_CRASH_SEED", "5")))
