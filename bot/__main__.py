@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(run(settings))
+    except KeyboardInterrupt:  # Ctrl+C before the bot was up: nothing to save yet
+        return 130
     except TelegramUnauthorizedError:
         log.error("configuration error: Telegram refused the bot token (TGSNAP_BOT_TOKEN); check it with @BotFather")
         return EXIT_CONFIG
