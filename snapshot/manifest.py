@@ -6,6 +6,8 @@ lease, the current snapshot (its shards and their parts) and the delta chain aft
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -13,7 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from snapshot.envelope import GENESIS, Kind, decode, encode
 from snapshot.errors import CorruptDocument
 
-MANIFEST_FORMAT = 1
+#: newest manifest format this code reads. Format 2 adds delta entries stored inside the manifest
+#: (`inline`) or inside a pack document (`pack`, `offset`); a writer emits 2 only when it uses them.
+MANIFEST_FORMAT = 2
 #: how errors name the manifest document.
 MANIFEST_REF = "manifest"
 
@@ -83,6 +87,28 @@ class DeltaEntry:
     hash: str
     epoch: int
     captured_at: float
+    #: format 2: base64 of the whole delta document, carried in the manifest itself (`ref` is then a name
+    #: only, "manifest#delta-…"): on backends that cannot discover, a delta costs one manifest edit.
+    inline: str | None = None
+    #: format 2: the delta document is bytes [offset, offset + size) of the pack document `pack`
+    #: (delta documents back to back); `ref` is then "<pack>@<offset>".
+    pack: str | None = None
+    offset: int | None = None
+
+    @property
+    def document(self) -> str | None:
+        """The ref of the stored document holding this delta (None: it lives in the manifest)."""
+        if self.inline is not None:
+            return None
+        return self.pack if self.pack is not None else self.ref
+
+    def inline_bytes(self) -> bytes:
+        assert self.inline is not None
+        return base64.b64decode(self.inline, validate=True)
+
+
+#: the optional format-2 fields of a delta entry, left out of the JSON when unset.
+_V2_FIELDS = ("inline", "pack", "offset")
 
 
 @dataclass
@@ -95,7 +121,8 @@ class Manifest:
     deltas: list[DeltaEntry] = field(default_factory=list)
     #: discovery starts after this ref (the last listed delta, or the snapshot's base delta).
     last_ref: str | None = None
-    format: int = MANIFEST_FORMAT
+    #: the oldest format that can hold it is written (see `to_json`).
+    format: int = 1
 
     @property
     def base_seq(self) -> int:
@@ -105,9 +132,19 @@ class Manifest:
     def base_hash(self) -> bytes:
         return bytes.fromhex(self.snapshot.base_hash) if self.snapshot else GENESIS
 
+    @property
+    def needs_v2(self) -> bool:
+        return any(e.inline is not None or e.pack is not None for e in self.deltas)
+
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        d = asdict(self)
+        # Format 1 readers can read what uses no format-2 field: write the oldest format that suffices.
+        d["format"] = max(self.format, 2 if self.needs_v2 else 1)
+        for e in d["deltas"]:
+            for k in _V2_FIELDS:
+                if e[k] is None:
+                    del e[k]
+        return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes, ref: str | None = MANIFEST_REF) -> Manifest:
@@ -144,6 +181,21 @@ class Manifest:
             if len(h) != 64:
                 raise CorruptDocument(ref, f"manifest holds a malformed hash {h!r}")
             bytes.fromhex(h)
+        for e in self.deltas:
+            if e.inline is not None and e.pack is not None:
+                raise CorruptDocument(ref, f"manifest's delta seq {e.seq} is both inline and packed")
+            if e.inline is not None:
+                try:
+                    n = len(e.inline_bytes())
+                except (binascii.Error, ValueError, TypeError):
+                    raise CorruptDocument(ref, f"manifest's inline delta seq {e.seq} is not valid base64") from None
+                if n != e.size:
+                    raise CorruptDocument(ref, f"manifest's inline delta seq {e.seq} holds {n} bytes, "
+                                               f"its entry says {e.size}")
+            if e.pack is not None and (not isinstance(e.offset, int) or e.offset < 0):
+                raise CorruptDocument(ref, f"manifest's packed delta seq {e.seq} has no valid offset")
+            if (e.pack is not None or e.inline is not None) and self.format < 2:
+                raise CorruptDocument(ref, f"manifest format {self.format} cannot hold inline or packed deltas")
         if self.snapshot and not all(math.isfinite(x) for x in (self.snapshot.captured_at,)):
             raise CorruptDocument(ref, "manifest snapshot time is not finite")
 

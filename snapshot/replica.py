@@ -11,6 +11,8 @@ the storage. See docs/formats.md for the formats and the rules a reader applies.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import os
 import socket
 import time
@@ -69,6 +71,10 @@ class ReplicaConfig:
     #: seconds to wait after claiming an expired lease before checking the claim stuck (no backend
     #: offers compare-and-swap); None: min(1 s, lease_seconds / 10).
     claim_settle: float | None = None
+    #: backends that cannot discover (Bot API): deltas ride inside the manifest while together they stay
+    #: under this many stored bytes, so a delta costs one manifest edit; past it, the inline deltas and the
+    #: new one go out as one pack document (one send + the edit). 0: every delta is its own document.
+    inline_delta_bytes: int = 2 * 1024 * 1024
 
     def __repr__(self) -> str:  # the key stays out of logs
         fields = {k: v for k, v in self.__dict__.items() if k != "encryption_key"}
@@ -184,12 +190,15 @@ class Replica:
                      expires_at=now if released else now + self.config.lease_seconds, released=released)
 
     def _compose(self, now: float, *, snapshot: SnapshotEntry | None, extra: DeltaEntry | None,
-                 released: bool) -> Manifest:
+                 released: bool, deltas: list[DeltaEntry] | None = None, last_ref: str | None = None) -> Manifest:
         base = snapshot.base_seq if snapshot else 0
-        deltas = [d for d in self._deltas if d.seq > base] + ([extra] if extra else [])
-        last_ref = extra.ref if extra else self._tip_ref
-        return Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
-                        lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref)
+        listed = self._deltas if deltas is None else deltas
+        deltas = [d for d in listed if d.seq > base] + ([extra] if extra else [])
+        last_ref = last_ref or (extra.ref if extra else self._tip_ref)
+        m = Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
+                     lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref)
+        m.format = 2 if m.needs_v2 else 1
+        return m
 
     async def _check_fence(self, *, strict: bool = False) -> None:
         """FencedError if a newer epoch (or another writer at ours) holds the storage. `strict`: the
@@ -217,8 +226,10 @@ class Replica:
         return min(1.0, self.config.lease_seconds / 10)
 
     async def _publish(self, *, snapshot: SnapshotEntry | None = None, extra: DeltaEntry | None = None,
-                       released: bool = False, check: bool = True) -> Manifest:
-        """Publish our view (plus `extra` / a new `snapshot`). Updates state only on success."""
+                       released: bool = False, check: bool = True, deltas: list[DeltaEntry] | None = None,
+                       last_ref: str | None = None) -> Manifest:
+        """Publish our view (plus `extra` / a new `snapshot`; `deltas` replaces the delta list). Updates
+        state only on success."""
         async with self._manifest_lock:
             interval = self.backend.info.manifest_min_interval
             wait = self._last_publish + interval - time.monotonic()
@@ -234,7 +245,8 @@ class Replica:
                       and now >= self._lease_expires_at - self._margin)
             self._generation += 1
             new_snap = snapshot if snapshot is not None else self._snapshot
-            m = self._compose(now, snapshot=new_snap, extra=extra, released=released)
+            m = self._compose(now, snapshot=new_snap, extra=extra, released=released, deltas=deltas,
+                              last_ref=last_ref)
             data = encode_manifest(m, cipher=self.cipher, prev=self._manifest_hash)
             await self.backend.publish_manifest(data)
             self._manifest_hash = document_hash(data)
@@ -242,6 +254,8 @@ class Replica:
             self._lease_expires_at = m.lease.expires_at if m.lease else None
             self._bytes_shipped += len(data)
             self._released = released
+            if deltas is not None:
+                self._deltas = [d for d in deltas if d.seq > (new_snap.base_seq if new_snap else 0)]
             if lapsed:
                 await asyncio.sleep(self._settle)
                 await self._check_fence(strict=True)
@@ -375,19 +389,52 @@ class Replica:
                 raise BackendError(f"delta seq {seq} is {len(data)} bytes compressed, over backend "
                                    f"{self.backend.info.name}'s document limit of {limit}: take a snapshot "
                                    "instead of shipping this many changed rows", retryable=False)
-            ref = await self.backend.put(delta_name(seq), data)
-            self._bytes_shipped += len(data)
-            entry = DeltaEntry(seq=seq, ref=ref, size=len(data), hash=document_hash(data).hex(),
+            entry = DeltaEntry(seq=seq, ref="", size=len(data), hash=document_hash(data).hex(),
                                epoch=self._epoch, captured_at=float(changes.captured_at))
             if not self.backend.info.can_discover:
                 # Findable only through the manifest: the delta is durable once a manifest lists it.
-                await self._publish(extra=entry)
+                entry = await self._publish_listed(entry, data)
             else:
+                entry.ref = ref = await self.backend.put(delta_name(seq), data)
+                self._bytes_shipped += len(data)
                 await self._ensure_lease(margin=self._margin)
-            self._deltas.append(entry)
-            self._last_seq, self._last_hash, self._tip_ref = seq, bytes.fromhex(entry.hash), ref
+                self._deltas.append(entry)
+                self._tip_ref = ref
+            self._last_seq, self._last_hash = seq, bytes.fromhex(entry.hash)
             self._last_durable_at = time.time()
-            return DeltaReceipt(seq=seq, ref=ref, size=len(data))
+            return DeltaReceipt(seq=seq, ref=entry.ref, size=len(data))
+
+    async def _publish_listed(self, entry: DeltaEntry, data: bytes) -> DeltaEntry:
+        """Make a delta durable on a backend that cannot discover: inside the manifest while the inline
+        deltas stay small (one edit), else packed with them into one document (one send + one edit)."""
+        from snapshot.restore import inline_ref, pack_name
+
+        inline = [d for d in self._deltas if d.inline is not None]
+        if sum(d.size for d in inline) + len(data) <= self.config.inline_delta_bytes:
+            entry.ref, entry.inline = inline_ref(entry.seq), base64.b64encode(data).decode("ascii")
+            await self._publish(deltas=[*self._deltas, entry])
+            self._bytes_shipped += len(data)
+            return entry
+        docs = [(d, d.inline_bytes()) for d in inline] + [(entry, data)]
+        limit = self.backend.info.max_document_size
+        packed: list[DeltaEntry] = []
+        while docs:
+            group, size = [], 0
+            while docs and (not group or size + len(docs[0][1]) <= limit):
+                group.append(docs.pop(0))
+                size += len(group[-1][1])
+            blob = b"".join(b for _e, b in group)
+            ref = await self.backend.put(pack_name(group[0][0].seq, group[-1][0].seq), blob)
+            self._bytes_shipped += len(blob)
+            offset = 0
+            for e, b in group:
+                packed.append(dataclasses.replace(e, ref=f"{ref}@{offset}", inline=None, pack=ref, offset=offset))
+                offset += len(b)
+        # The pack is findable only once this manifest is out; until then the inline copies stay listed.
+        await self._publish(deltas=[d for d in self._deltas if d.inline is None] + packed,
+                            last_ref=packed[-1].pack)
+        self._tip_ref = packed[-1].pack
+        return packed[-1]
 
     def _hash_of(self, seq: int) -> bytes:
         if seq == 0:
@@ -457,13 +504,17 @@ class Replica:
                                  epoch=self._epoch, image_size=built.image_size,
                                  image_sha256=built.image_sha256.hex(), shards=shards)
             old = self._snapshot
-            superseded = [d.ref for d in self._deltas if d.seq <= base_seq]
+            before = list(self._deltas)
             try:
                 await self._publish(snapshot=snap)
             except BackendError:
                 # The publication may have taken effect: the parts can only go once a later manifest is out.
                 self._orphans.extend(stored)
                 raise
+            # A pack goes only when none of its deltas is still listed; inline deltas went with the edit.
+            keep = {d.document for d in self._deltas}
+            superseded = list(dict.fromkeys(d.document for d in before if d.seq <= base_seq
+                                            and d.document is not None and d.document not in keep))
             if old is not None:
                 superseded += [p.ref for p in old.parts]
             await self._delete_quietly(superseded)

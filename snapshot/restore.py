@@ -34,6 +34,31 @@ def delta_name(seq: int) -> str:
     return f"delta-{seq:012d}"
 
 
+def pack_name(first: int, last: int) -> str:
+    return f"deltas-{first:012d}-{last:012d}"
+
+
+def inline_ref(seq: int) -> str:
+    """The name an inline delta goes by (errors, plans): it lives in the manifest, not in a document."""
+    return f"manifest#{delta_name(seq)}"
+
+
+async def entry_bytes(backend: Backend, e: DeltaEntry, packs: dict[str, bytes] | None = None) -> bytes:
+    """The stored bytes of a listed delta wherever it lives: its own document, a pack, or the manifest.
+    `packs` caches pack documents across calls."""
+    if e.inline is not None:
+        return e.inline_bytes()
+    if e.pack is None:
+        return await backend.get(e.ref)
+    if packs is None or e.pack not in packs:
+        data = await backend.get(e.pack)
+        if packs is not None:
+            packs[e.pack] = data
+    else:
+        data = packs[e.pack]
+    return data[e.offset:e.offset + e.size]  # a short slice fails the hash check, named by the entry
+
+
 def part_name(base_seq: int, shard: int, part: int) -> str:
     return f"snapshot-{base_seq:012d}-{shard:04d}-{part:04d}"
 
@@ -85,8 +110,12 @@ class Candidate:
     captured_at: float = 0.0
     changes: ChangeSet | None = None
     error: TgsnapError | None = None
+    #: the manifest's entry, when listed (keeps where an inline or packed delta lives).
+    src: DeltaEntry | None = None
 
     def entry(self) -> DeltaEntry:
+        if self.src is not None:
+            return self.src
         return DeltaEntry(seq=self.seq, ref=self.ref, size=self.size, hash=self.hash.hex(), epoch=self.epoch,
                           captured_at=self.captured_at)
 
@@ -199,12 +228,18 @@ async def read_current_manifest(backend: Backend, cipher: Cipher | None,
     return decode_manifest(raw, cipher=cipher, allow_plaintext=allow_plaintext)
 
 
+def _order(backend: Backend, listed: DeltaEntry | None, ref: str) -> tuple:
+    if listed is not None and listed.document is None:
+        return ()  # inline: no storage position (listed entries are one per seq anyway)
+    return backend.order_key(listed.document if listed is not None else ref)
+
+
 async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_plaintext: bool,
-                       listed: DeltaEntry | None) -> Candidate | None:
+                       listed: DeltaEntry | None, packs: dict[str, bytes] | None = None) -> Candidate | None:
     """A candidate for `ref`; None if it is not a delta. Verification failures are kept on the candidate
     (or raised, when even the header is unreadable and the manifest lists the document)."""
-    data = await backend.get(ref)
-    order = backend.order_key(ref)
+    data = await entry_bytes(backend, listed, packs) if listed is not None else await backend.get(ref)
+    order = _order(backend, listed, ref)
     try:
         h = read_header(data, ref)
     except CorruptDocument as e:
@@ -212,12 +247,13 @@ async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_
             # Unreadable header: we cannot tell what it is. Report it rather than silently skip it.
             raise
         return Candidate(ref, listed.seq, listed.epoch, GENESIS, bytes.fromhex(listed.hash), listed.size, order,
-                         True, listed.captured_at, error=e)
+                         True, listed.captured_at, error=e, src=listed)
     if h.kind != Kind.DELTA:
         if listed is not None:
             raise CorruptDocument(ref, f"the manifest lists a delta here, found a {h.kind.label}")
         return None
-    c = Candidate(ref, h.seq, h.epoch, h.prev_hash, document_hash(data), len(data), order, listed is not None)
+    c = Candidate(ref, h.seq, h.epoch, h.prev_hash, document_hash(data), len(data), order, listed is not None,
+                  src=listed)
     try:
         if listed is not None:
             if c.hash.hex() != listed.hash or c.seq != listed.seq:
@@ -321,10 +357,24 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     listed = {e.ref: e for e in (m.deltas if m else [])}
     todo: list[tuple[str, DeltaEntry | None]] = list(listed.items())
     discovered = 0
+    packs: dict[str, bytes] = {}
+    pack_refs = {e.pack for e in listed.values() if e.pack is not None}
+    if pack_refs:
+        # One download per pack, before the per-delta fetches slice it.
+        async def fetch_pack(ref: str) -> None:
+            try:
+                packs[ref] = await backend.get(ref)
+            except DocumentNotFound:
+                seqs = [e.seq for e in listed.values() if e.pack == ref]
+                span = f"{seqs[0]}..{seqs[-1]}" if len(seqs) > 1 else f"{seqs[0]}"
+                raise ChainError(f"delta seq {span} (pack {ref}) is listed in the manifest but missing from "
+                                 "storage") from None
+
+        await gather_limited([lambda r=r: fetch_pack(r) for r in pack_refs], parallelism)
     if backend.info.can_discover:
         known_parts = {p.ref for p in snap.parts} if snap else set()
         for ref, name in await backend.discover_named(m.last_ref if m else None):
-            if ref in listed or ref in known_parts:
+            if ref in listed or ref in known_parts or ref in pack_refs:
                 continue
             if name is not None:
                 mt = DELTA_NAME.match(name)
@@ -339,7 +389,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     async def fetch(ref: str, entry: DeltaEntry | None) -> Candidate | None:
         nonlocal done
         try:
-            c = await _fetch_delta(backend, ref, cipher, allow_plaintext, entry)
+            c = await _fetch_delta(backend, ref, cipher, allow_plaintext, entry, packs)
         except DocumentNotFound:
             if entry is None:
                 return None  # deleted between listing and reading: superseded

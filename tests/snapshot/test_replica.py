@@ -138,7 +138,8 @@ async def test_crash_mid_snapshot_leaves_the_previous_state_usable():
 async def test_lost_ack_then_superset_retry(discover):
     storage = MemoryStorage()
     faults = Faults()
-    r = Replica(MemoryBackend(storage, faults, can_discover=discover), cfg())
+    # No inline deltas: every delta is a put, so the lost acknowledgement hits one.
+    r = Replica(MemoryBackend(storage, faults, can_discover=discover), cfg(inline_delta_bytes=0))
     await r.acquire()
     live = Live()
     await _fill(live, r, 3)
@@ -221,14 +222,15 @@ async def test_corrupted_part_is_named():
 
 async def test_corrupted_delta_is_named(make_backend):
     backend = make_backend()
-    r = Replica(backend, cfg())
+    r = Replica(backend, cfg(inline_delta_bytes=0))  # deltas in documents of their own (or one-delta packs)
     await r.acquire()
     live = Live()
     await _fill(live, r, 3)
     p = await plan(backend)
     victim = p.chain[1].ref
     if isinstance(backend, MemoryBackend):
-        reader = MemoryBackend(backend.storage, Faults(corrupt_refs={victim}), can_discover=backend.info.can_discover)
+        reader = MemoryBackend(backend.storage, Faults(corrupt_refs={p.chain[1].document}),
+                               can_discover=backend.info.can_discover)
     else:
         path = backend.docs / victim
         data = bytearray(path.read_bytes())

@@ -198,7 +198,8 @@ async def test_broken_link_is_named():
 
 async def test_listed_delta_missing_from_storage_is_named():
     storage = MemoryStorage()
-    r = Replica(MemoryBackend(storage, can_discover=False), ReplicaConfig(**CFG))
+    # No inline deltas: each goes out as a one-delta pack document.
+    r = Replica(MemoryBackend(storage, can_discover=False), ReplicaConfig(**CFG, inline_delta_bytes=0))
     await r.acquire()
     live = Live()
     for i in range(3):
@@ -206,8 +207,9 @@ async def test_listed_delta_missing_from_storage_is_named():
         assert await live.flush(r)
     p = await plan(MemoryBackend(storage, can_discover=False))
     victim = p.chain[1]
-    del storage.docs[victim.ref]
-    with pytest.raises(ChainError, match=f"delta seq 2 \\({victim.ref}\\) is listed in the manifest but missing"):
+    del storage.docs[victim.document]
+    with pytest.raises(ChainError, match=f"delta seq 2 \\(pack {victim.document}\\) is listed in the manifest but "
+                                         "missing"):
         await restore(MemoryBackend(storage, can_discover=False))
 
 
