@@ -180,6 +180,10 @@ class Flusher:
     def in_flight_rows(self) -> int:
         return len(self._in_flight) if self._in_flight is not None else 0
 
+    @property
+    def snapshot_in_progress(self) -> bool:
+        return self._snapshot_task is not None
+
     def oldest_unflushed(self) -> float | None:
         return _earliest(self.dirty_since, self._in_flight_since)
 

@@ -29,5 +29,7 @@ class StoreStats:
     backend: str = ""
     fenced: bool = False
     closed: bool = False
+    #: a snapshot is being written in the background right now.
+    snapshot_in_progress: bool = False
     #: the last storage error, cleared by the next successful upload.
     last_error: str | None = None

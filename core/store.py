@@ -240,7 +240,7 @@ class Store:
                 # Marks are dropped only when our own ROLLBACK undid everything since BEGIN; if the body
                 # ended the transaction itself (COMMIT through tx.execute) they stay: extra marks are
                 # harmless, missing ones are not.
-                self._tracker.end(committed=not rolled_back or tx.left_transaction)
+                self._tracker.end(committed=False)
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
@@ -373,6 +373,7 @@ class Store:
             backend=status.backend,
             fenced=flusher.fenced is not None,
             closed=self._close_task is not None and self._close_task.done(),
+            snapshot_in_progress=flusher.snapshot_in_progress,
             last_error=flusher.last_error,
         )
 
