@@ -240,7 +240,7 @@ class Store:
                 # Marks are dropped only when our own ROLLBACK undid everything since BEGIN; if the body
                 # ended the transaction itself (COMMIT through tx.execute) they stay: extra marks are
                 # harmless, missing ones are not.
-                self._tracker.end(committed=False)
+                self._tracker.end(committed=not rolled_back or tx.left_transaction)
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
