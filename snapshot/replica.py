@@ -122,6 +122,8 @@ class Replica:
                               f"({info.max_document_size} bytes)")
         if config.part_size < overhead(True) + 1024:
             raise ConfigError(f"part_size {config.part_size} is too small (minimum {overhead(True) + 1024})")
+        if config.inline_delta_bytes < 0:
+            raise ConfigError("inline_delta_bytes must be 0 (off) or positive")
         if config.shard_size <= 0 or config.parallelism < 1 or config.lease_seconds <= 0:
             raise ConfigError("shard_size, parallelism and lease_seconds must be positive")
         self.host = socket.gethostname()
@@ -410,7 +412,9 @@ class Replica:
         from snapshot.restore import inline_ref, pack_name
 
         inline = [d for d in self._deltas if d.inline is not None]
-        if sum(d.size for d in inline) + len(data) <= self.config.inline_delta_bytes:
+        # base64 in the manifest's JSON grows them by a third: the manifest must stay one document
+        bound = min(self.config.inline_delta_bytes, self.backend.info.max_document_size // 2)
+        if sum(d.size for d in inline) + len(data) <= bound:
             entry.ref, entry.inline = inline_ref(entry.seq), base64.b64encode(data).decode("ascii")
             await self._publish(deltas=[*self._deltas, entry])
             self._bytes_shipped += len(data)
@@ -431,8 +435,8 @@ class Replica:
                 packed.append(dataclasses.replace(e, ref=f"{ref}@{offset}", inline=None, pack=ref, offset=offset))
                 offset += len(b)
         # The pack is findable only once this manifest is out; until then the inline copies stay listed.
-        await self._publish(deltas=[d for d in self._deltas if d.inline is None] + packed,
-                            last_ref=packed[-1].pack)
+        kept = [d for d in self._deltas if d.inline is None]
+        await self._publish(deltas=sorted(kept + packed, key=lambda d: d.seq), last_ref=packed[-1].pack)
         self._tip_ref = packed[-1].pack
         return packed[-1]
 

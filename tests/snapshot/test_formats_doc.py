@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 from snapshot.backends.local import LocalDirBackend
+from snapshot.manifest import decode_manifest
 from snapshot.replica import Replica, ReplicaConfig
 from tests.snapshot.helpers import Live, state
 
@@ -48,3 +50,27 @@ async def test_the_documented_reader_reads_a_chain_without_snapshot(tmp_path):
         assert await live.flush(r)
     conn, seq = _reader()["read"](str(root))
     assert seq == 3 and state(conn) == live.rows()
+
+
+class _NoDiscovery(LocalDirBackend):
+    """A local directory that pretends it cannot list documents, as the Bot API: inline and packed deltas."""
+
+    @property
+    def info(self):
+        return dataclasses.replace(super().info, can_discover=False)
+
+
+async def test_the_documented_reader_reads_inline_and_packed_deltas(tmp_path):
+    root = tmp_path / "store"
+    r = Replica(_NoDiscovery(root, fsync=False), ReplicaConfig(part_size=2048, shard_size=4096,
+                                                               inline_delta_bytes=1200))
+    await r.acquire()
+    live = Live()
+    for i in range(8):
+        for k in range(i * 3, i * 3 + 3):
+            live.set(k, clicks=i, name=f"имя {k}")
+        assert await live.flush(r)
+    m, _ = decode_manifest((root / "MANIFEST").read_bytes())
+    assert m.format == 2 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
+    conn, seq = _reader()["read"](str(root))
+    assert seq == 8 and state(conn) == live.rows()

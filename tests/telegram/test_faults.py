@@ -147,8 +147,9 @@ async def test_download_cut_short_is_retried(emulator, demo):
         await b.close()
 
 
-async def test_latency(emulator, demo, mode):
-    emulator.world.knobs.update({"latency_ms": 80})
+@pytest.mark.parametrize("latency_ms", [50, 200])
+async def test_latency(emulator, demo, mode, latency_ms):
+    emulator.world.knobs.update({"latency_ms": latency_ms})
     b = await BACKENDS[mode](emulator, demo).open()
     try:
         data = os.urandom(1024 * 1024 + 1)
