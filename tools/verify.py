@@ -25,8 +25,8 @@ from snapshot.cipher import as_cipher
 from snapshot.delta import decode_body
 from snapshot.envelope import Kind, decode, document_hash
 from snapshot.errors import BackendError, DocumentNotFound, EncryptionError, RestoreError, TgsnapError
-from snapshot.manifest import MANIFEST_REF, Manifest, decode_manifest
-from snapshot.restore import plan
+from snapshot.manifest import MANIFEST_REF, DeltaEntry, Manifest, decode_manifest
+from snapshot.restore import entry_bytes, plan
 from snapshot.restored import Progress
 from tools.cli_common import EXIT_FAILED, EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
@@ -86,9 +86,13 @@ class Report:
         return check
 
 
-async def _fetch(backend: Backend, ref: str) -> bytes | str:
-    """The document's bytes, or the reason it cannot be had."""
+async def _fetch(backend: Backend, ref: str, entry: DeltaEntry | None = None,
+                 packs: dict[str, bytes] | None = None) -> bytes | str:
+    """The document's bytes (a listed delta's wherever it lives: own document, pack or inline in the
+    manifest), or the reason they cannot be had."""
     try:
+        if entry is not None:
+            return await entry_bytes(backend, entry, packs)
         return await backend.get(ref)
     except DocumentNotFound:
         return "missing from storage (deleted, or never stored)"
@@ -201,8 +205,9 @@ async def _verify_deltas(backend: Backend, manifest: Manifest, mhash: bytes, cip
     prev = manifest.base_hash
     expected_seq = manifest.base_seq + 1
     total = len(manifest.deltas)
+    packs: dict[str, bytes] = {}
     for i, entry in enumerate(manifest.deltas, 1):
-        data = await _fetch(backend, entry.ref)
+        data = await _fetch(backend, entry.ref, entry, packs)
         if progress:
             progress("verify deltas", i, total)
         reason = ""

@@ -120,3 +120,36 @@ def test_encrypted_storage_verifies_with_the_key_and_a_missing_key_is_configurat
     victim.write_bytes(flip_byte(victim.read_bytes(), 300))
     assert verify.main(["--storage-dir", str(tmp_path / "s"), "--key", key.hex(), "-q"]) == 1
     assert f"FAIL  delta seq 4 ref {chain.refs[4]}" in capsys.readouterr().out
+
+
+async def _bot_api_style_storage(inline_delta_bytes: int):
+    """Storage as the Bot API keeps it: no discovery, so deltas ride inline in the manifest or in packs."""
+    from snapshot.backends.memory import MemoryBackend
+    from snapshot.replica import Replica, ReplicaConfig
+    from tests.tools.chain import _changes
+
+    backend = MemoryBackend(can_discover=False)
+    replica = Replica(backend, ReplicaConfig(inline_delta_bytes=inline_delta_bytes), writer_id="bot")
+    await replica.acquire()
+    for seq in range(1, 8):
+        await replica.write_delta(_changes(seq, 1000.0 + seq))
+    await replica.release()
+    return backend
+
+
+async def test_inline_and_packed_deltas_verify_clean():
+    for bound in (2 * 1024 * 1024, 3000):  # everything inline; spilled into packs
+        backend = await _bot_api_style_storage(bound)
+        report = await verify.verify_storage(backend)
+        assert report.faults == [], [str(c) for c in report.faults]
+        assert report.last_seq == 7
+
+
+async def test_a_corrupted_pack_is_named():
+    backend = await _bot_api_style_storage(3000)
+    packs = [ref for ref, (name, _data) in backend.storage.docs.items() if name.startswith("deltas-")]
+    assert packs, "a 3000-byte inline bound must spill deltas into a pack"
+    name, data = backend.storage.docs[packs[0]]
+    backend.storage.docs[packs[0]] = (name, flip_byte(data))
+    report = await verify.verify_storage(backend)
+    assert report.faults and all(c.kind == "delta" for c in report.faults if c.seq is not None)
