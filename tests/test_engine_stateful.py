@@ -131,6 +131,7 @@ def canon_table(rows: dict) -> set:
 def clear(faults: Faults) -> None:
     faults.clear()
     faults.put_match = None
+    faults.timeout_delay = 0.0
 
 
 class Engine(RuleBasedStateMachine):
@@ -167,13 +168,11 @@ class Engine(RuleBasedStateMachine):
             await asyncio.sleep(0.001)
 
     def teardown(self) -> None:
+        # Cleanup only: a check here would raise a second, different error after a failing step, which
+        # hypothesis reads as a flaky test. Crashes and restores are rules of their own.
         try:
             if self.store is not None:
-                # One last crash and restore: whatever happened, storage must still hold the truth.
                 self.run(self.store.abandon())
-                clear(self.faults)
-                self.run(self._open_and_check())
-                self.run(self.store.close())
         finally:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
@@ -425,14 +424,22 @@ class Engine(RuleBasedStateMachine):
             clear(self.faults)
         self.run(self._settle())
 
-    @rule(steps=st.integers(0, 30))
-    def crash_during_snapshot(self, steps: int) -> None:
+    @rule()
+    def crash_during_snapshot(self) -> None:
         """A crash while snapshot parts are uploading: the previous snapshot and its deltas stay usable."""
+        self.faults.put_match = "snapshot-"
+        self.faults.put_timeout, self.faults.timeout_delay = 1, 60.0  # the first part hangs
+        seen = self.faults.puts_seen
         task = self.loop.create_task(self.store.snapshot(timeout=30))
-        for _ in range(steps):
-            self.run(asyncio.sleep(0))
+
+        async def uploading() -> None:
+            while self.faults.puts_seen == seen and not task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+
+        self.run(uploading())
         self.run(self.store.abandon())
         self.run(asyncio.gather(task, return_exceptions=True))
+        clear(self.faults)
         self.run(self._open_and_check())
 
     # tools.compact cannot serialize a restored database with no pages (storage holding no data yet)
@@ -490,6 +497,8 @@ class _Rollback(Exception):
 
 
 Engine.TestCase.settings = settings(
-    PROFILES[PROFILE], suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    PROFILES[PROFILE],
+    report_multiple_bugs=False,  # shrink the first failure quickly; the rest usually follow from it
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestEngine = Engine.TestCase
