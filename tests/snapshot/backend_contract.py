@@ -72,11 +72,11 @@ class BackendContract:
             assert name in (None, f"delta-{i:012d}")
 
     async def test_discover_after_a_deleted_ref(self, backend: Backend):
-        if not backend.info.can_discover:
-            pytest.skip("backend cannot discover")
         refs = [await backend.put(f"delta-{i:012d}", b"d") for i in range(1, 5)]
         await backend.delete([refs[1]])
-        assert await backend.discover(refs[1]) == refs[2:]
+        # a backend that cannot discover says so by listing nothing, never a partial or stale list
+        expected = refs[2:] if backend.info.can_discover else []
+        assert await backend.discover(refs[1]) == expected
 
     async def test_missing_document(self, backend: Backend):
         ref = await backend.put("delta-000000000001", b"gone soon")
