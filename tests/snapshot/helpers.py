@@ -76,3 +76,58 @@ def state(conn: sqlite3.Connection) -> list[tuple]:
 
 def now() -> float:
     return time.time()
+
+
+def ops_strategy(keys: int, min_size: int, max_size: int):
+    """Random writer scripts: set/delete rows, flush, snapshot, crash."""
+    from hypothesis import strategies as st
+
+    return st.lists(st.one_of(
+        st.tuples(st.just("set"), st.integers(0, keys), st.integers(0, 1000)),
+        st.tuples(st.just("delete"), st.integers(0, keys), st.just(0)),
+        st.tuples(st.just("flush"), st.just(0), st.just(0)),
+        st.tuples(st.just("snapshot"), st.just(0), st.just(0)),
+        st.tuples(st.just("crash"), st.just(0), st.just(0)),
+    ), min_size=min_size, max_size=max_size)
+
+
+async def drive(ops, acquire, read) -> Replica:
+    """Run a writer script through faults; the invariant of restore-equals-state, checked at every step.
+
+    `acquire(previous)` returns a fresh (replica, restored) after dropping `previous` (None at the start);
+    `read()` returns a connection rebuilt by an independent reader. After every acknowledged flush or
+    snapshot the reader must rebuild exactly the live state; after a crash the restarted writer must hold
+    the last acknowledged state or a later attempted one (a lost acknowledgement may have landed).
+    Returns the last replica, for the caller to close.
+    """
+    r, got = await acquire(None)
+    live = Live(got.conn)
+    candidates = [live.rows()]  # acceptable restored states: last acked, then later attempts
+    for op, k, v in ops:
+        if op == "set":
+            live.set(k, clicks=v)
+        elif op == "delete":
+            live.delete(k)
+        elif op == "flush":
+            attempt = live.rows()
+            if await live.flush(r):
+                candidates = [attempt]
+                assert state(await read()) == attempt
+            else:
+                candidates.append(attempt)
+        elif op == "snapshot":
+            if not await live.flush(r):
+                candidates.append(live.rows())
+                continue
+            candidates = [live.rows()]
+            try:
+                await r.write_snapshot(capture(live.conn), r.last_seq, live.clock)
+            except BackendError:
+                pass
+            assert state(await read()) == live.rows()
+        elif op == "crash":
+            r, got = await acquire(r)
+            assert state(got.conn) in candidates
+            live = Live(got.conn)
+            candidates = [live.rows()]
+    return r

@@ -15,18 +15,11 @@ from hypothesis import strategies as st
 
 from snapshot.backends.memory import Faults, MemoryBackend, MemoryStorage
 from snapshot.errors import BackendError
-from snapshot.image import capture
 from snapshot.replica import Replica, ReplicaConfig
 from snapshot.restore import restore
-from tests.snapshot.helpers import Live, state
+from tests.snapshot.helpers import drive, ops_strategy
 
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("set"), st.integers(0, 30), st.integers(0, 1000)),
-    st.tuples(st.just("delete"), st.integers(0, 30), st.just(0)),
-    st.tuples(st.just("flush"), st.just(0), st.just(0)),
-    st.tuples(st.just("snapshot"), st.just(0), st.just(0)),
-    st.tuples(st.just("crash"), st.just(0), st.just(0)),
-), min_size=5, max_size=40)
+OPS = ops_strategy(keys=30, min_size=5, max_size=40)
 
 
 def _faults(seed: int) -> Faults:
@@ -48,38 +41,14 @@ async def _acquire(storage, faults, discover):
 async def _run(ops, seed: int, discover: bool) -> None:
     storage = MemoryStorage()
     faults = _faults(seed)
-    r, got = await _acquire(storage, faults, discover)
-    live = Live(got.conn)
-    candidates = [live.rows()]  # acceptable restored states: last acked, then later attempts
-    for op, k, v in ops:
-        if op == "set":
-            live.set(k, clicks=v)
-        elif op == "delete":
-            live.delete(k)
-        elif op == "flush":
-            attempt = live.rows()
-            if await live.flush(r):
-                candidates = [attempt]
-                reader = await restore(MemoryBackend(storage, can_discover=discover))
-                assert state(reader.conn) == attempt
-            else:
-                candidates.append(attempt)
-        elif op == "snapshot":
-            if not await live.flush(r):
-                candidates.append(live.rows())
-                continue
-            candidates = [live.rows()]
-            try:
-                await r.write_snapshot(capture(live.conn), r.last_seq, live.clock)
-            except BackendError:
-                pass
-            reader = await restore(MemoryBackend(storage, can_discover=discover))
-            assert state(reader.conn) == live.rows()
-        elif op == "crash":
-            r, got = await _acquire(storage, faults, discover)
-            assert state(got.conn) in candidates
-            live = Live(got.conn)
-            candidates = [live.rows()]
+
+    async def acquire(_previous):
+        return await _acquire(storage, faults, discover)
+
+    async def read():
+        return (await restore(MemoryBackend(storage, can_discover=discover))).conn
+
+    await drive(ops, acquire, read)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from snapshot.backends.telegram_budget import ChatBudget
 from snapshot.backends.telegram_retry import RetryPolicy
 from snapshot.errors import BackendError, ConfigError, CorruptDocument, EncryptionError
-from snapshot.image import capture
 from snapshot.replica import Replica, ReplicaConfig
 from snapshot.restore import restore
-from tests.snapshot.helpers import Live, state
+from tests.snapshot.helpers import Live, drive, ops_strategy, state
 from tests.telegram.conftest import UNLIMITED, botapi, mtproto
 from tools.emulator.knobs import FaultRule
 from tools.emulator.testing import running_emulator
@@ -177,13 +176,7 @@ async def test_wrong_encryption_key(emulator, demo, mode):
 
 # -- the engine's property test, over Telegram ------------------------------------------------------------
 
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("set"), st.integers(0, 20), st.integers(0, 1000)),
-    st.tuples(st.just("delete"), st.integers(0, 20), st.just(0)),
-    st.tuples(st.just("flush"), st.just(0), st.just(0)),
-    st.tuples(st.just("snapshot"), st.just(0), st.just(0)),
-    st.tuples(st.just("crash"), st.just(0), st.just(0)),
-), min_size=4, max_size=18)
+OPS = ops_strategy(keys=20, min_size=4, max_size=18)
 
 
 async def _acquire(mode, emu, demo, inline: int = ReplicaConfig.inline_delta_bytes):
@@ -218,40 +211,22 @@ async def _run(ops, seed: int, mode: str) -> None:
             # Bot API: deltas in the manifest, in packs of several, or each in a pack of its own.
             inline = rng.choice([0, 700, ReplicaConfig.inline_delta_bytes])
             reader = await make(mode, emu, demo).open()
-            r, got = await _acquire(mode, emu, demo, inline)
+            replicas = []
+
+            async def acquire(previous):
+                if previous is not None:
+                    await previous.backend.close()
+                replicas.append(await _acquire(mode, emu, demo, inline))
+                return replicas[-1]
+
+            async def read():
+                return (await restore(reader)).conn
+
             try:
-                live = Live(got.conn)
-                candidates = [live.rows()]
-                for op, k, v in ops:
-                    if op == "set":
-                        live.set(k, clicks=v)
-                    elif op == "delete":
-                        live.delete(k)
-                    elif op == "flush":
-                        attempt = live.rows()
-                        if await live.flush(r):
-                            candidates = [attempt]
-                            assert state((await restore(reader)).conn) == attempt
-                        else:
-                            candidates.append(attempt)
-                    elif op == "snapshot":
-                        if not await live.flush(r):
-                            candidates.append(live.rows())
-                            continue
-                        candidates = [live.rows()]
-                        try:
-                            await r.write_snapshot(capture(live.conn), r.last_seq, live.clock)
-                        except BackendError:
-                            pass
-                        assert state((await restore(reader)).conn) == live.rows()
-                    elif op == "crash":
-                        await r.backend.close()
-                        r, got = await _acquire(mode, emu, demo, inline)
-                        assert state(got.conn) in candidates
-                        live = Live(got.conn)
-                        candidates = [live.rows()]
+                await drive(ops, acquire, read)
             finally:
-                await r.backend.close()
+                if replicas:
+                    await replicas[-1][0].backend.close()
                 await reader.close()
 
 
