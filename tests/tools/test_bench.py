@@ -8,7 +8,7 @@ import json
 from tools.bench.__main__ import main
 from tools.bench.population import users
 
-EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory"}
+EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload"}
 
 
 def test_population_is_deterministic_and_shaped_like_the_articles_users():
@@ -25,7 +25,8 @@ def test_population_is_deterministic_and_shaped_like_the_articles_users():
 
 def test_bench_smoke_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--users", "20000", "--seed", "3", "--repeats", "1", "--json-out", str(out), "--quiet"]) == 0
+    assert main(["--users", "20000", "--seed", "3", "--repeats", "1", "--upload-mib", "4",
+                 "--json-out", str(out), "--quiet"]) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert report["users"] == 20000 and report["seed"] == 3
@@ -44,7 +45,11 @@ def test_bench_smoke_run(tmp_path, capsys):
     assert m["writes"]["untracked_per_second"] > 0 and m["writes"]["store_execute_per_second"] > 0
     assert m["rpo"]["by_mode"]["mtproto"]["rpo_seconds_excluding_upload"] > 0
     assert m["memory"]["rows"] == 20000 and m["memory"]["holder"].startswith("core.Store")
-    for name in EXPECTED - {"rpo"} - ({"restore_emulator"} if "skipped" in emu else set()):
+    up = m["upload"]  # a 4 MiB payload: the shape, never the speed-up, is checked here
+    assert "skipped" in up or (up["payload_mib"] == 4.0 and up["sequential_seconds"] > 0
+                               and up["parallel_seconds"] > 0 and up["connections"] >= 1)
+    skipped = {name for name in ("restore_emulator", "upload") if "skipped" in m[name]}
+    for name in EXPECTED - {"rpo"} - skipped:
         verdicts = [v for v in m[name].values() if isinstance(v, dict) and "meets_target" in v] or [m[name]]
         assert all(isinstance(v["meets_target"], bool) and v["target"] for v in verdicts)
 

@@ -46,6 +46,8 @@ class Context:
     log: Callable[[str], None] = print
     #: timed runs per figure (the best is kept); None: 3 up to 200 000 users, else 2.
     runs: int | None = None
+    #: payload of the `upload` measure, in MiB.
+    upload_mib: int = 200
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
