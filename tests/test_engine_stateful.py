@@ -36,7 +36,7 @@ from snapshot.replica import Replica, ReplicaConfig
 from tools.compact import compact
 
 PROFILES = {
-    "ci": settings(max_examples=50, stateful_step_count=30, deadline=None),
+    "ci": settings(max_examples=60, stateful_step_count=40, deadline=None),
     "long": settings(max_examples=2000, stateful_step_count=80, deadline=None),
 }
 PROFILE = os.environ.get("TGSNAP_HYPOTHESIS_PROFILE", "ci")
@@ -143,7 +143,8 @@ class Engine(RuleBasedStateMachine):
         self.rconfig = ReplicaConfig(
             part_size=2048,  # several parts per snapshot, so a partial multi-part upload is possible
             shard_size=4096,
-            snapshot_every_deltas=6,
+            snapshot_every_deltas=10,  # a snapshot image comes from the live database and would mask a
+            # tracking bug until the next restore from deltas: not too often
             lease_seconds=30.0,
             parallelism=2,
         )
@@ -295,7 +296,7 @@ class Engine(RuleBasedStateMachine):
 
     @rule(table=st.sampled_from(TABLES), data=st.data(), replace=st.booleans())
     def change_key(self, table: Table, data, replace: bool) -> None:
-        old, new = self._key(table, data), self._key(table, data)
+        old, new = self._key(table, data), data.draw(table.key)  # usually moves a row to a free key
         rows = self.model[table.name]
         sets = ", ".join(f"{c} = ?" for c in table.keys)
         where = " AND ".join(f"{c} = ?" for c in table.keys)
