@@ -69,6 +69,7 @@ class Store:
         self._guard = False
         self._flusher = Flusher(conn, self._tracker, replica, config, self._tx_idle, on_fence=self._on_fence)
         self._close_task: asyncio.Task[None] | None = None
+        self._abandoned = False
 
     # ---- opening ---------------------------------------------------------------------------------
 
@@ -322,6 +323,8 @@ class Store:
         if self._refusal is None:
             self._refuse(StoreClosed("the store is closed; writes are refused (reads still work)"))
         error: TimeoutError | None = None
+        if self._abandoned:
+            return  # a crash already happened: nothing to ship, and the lease is not ours to release
         if self._flusher.fenced is None:
             try:
                 await self._flusher.flush(remaining())
@@ -342,6 +345,7 @@ class Store:
 
     async def abandon(self) -> None:
         """Stop as a crash would: no final flush, no lease release. For tests and emergency stops."""
+        self._abandoned = True
         if self._refusal is None:
             self._refuse(StoreClosed("the store was abandoned; writes are refused"))
         await self._flusher.abandon()
@@ -372,7 +376,7 @@ class Store:
             epoch=status.epoch,
             backend=status.backend,
             fenced=flusher.fenced is not None,
-            closed=self._close_task is not None and self._close_task.done(),
+            closed=self._abandoned or (self._close_task is not None and self._close_task.done()),
             snapshot_in_progress=flusher.snapshot_in_progress,
             last_error=flusher.last_error,
         )

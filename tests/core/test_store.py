@@ -440,3 +440,14 @@ async def test_declare_adds_a_tracked_table_at_runtime(open_store, replica):
     await store.flush()
     assert replica.deltas[0].tables["notes"].ddl.startswith("CREATE TABLE notes")
     assert "notes" in store.stats().rows
+
+
+async def test_abandon_is_a_crash_not_a_close(open_store, replica):
+    store = await open_store()
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'a')")
+    await store.abandon()
+    await store.close()  # nothing to ship any more, and no lease release
+    assert replica.calls == 0 and not replica.released
+    assert store.stats().closed
+    with pytest.raises(StoreClosed):
+        store.execute("DELETE FROM users")
