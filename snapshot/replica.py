@@ -57,7 +57,7 @@ class ReplicaConfig:
     snapshot_every_bytes: int = 64 * 1024 * 1024
     snapshot_max_age: float = 6 * 3600.0
     #: writer lease length; the lease is renewed well before it runs out.
-    lease_seconds: float = 30.0
+    lease_seconds: float = 60.0
     #: how long `acquire` waits for a live holder to release or expire before StorageBusy.
     takeover_wait: float = 0.0
     #: max parallel uploads/downloads of parts.
