@@ -382,19 +382,20 @@ class Engine(RuleBasedStateMachine):
 
     @rule(fault=st.sampled_from(sorted(DELTA_FAULTS)), n=st.integers(1, 3), crash=st.booleans())
     def flush_under_fault(self, fault: str, n: int, crash: bool) -> None:
-        """The next n delta uploads fail in one way; then either the retries go through (backpressure),
-        or the process crashes right after the n-th failure, before any retry."""
+        """Delta uploads fail in one way: either n times, then the retries go through (backpressure), or
+        until the process crashes after at least n failed attempts."""
         self.faults.put_match = "delta-"
         self.faults.timeout_delay = 0.002
-        setattr(self.faults, DELTA_FAULTS[fault], n)
+        # When crashing, the fault stays on: how many retries fit before the crash depends on timing, but
+        # then every one of them fails the same way, so what storage holds does not.
+        setattr(self.faults, DELTA_FAULTS[fault], 10**6 if crash else n)
         logged = len(self.faults.log)
         version = self.version
         flushing = self.loop.create_task(self.store.flush(timeout=30))
 
         async def failures_seen() -> None:
-            # The loop backs off >= 10 ms after a failure; polling every turn catches the gap.
             while len(self.faults.log) - logged < n and not flushing.done():  # noqa: ASYNC110
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.001)
 
         if crash:
             self.run(failures_seen())
