@@ -25,6 +25,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -504,3 +505,35 @@ Engine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestEngine = Engine.TestCase
+
+
+@pytest.mark.xfail(
+    reason="snapshot/restore.py `_select` skips a delta whose payload fails verification when a sibling with "
+    "the same seq (an earlier attempt whose acknowledgement was lost) verifies, and restores the older "
+    "state without naming the corrupt document; reported to the snapshot owner",
+    strict=False,
+)
+async def test_corrupt_retry_of_a_lost_ack_delta_is_named_not_skipped():
+    """Seq 2 is stored twice: an attempt whose acknowledgement was lost, then the acknowledged retry with
+    newer rows. If the retry rots at rest, restore must fail naming it, not quietly apply the first."""
+    storage, faults = MemoryStorage(), Faults()
+    config = StoreConfig(flush_interval=3600.0, retry_min=0.01, writer_id=WRITER)
+    store = await Store.open(
+        MemoryBackend(storage, faults), schema=["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"], config=config
+    )
+    store.execute("INSERT INTO t VALUES (1, 'first')")
+    await store.flush()
+    store.execute("UPDATE t SET v = 'attempt' WHERE id = 1")
+    faults.put_match, faults.put_lost_ack = "delta-", 1
+    flushing = asyncio.create_task(store.flush())
+    while not faults.log:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    store.execute("UPDATE t SET v = 'acknowledged' WHERE id = 1")
+    await flushing
+    await store.abandon()
+    retry = [ref for ref, (name, _) in storage.docs.items() if name == "delta-000000000002"][-1]
+    name, data = storage.docs[retry]
+    storage.docs[retry] = (name, data[:-3] + bytes([data[-3] ^ 0xFF]) + data[-2:])  # rot in the payload
+    with pytest.raises(TgsnapError, match=retry):
+        again = await Store.open(MemoryBackend(storage, faults), schema=[], config=config)
+        await again.abandon()
