@@ -297,6 +297,11 @@ def _select(cands: list[Candidate], base_seq: int, base_hash: bytes, ignored: li
             break
         best = max(good, key=lambda k: (k.epoch, height[id(k)], k.captured_at, k.order))
         for k in kids:
+            # A corrupt sibling stored after the best one may be the acknowledged retry: falling back to an
+            # earlier attempt would silently lose what it acknowledged, so name it instead.
+            if k.error is not None and (k.epoch, k.order) > (best.epoch, best.order):
+                raise k.error
+        for k in kids:
             if k is not best:
                 why = "an older epoch (fenced writer)" if k.epoch < best.epoch else "a superseded attempt"
                 ignored.append(f"delta {k.ref} (seq {k.seq}, epoch {k.epoch}): {why}; chose {best.ref}")

@@ -507,12 +507,6 @@ Engine.TestCase.settings = settings(
 TestEngine = Engine.TestCase
 
 
-@pytest.mark.xfail(
-    reason="snapshot/restore.py `_select` skips a delta whose payload fails verification when a sibling with "
-    "the same seq (an earlier attempt whose acknowledgement was lost) verifies, and restores the older "
-    "state without naming the corrupt document; reported to the snapshot owner",
-    strict=False,
-)
 async def test_corrupt_retry_of_a_lost_ack_delta_is_named_not_skipped():
     """Seq 2 is stored twice: an attempt whose acknowledgement was lost, then the acknowledged retry with
     newer rows. If the retry rots at rest, restore must fail naming it, not quietly apply the first."""
