@@ -505,6 +505,8 @@ Engine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestEngine = Engine.TestCase
+# the long profile runs for tens of minutes: lift pytest-timeout's default for it
+TestEngine.pytestmark = [pytest.mark.timeout(0 if PROFILE == "long" else 300)]
 
 
 async def test_corrupt_retry_of_a_lost_ack_delta_is_named_not_skipped():
