@@ -96,7 +96,7 @@ class Clicker:
         self.bot = bot
         self.dispatcher = dispatcher
         self.storage = storage
-        self.poller = Poller(dispatcher, bot)
+        self.poller = Poller(dispatcher, bot, store)
         self._polling: asyncio.Task[None] | None = None
         self._stopped = False
 
