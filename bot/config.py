@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core import StoreConfig
 from snapshot.errors import ConfigError
@@ -83,6 +85,14 @@ BOT_OPTIONS = [
     Option("TGSNAP_DATA_DIR", "where local mode keeps the emulator's world; parent of the default storage "
                               "directory", default=f"`./{DEFAULT_DATA_DIR}`", metavar="DIR"),
     Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
+    Option("TGSNAP_WEBHOOK_URL", "public URL Telegram posts updates to (webhook mode instead of long polling); "
+                                 "its path is the one served", default="none: long polling", metavar="URL"),
+    Option("TGSNAP_WEBHOOK_SECRET", "the X-Telegram-Bot-Api-Secret-Token to require (1-256 of A-Z a-z 0-9 _ -)",
+           secret=True, default="derived from the bot token", metavar="SECRET"),
+    Option("TGSNAP_WEBHOOK_HOST", "address the webhook server listens on", default="0.0.0.0", metavar="HOST"),
+    Option("TGSNAP_WEBHOOK_PORT", "port the webhook server listens on", default="$PORT, else 8080", metavar="PORT"),
+    Option("TGSNAP_WEBHOOK_MAX_CONNECTIONS", "setWebhook max_connections: requests Telegram sends at once (1-100)",
+           default="40", metavar="N"),
 ]
 
 OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS
@@ -96,6 +106,12 @@ class BotSettings:
     flush_interval: float = StoreConfig().flush_interval
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
+    #: webhook mode when set (see bot/webhook.py).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_host: str = "0.0.0.0"  # noqa: S104 - a server behind the platform's router
+    webhook_port: int = 8080
+    webhook_max_connections: int = 40
 
     @property
     def local_mode(self) -> bool:
@@ -173,12 +189,40 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if level not in LOG_LEVELS:
             raise ConfigError(f"TGSNAP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
         settings.log_level = level
+    _load_webhook(settings, values, environ)
     mode = values.get("TGSNAP_STORAGE_MODE")
     if mode is not None and mode not in MODES:
         raise ConfigError(f"TGSNAP_STORAGE_MODE must be one of {', '.join(MODES)}, got {mode!r}")
     if "TGSNAP_ENCRYPTION_KEY" in values:
         parse_key(values["TGSNAP_ENCRYPTION_KEY"])  # fail at start, not at the first flush
     return settings
+
+
+def _load_webhook(settings: BotSettings, values: dict[str, str], environ: Mapping[str, str]) -> None:
+    url = values.get("TGSNAP_WEBHOOK_URL")
+    webhook_only = [k for k in ("TGSNAP_WEBHOOK_SECRET", "TGSNAP_WEBHOOK_MAX_CONNECTIONS") if k in values]
+    if url is None:
+        if webhook_only:
+            raise ConfigError(f"{webhook_only[0]} is set but TGSNAP_WEBHOOK_URL is not (webhook mode needs the URL)")
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"TGSNAP_WEBHOOK_URL must be an https:// URL Telegram can reach, got {url!r}")
+    settings.webhook_url = url
+    secret = values.get("TGSNAP_WEBHOOK_SECRET")
+    if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        raise ConfigError("TGSNAP_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - "
+                          "(Telegram refuses others)")
+    settings.webhook_secret = secret
+    settings.webhook_host = values.get("TGSNAP_WEBHOOK_HOST", settings.webhook_host)
+    port = values.get("TGSNAP_WEBHOOK_PORT") or environ.get("PORT", "").strip() or "8080"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"TGSNAP_WEBHOOK_PORT must be a TCP port (1-65535), got {port!r}")
+    settings.webhook_port = int(port)
+    connections = values.get("TGSNAP_WEBHOOK_MAX_CONNECTIONS", "40")
+    if not connections.isdigit() or not 1 <= int(connections) <= 100:
+        raise ConfigError(f"TGSNAP_WEBHOOK_MAX_CONNECTIONS must be 1-100 (Telegram's range), got {connections!r}")
+    settings.webhook_max_connections = int(connections)
 
 
 def parse_admin_ids(text: str) -> frozenset[int]:

@@ -49,13 +49,15 @@ class Poller:
     """Durable long polling over `store`; `run()` until `stop()`."""
 
     def __init__(self, dispatcher: Dispatcher, bot: Bot, store: Store, *, timeout: int = 10,
-                 repoll: float = 0.01, **workflow: Any):
+                 repoll: float = 0.01, drain: float = 20.0, **workflow: Any):
         self.dispatcher = dispatcher
         self.bot = bot
         self.store = store
         self.timeout = timeout
         #: seconds between polls while updates are outstanding and the last poll brought nothing new.
         self.repoll = repoll
+        #: on stop, how long running handlers get to finish and become durable.
+        self.drain = drain
         self.workflow = workflow
         #: the offset sent to Telegram: every update below it is handled and durable (None: none yet).
         self.offset: int | None = None
@@ -215,7 +217,10 @@ class Poller:
             with contextlib.suppress(Exception):
                 hurry = asyncio.ensure_future(self.store.wait_durable(self.store.write_ticket(), hurry=True))
                 hurry.add_done_callback(lambda f: f.cancelled() or f.exception())
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.drain)
+            if late:
+                log.warning("%d handler(s) still running after %.0f s; their updates stay unconfirmed",
+                            len(late), self.drain)
         await self.confirm()
 
     async def confirm(self) -> None:
