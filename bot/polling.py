@@ -35,11 +35,19 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramUnauthorizedError
+from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
 from core import Store
 
 log = logging.getLogger(__name__)
+
+
+class _RawGetUpdates(GetUpdates):
+    """getUpdates answering plain dicts: the poller parses only the updates it has not handed over yet
+    (Telegram returns every outstanding one with every poll, and aiogram would parse them all again)."""
+
+    __returning__ = list[dict[str, Any]]  # type: ignore[assignment]
 
 #: getUpdates returns at most this many updates (Bot API: "Values between 1-100 are accepted").
 POLL_LIMIT = 100
@@ -49,7 +57,7 @@ class Poller:
     """Durable long polling over `store`; `run()` until `stop()`."""
 
     def __init__(self, dispatcher: Dispatcher, bot: Bot, store: Store, *, timeout: int = 10,
-                 repoll: float = 0.01, drain: float = 20.0, **workflow: Any):
+                 repoll: float = 0.005, drain: float = 20.0, **workflow: Any):
         self.dispatcher = dispatcher
         self.bot = bot
         self.store = store
@@ -68,7 +76,7 @@ class Poller:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._progress = asyncio.Event()
-        self._poll: asyncio.Task[list[Update]] | None = None
+        self._poll: asyncio.Task[list[dict[str, Any]]] | None = None
         #: updates handed to handlers / confirmed, for tests and /status.
         self.handled = 0
         self.confirmed = 0
@@ -105,9 +113,9 @@ class Poller:
                     break
             self._progress.clear()
             asked = self.offset
-            self._poll = asyncio.ensure_future(self.bot.get_updates(
+            self._poll = asyncio.ensure_future(self.bot(_RawGetUpdates(
                 offset=self.offset, limit=POLL_LIMIT, timeout=0 if self._outstanding else self.timeout,
-                allowed_updates=allowed, request_timeout=self.timeout + 30))
+                allowed_updates=allowed), request_timeout=self.timeout + 30))
             stop = asyncio.ensure_future(self._stopping.wait())
             try:
                 await asyncio.wait({self._poll, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -133,12 +141,14 @@ class Poller:
                 continue
             delay = 0.5
             brought_new = False
-            for update in updates:
-                if asked is not None and self._frontier is not None and asked <= update.update_id < self._frontier:
+            for raw in updates:
+                update_id = int(raw["update_id"])
+                if asked is not None and self._frontier is not None and asked <= update_id < self._frontier:
                     # Handed over already: outstanding, or confirmed while this poll was on its way. (Ids
                     # restart at random only after a week without updates, when this range is empty.)
                     continue
                 brought_new = True
+                update = Update.model_validate(raw, context={"bot": self.bot})
                 self._frontier = update.update_id + 1
                 if not self._outstanding:
                     # The only outstanding update: the offset moves to it (ids restart after a week

@@ -34,6 +34,7 @@ class BotApiMethods:
         self.world = world
         self._polls: dict[int, asyncio.Future[None]] = {}
         self.webhooks = Webhooks(world, self._render_update)
+        self._update_json: dict[int, dict[int, Any]] = {}
         self._table: dict[str, Handler] = {}
         for attr in dir(self):
             if attr.startswith("m_"):
@@ -225,15 +226,32 @@ class BotApiMethods:
         finally:
             if self._polls.get(bot.user_id) is mine:
                 del self._polls[bot.user_id]
-        render = self._render(bot)
-        return [render.update(u) for u in updates]
+        return self._rendered(bot, updates)
+
+    def _rendered(self, bot: User, updates: list[Update]) -> list[Any]:
+        """The updates' JSON, each rendered once: telegram-bot-api stores an update's JSON in its queue when
+        the update is created (Client::add_update_impl), so a redelivered update is the same text."""
+        cache = self._update_json.setdefault(bot.user_id, {})
+        if updates:
+            first = updates[0].update_id
+            for stale in [k for k in cache if k < first]:
+                del cache[stale]
+        render = None
+        out = []
+        for u in updates:
+            data = cache.get(u.update_id)
+            if data is None:
+                render = render or self._render(bot)
+                data = cache[u.update_id] = render.update(u)
+            out.append(data)
+        return out
 
     # --- webhooks (see webhook.py) ---------------------------------------------------------------
 
     def _render_update(self, bot_id: int, update: Update) -> Any:
         bot = self.world.user(bot_id)
         assert bot is not None
-        return self._render(bot).update(update)
+        return self._rendered(bot, [update])[0]
 
     async def m_deleteWebhook(self, bot: User, p: Params) -> Any:
         self.webhooks.delete(bot.user_id)
