@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from telegram.ext import BasePersistence, PersistenceInput
@@ -47,8 +48,8 @@ SCHEMA = [
 
 def _enc(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
-        if isinstance(value, float) and value != value:
-            raise TypeError("NaN cannot be stored (it never compares equal to itself)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TypeError(f"{value!r} cannot be stored (JSON has no infinities or NaN)")
         return value
     if isinstance(value, list):
         return [_enc(v) for v in value]
