@@ -222,10 +222,10 @@ def _rows(rows: dict[str, int]) -> str:
 
 
 async def serve(settings: BotSettings, storage: StorageSettings, *,
-                on_ready: Callable[[Clicker], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (exit 0), until another writer takes the storage over (exit 3), or until
-    polling fails for good, e.g. a revoked token (exit 1)."""
-    stop = asyncio.Event()
+                on_ready: Callable[[Clicker], None] | None = None, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT or `stop` is set (exit 0), until another writer takes the storage over
+    (exit 3), or until polling fails for good, e.g. a revoked token (exit 1)."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Installed before the restore: a signal during it stops the bot cleanly once it is up.

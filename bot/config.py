@@ -85,6 +85,10 @@ BOT_OPTIONS = [
     Option("TGSNAP_DATA_DIR", "where local mode keeps the emulator's world; parent of the default storage "
                               "directory", default=f"`./{DEFAULT_DATA_DIR}`", metavar="DIR"),
     Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
+    Option("TGSNAP_PORT", "local mode: the emulator's HTTP port (Bot API and control API)",
+           default="the previous run's, else any free one", metavar="PORT"),
+    Option("TGSNAP_MTPROTO_PORT", "local mode: the emulator's MTProto port",
+           default="the previous run's, else any free one", metavar="PORT"),
     Option("TGSNAP_WEBHOOK_URL", "public URL Telegram posts updates to (webhook mode instead of long polling); "
                                  "its path is the one served", default="none: long polling", metavar="URL"),
     Option("TGSNAP_WEBHOOK_SECRET", "the X-Telegram-Bot-Api-Secret-Token to require (1-256 of A-Z a-z 0-9 _ -)",
@@ -106,6 +110,9 @@ class BotSettings:
     flush_interval: float = StoreConfig().flush_interval
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
+    #: local mode's emulator ports (0: the previous run's, else any free one).
+    local_port: int = 0
+    local_mtproto_port: int = 0
     #: webhook mode when set (see bot/webhook.py).
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -190,6 +197,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"TGSNAP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
         settings.log_level = level
     _load_webhook(settings, values, environ)
+    for env, attr in (("TGSNAP_PORT", "local_port"), ("TGSNAP_MTPROTO_PORT", "local_mtproto_port")):
+        if env in values:
+            setattr(settings, attr, _port(env, values[env]))
     mode = values.get("TGSNAP_STORAGE_MODE")
     if mode is not None and mode not in MODES:
         raise ConfigError(f"TGSNAP_STORAGE_MODE must be one of {', '.join(MODES)}, got {mode!r}")
@@ -216,13 +226,17 @@ def _load_webhook(settings: BotSettings, values: dict[str, str], environ: Mappin
     settings.webhook_secret = secret
     settings.webhook_host = values.get("TGSNAP_WEBHOOK_HOST", settings.webhook_host)
     port = values.get("TGSNAP_WEBHOOK_PORT") or environ.get("PORT", "").strip() or "8080"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"TGSNAP_WEBHOOK_PORT must be a TCP port (1-65535), got {port!r}")
-    settings.webhook_port = int(port)
+    settings.webhook_port = _port("TGSNAP_WEBHOOK_PORT", port)
     connections = values.get("TGSNAP_WEBHOOK_MAX_CONNECTIONS", "40")
     if not connections.isdigit() or not 1 <= int(connections) <= 100:
         raise ConfigError(f"TGSNAP_WEBHOOK_MAX_CONNECTIONS must be 1-100 (Telegram's range), got {connections!r}")
     settings.webhook_max_connections = int(connections)
+
+
+def _port(name: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {text!r}")
+    return int(text)
 
 
 def parse_admin_ids(text: str) -> frozenset[int]:
