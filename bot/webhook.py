@@ -41,6 +41,10 @@ from core import Store
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+#: Telegram gives up on a webhook request after 60 s without an answer (telegram-bot-api WebhookActor:
+#: its connections' idle timeout); answering 503 a little before lets it retry on its own schedule
+#: instead of holding a dead connection.
+ANSWER_WITHIN = 55.0
 
 
 def derive_secret(token: str) -> str:
@@ -73,6 +77,8 @@ class DurableWebhook:
         self._stop_requested = asyncio.Event()
         #: deleteWebhook on stop (a successor sets its own after it took the storage over).
         self.delete_on_stop = True
+        #: answer 503 when an update is not durable after this many seconds (see ANSWER_WITHIN).
+        self.answer_within = ANSWER_WITHIN
         #: answered updates, refused requests; for tests and logs.
         self.answered = 0
         self.refused = 0
@@ -151,7 +157,14 @@ class DurableWebhook:
         task = asyncio.ensure_future(self._process(update))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        durable = await asyncio.shield(task)
+        try:
+            durable = await asyncio.wait_for(asyncio.shield(task), self.answer_within)
+        except TimeoutError:
+            # Still not durable: no 2xx, so Telegram sends the update again later. The handler's task goes
+            # on; when the update comes back it is applied once (its effect may be in storage by then).
+            log.warning("update %d not durable within %.0f s; Telegram will send it again",
+                        update.update_id, self.answer_within)
+            durable = False
         if not durable:
             return web.Response(status=503, text="not durable")
         self.answered += 1

@@ -173,3 +173,66 @@ def test_bad_webhook_settings_are_refused_at_start(env):
 
     with pytest.raises(ConfigError):
         config.load([], environ=env, dotenv=False)
+
+
+async def test_an_update_not_durable_in_time_gets_503_and_comes_again(tmp_path):
+    """Slower durability than Telegram's patience: no 2xx, Telegram sends the update again, and the
+    store's rule (a message counts once) makes the second handling harmless."""
+    from aiogram import Bot, Dispatcher, Router
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.types import Message
+
+    from bot.webhook import DurableWebhook
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.durable = asyncio.Event()
+
+        def write_ticket(self) -> int:
+            return 1
+
+        async def wait_durable(self, ticket: int, *, hurry: bool = False) -> None:
+            await self.durable.wait()
+
+    handled: list[int] = []
+    router = Router()
+
+    @router.message()
+    async def note(message: Message) -> None:
+        handled.append(message.message_id)
+
+    async with running_emulator(tmp_path / "tg", rate_limits=False) as emu, Control(emu.control_url) as control:
+        demo = emu.demo()
+        bot = Bot(demo.bot_token, session=AiohttpSession(api=TelegramAPIServer.from_base(emu.bot_api_url)))
+        dispatcher = Dispatcher()
+        dispatcher.include_router(router)
+        store = SlowStore()
+        port = free_port()
+        hook = DurableWebhook(dispatcher, bot, store, url=f"http://127.0.0.1:{port}/hook",  # type: ignore[arg-type]
+                              secret_token="t", host="127.0.0.1", port=port)
+        hook.answer_within = 0.3
+        await hook.start()
+        try:
+            user = await control.create_user("Ann")
+            await control.request("POST", "/say", {"user_id": user, "bot": demo.bot_username, "text": "hi",
+                                                   "wait": 0, "expect": 0})
+            for _ in range(100):
+                if len(handled) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(handled) >= 2 and len(set(handled)) == 1  # the same message, delivered again
+            _, info = await bot_api(emu, demo.bot_token, "getWebhookInfo")
+            assert info["result"]["last_error_message"] == "Wrong response from the webhook: 503 Service Unavailable"
+            assert info["result"]["pending_update_count"] == 1  # not forgotten: no 2xx yet
+            store.durable.set()
+            for _ in range(100):
+                _, info = await bot_api(emu, demo.bot_token, "getWebhookInfo")
+                if info["result"]["pending_update_count"] == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert info["result"]["pending_update_count"] == 0  # answered 200 once durable
+        finally:
+            hook.stop()
+            await hook._finish(0.0)
+            await bot.session.close()
