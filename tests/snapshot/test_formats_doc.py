@@ -63,7 +63,7 @@ class _NoDiscovery(LocalDirBackend):
 async def test_the_documented_reader_reads_inline_and_packed_deltas(tmp_path):
     root = tmp_path / "store"
     r = Replica(_NoDiscovery(root, fsync=False), ReplicaConfig(part_size=2048, shard_size=4096,
-                                                               inline_delta_bytes=1200))
+                                                               inline_delta_bytes=1232))
     await r.acquire()
     live = Live()
     for i in range(8):
