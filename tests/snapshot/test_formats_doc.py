@@ -70,7 +70,7 @@ async def test_the_documented_reader_reads_inline_and_packed_deltas(tmp_path):
         for k in range(i * 3, i * 3 + 3):
             live.set(k, clicks=i, name=f"имя {k}")
         assert await live.flush(r)
-    m, _ = decode_manifest((root / "MANIFEST").read_bytes())
-    assert m.format == 2 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
+    m, _ = decode_manifest((root / r.slot).read_bytes())
+    assert m.format == 3 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
     conn, seq = _reader()["read"](str(root))
     assert seq == 8 and state(conn) == live.rows()
