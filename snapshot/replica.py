@@ -295,8 +295,11 @@ class Replica:
         if ref is None:
             return {}
         try:
-            m, _h = decode_manifest(await self.backend.read_slot(ref), cipher=self.cipher,
-                                    allow_plaintext=self.config.allow_plaintext, ref=f"manifest slot {ref}")
+            # the newest slot through the cheap read (Bot API: getChat; no edit of the rival's message)
+            slot = await self.backend.newest_slot()
+            raw = slot.data if slot is not None and slot.ref == ref else await self.backend.read_slot(ref)
+            m, _h = decode_manifest(raw, cipher=self.cipher, allow_plaintext=self.config.allow_plaintext,
+                                    ref=f"manifest slot {ref}")
         except (TgsnapError, ValueError):
             return {}
         out = {"rival_claim": m.claim_id, "rival_epoch": m.epoch}
