@@ -27,7 +27,7 @@ from core.stats import StoreStats
 from core.tracker import Tracker
 from core.transaction import Transaction
 from snapshot.backend import Backend
-from snapshot.errors import BackendError, ConfigError, FencedError
+from snapshot.errors import BackendError, ConfigError, FencedError, copy_error
 from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
 
 log = logging.getLogger("tgsnap.core")
@@ -418,4 +418,5 @@ def _normalize(sql: str) -> str:
 
 
 def _fresh(exc: Exception) -> Exception:
-    return type(exc)(*exc.args)
+    """A copy to raise (one object raised in many places would collect everyone's tracebacks)."""
+    return copy_error(exc)  # type: ignore[return-value]

@@ -29,7 +29,34 @@ import time
 from collections.abc import Callable, Hashable
 
 from core.schema import INTERNAL_PREFIX, TableSchema, quote
-from snapshot.changes import ChangeSet, TableChanges, Value
+from snapshot.changes import ChangeSet, RawText, TableChanges, Value
+
+
+def _text_or_raw(data: bytes) -> str | RawText:
+    """text_factory for a capture that met TEXT that is not valid UTF-8: keep those bytes exactly."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return RawText(data)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str) -> list[tuple[Value, ...]]:
+    """Rows of `sql`; TEXT that is not valid UTF-8 comes back as RawText instead of failing the capture.
+
+    The fast path keeps `text_factory = str` (C code); only a capture that meets such a value pays a
+    Python call per text value, for that table.
+    """
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    saved = conn.text_factory
+    conn.text_factory = _text_or_raw
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.text_factory = saved
 
 
 class _TableTracking:
@@ -204,8 +231,8 @@ class Tracker:
                     keys = t.take()
                     taken.append((t, keys))
                     conn.executemany(t.load_keys, keys)
-                    upserts = conn.execute(t.select_upserts).fetchall()
-                    deletes = conn.execute(t.select_deletes).fetchall()
+                    upserts = _fetch_all(conn, t.select_upserts)
+                    deletes = _fetch_all(conn, t.select_deletes)
                     conn.execute(t.clear_keys)
                     if upserts or deletes:
                         changes.tables[name] = TableChanges(

@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 
+def copy_error(exc: BaseException) -> BaseException:
+    """A fresh copy of `exc` (no traceback), with every field it carries: its args and its `__dict__`
+    (`retryable`, `retry_after`, `ref`, structured fields subclasses add) and its cause.
+
+    One exception object raised in many tasks would collect everyone's tracebacks, so waiters each get a
+    copy. Rebuilding through the constructor (`type(exc)(*exc.args)`) is wrong for any class whose
+    constructor takes other arguments than it stores in `args`; this never calls `__init__`.
+    """
+    try:
+        new = type(exc).__new__(type(exc), *exc.args)
+        new.args = exc.args
+        new.__dict__.update(exc.__dict__)
+    except Exception:
+        return exc
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    new = cls.__new__(cls, *args)
+    new.args = args
+    new.__dict__.update(state)
+    return new
+
+
 class TgsnapError(Exception):
-    """Base of every deliberate tgsnap error."""
+    """Base of every deliberate tgsnap error. Copies (`copy.copy`, pickle) keep every field."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class ConfigError(TgsnapError):
