@@ -246,6 +246,10 @@ class Flusher:
         if not (self.maybe_dirty() or want_snapshot):
             return
         await self._outside_transaction()
+        if self._snapshot_task is None and self._tracker.schema_drifted():
+            # A schema change that bypassed Store (a raw connection) is in no delta: an image at this
+            # cut is the only way it becomes durable.
+            want_snapshot = True
         # ---- one synchronous step: the consistent cut ----
         # The image first: capture() only writes TEMP tables, so the image equals the state after this
         # capture; and a failing serialize then leaves every mark in place. (The other order took the
@@ -265,6 +269,8 @@ class Flusher:
                 self._start_snapshot(image, self._replica.status().last_seq, changes.captured_at, requests)
             return
         self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
+        if changes.version_changed:
+            self._replica.schema_version = changes.user_version  # type: ignore[attr-defined]
         try:
             receipt = await self._replica.write_delta(changes)
         except FencedError:

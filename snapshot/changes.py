@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+
 class RawText(bytes):
     """A TEXT value whose bytes are not valid UTF-8 (SQLite stores them as given: `CAST(X'C3' AS TEXT)`,
     `printf('%.3s', 'Аня')` cutting a character in half). It is TEXT, not BLOB: it compares, sorts and
