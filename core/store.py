@@ -196,8 +196,8 @@ class Store:
             scratch.close()
         if migrations is not None and fresh and newest(migrations) != self.schema_version:
             self.execute(f"PRAGMA user_version = {newest(migrations)}")
-        if self._tracker.any_dirty():
-            await self.flush()
+        # Declared objects created here ship with the first delta (they are re-created by every open
+        # until then), so open does not wait for them.
         self._tell_replica_version()
 
     @property
