@@ -31,6 +31,7 @@ from collections.abc import Callable, Hashable
 
 from core.schema import INTERNAL_PREFIX, TableSchema, application_tables, quote, read_table
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
+from snapshot.errors import ConfigError
 
 log = logging.getLogger("tgsnap.core")
 
@@ -205,6 +206,11 @@ class Tracker:
         tracked (no primary key, NULL-able key, virtual): the caller rolls the statement back.
         """
         conn = self._conn
+        reserved = conn.execute("SELECT type, name FROM main.sqlite_schema WHERE lower(name) LIKE ? ESCAPE '!'",
+                                (INTERNAL_PREFIX.replace("_", "!_") + "%",)).fetchone()
+        if reserved is not None:
+            raise ConfigError(f"{reserved[0]} {reserved[1]!r}: names starting with {INTERNAL_PREFIX!r} are reserved "
+                              "for tgsnap")
         current = {name: read_table(conn, name) for name in application_tables(conn)}
         roots = {name: page for name, page in conn.execute("SELECT name, rootpage FROM main.sqlite_schema "
                                                           "WHERE type = 'table'")}
