@@ -138,7 +138,8 @@ async def test_a_crash_right_after_the_migration_keeps_it():
     await store.abandon()  # open returned: the migration and its version are durable
     got = (await restore(MemoryBackend(medium))).conn
     assert got.execute("PRAGMA user_version").fetchone() == (1,)
-    assert got.execute("SELECT chat_id, name, username, registered_at FROM users").fetchall() == [(1, "Ann", None, None)]
+    rows = got.execute("SELECT chat_id, name, username, registered_at FROM users").fetchall()
+    assert rows == [(1, "Ann", None, None)]
 
 
 async def test_storage_of_a_newer_release_is_refused_by_name():
