@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Iterable
 
-from core import Store, StoreConfig
+from core import Migration, Store, StoreConfig
 from snapshot.backend import Backend
 from snapshot.cipher import Cipher
 from snapshot.errors import StorageBusy
@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 
 
 async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfig,
-                     progress: Progress | None = None) -> Store:
+                     progress: Progress | None = None, migrations: Iterable[Migration] | None = None) -> Store:
     schema = list(schema)
     try:
-        return await Store.open(backend, schema=schema, config=config, progress=progress)
+        return await Store.open(backend, schema=schema, config=config, progress=progress, migrations=migrations)
     except StorageBusy as busy:
         holder = await dead_local_holder(backend, config)
         if holder is None:
@@ -42,11 +42,11 @@ async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfi
             log.warning("%s; waiting up to %.0f s for that lease to expire", busy, wait)
             patient = dataclasses.replace(config.replica, takeover_wait=max(config.replica.takeover_wait, wait))
             return await Store.open(backend, schema=schema, config=dataclasses.replace(config, replica=patient),
-                                    progress=progress)
+                                    progress=progress, migrations=migrations)
     log.warning("the last writer, %s, died on this host without handing over; taking over its storage",
                 holder.describe())
     return await Store.open(backend, schema=schema, config=dataclasses.replace(config, writer_id=holder.writer_id),
-                            progress=progress)
+                            progress=progress, migrations=migrations)
 
 
 async def dead_local_holder(backend: Backend, config: StoreConfig) -> Lease | None:

@@ -413,7 +413,7 @@ async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_
                 raise CorruptDocument(ref, f"does not match the manifest's entry for delta seq {listed.seq} "
                                            "(hash or seq differs)")
         doc = decode(data, ref=ref, cipher=cipher, expect=Kind.DELTA, allow_plaintext=allow_plaintext)
-        c.changes = decode_body(doc.body, ref)
+        c.changes = decode_body(doc.body, ref, version=doc.header.version)
         c.captured_at = c.changes.captured_at
     except TgsnapError as e:
         c.error = e

@@ -271,7 +271,7 @@ def _check_delta(report: Report, ref: str, seq: int, data: bytes | str, reason: 
             reason = "chain link broken: its predecessor hash does not match the previous document"
     if not reason:
         try:
-            decode_body(doc.body, ref)  # type: ignore[union-attr]
+            decode_body(doc.body, ref, version=doc.header.version)  # type: ignore[union-attr]
         except TgsnapError as exc:
             reason = getattr(exc, "reason", None) or str(exc)
     if reason:
