@@ -51,16 +51,16 @@ class Writer:
     def ended(self) -> bool:
         return self.proc.returncode is not None and self.reader is not None and self.reader.done()
 
-    async def until(self, pred, timeout: float = LONG) -> None:
+    async def until(self, pred, within: float = LONG) -> None:
         async def poll():
             while not pred(self):
                 if self.ended:
                     raise AssertionError(f"writer {self.name} exited {self.proc.returncode}: {self.lines[-5:]}")
                 await asyncio.sleep(0.02)
-        await asyncio.wait_for(poll(), timeout)
+        await asyncio.wait_for(poll(), within)
 
-    async def exit_code(self, timeout: float = LONG) -> int:
-        rc = await asyncio.wait_for(self.proc.wait(), timeout)
+    async def exit_code(self, within: float = LONG) -> int:
+        rc = await asyncio.wait_for(self.proc.wait(), within)
         if self.reader is not None:
             await self.reader
         return rc
@@ -84,12 +84,12 @@ class Writer:
         await self.exit_code()
 
 
-async def eventually(pred, timeout: float = LONG) -> None:
+async def eventually(pred, within: float = LONG) -> None:
     """Wait for `pred()` (no writer's exit is an error here)."""
     async def poll():
-        while not pred():
+        while not pred():  # noqa: ASYNC110 - polls other processes' output, nothing to wait on
             await asyncio.sleep(0.02)
-    await asyncio.wait_for(poll(), timeout)
+    await asyncio.wait_for(poll(), within)
 
 
 @dataclass
