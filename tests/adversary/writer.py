@@ -19,6 +19,7 @@ Scenario knobs:
   (SIGCONT) performs the call it was about to make: an upload that lands late.
 - `--snapshot-close`: right after opening, take a snapshot, then close (no delta of its own).
 - `--steps N`: close cleanly after N acknowledged steps (0: run until SIGTERM).
+- `--snapshot-every N`: the replica snapshots after N deltas (a writer that switches snapshots often).
 - `--bot-takeover`: open through `bot.takeover.open_store` (the bot's same-host takeover rules).
 - `--pretend-pid N` / `--pretend-pidns X`: the lease names pid N / pid namespace X instead of this
   process's own (a process of another PID namespace on the same host, as containers sharing a hostname
@@ -129,7 +130,8 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.001)
     config = StoreConfig(writer_id=args.name, flush_interval=args.flush_interval,
                          replica=ReplicaConfig(lease_seconds=args.lease, takeover_wait=args.wait,
-                                               part_size=64 * 1024, shard_size=64 * 1024))
+                                               part_size=64 * 1024, shard_size=64 * 1024,
+                                               snapshot_every_deltas=args.snapshot_every))
     try:
         try:
             if args.bot_takeover:
@@ -193,6 +195,7 @@ def main() -> None:
     p.add_argument("--freeze-nth", type=int, default=1)
     p.add_argument("--snapshot-close", action="store_true")
     p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--snapshot-every", type=int, default=1000, help="snapshot after this many deltas")
     p.add_argument("--bot-takeover", action="store_true")
     p.add_argument("--pretend-pid", type=int)
     p.add_argument("--pretend-pidns")
