@@ -25,9 +25,16 @@ from snapshot.changes import ChangeSet
 from snapshot.cipher import as_cipher
 from snapshot.delta import decode_body
 from snapshot.envelope import Kind, decode, document_hash
-from snapshot.errors import BackendError, DocumentNotFound, EncryptionError, RestoreError, TgsnapError
+from snapshot.errors import (
+    BackendError,
+    DocumentNotFound,
+    EncryptionError,
+    MissingManifest,
+    RestoreError,
+    TgsnapError,
+)
 from snapshot.manifest import MANIFEST_REF, DeltaEntry, Manifest, decode_manifest
-from snapshot.restore import entry_bytes, plan
+from snapshot.restore import entry_bytes, plan, read_head, refuse_orphaned_documents
 from snapshot.restored import Progress
 from tools.cli_common import EXIT_FAILED, EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
@@ -115,12 +122,21 @@ async def verify_storage(backend: Backend, *, encryption_key: bytes | None = Non
     """Check everything the current manifest depends on; never raises for bad data, only for outages."""
     cipher = as_cipher(encryption_key)
     report = Report()
-    raw = await backend.read_manifest()
-    if raw is None:
-        report.empty = True
-        return report
     try:
-        manifest, _mhash = decode_manifest(raw, cipher=cipher)
+        # the newest full manifest, through claim-only slots (snapshot/restore.py read_head)
+        head = await read_head(backend, cipher)
+        if head.newest is None:
+            await refuse_orphaned_documents(backend)
+            report.empty = True
+            return report
+        if head.full is None:
+            report.empty = True  # the first claim of an empty storage, still restoring
+            return report
+        raw = await backend.read_slot(head.full_ref)  # type: ignore[arg-type]
+        manifest, _mhash = decode_manifest(raw, cipher=cipher, ref=MANIFEST_REF)
+    except MissingManifest as exc:
+        report.add(Check("manifest", MANIFEST_REF, None, False, str(exc)))
+        return report
     except EncryptionError as exc:
         if "authentication failed" not in str(exc):
             raise  # no key, another key, or a key for plaintext storage: configuration (exit 2), not data
@@ -248,6 +264,10 @@ async def _verify_deltas(backend: Backend, manifest: Manifest, mhash: bytes, cip
     for d in p.chain:
         if d.ref not in listed:
             report.add(Check("delta", d.ref, d.seq, True, "found after the manifest", size=d.size))
+    for note in p.forks:
+        report.add(Check("fork", None, None, False, note))
+    for note in p.foreign:
+        report.add(Check("foreign", None, None, False, note))
     report.notes.extend(p.ignored)
     report.last_seq = p.seq
     return [p.changes[d.ref] for d in p.deltas]
