@@ -23,7 +23,8 @@ from typing import TextIO
 
 from snapshot.apply import INTERNAL_PREFIX, quote
 from snapshot.errors import ConfigError
-from snapshot.restore import restore, when
+from snapshot.reading import restore_settled
+from snapshot.restore import when
 from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_FAILED,
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         backend = await open_backend(settings)
         try:
-            got.append(await restore(backend, settings.encryption_key, to_seq=args.at_seq, to_time=at_time,
+            got.append(await restore_settled(backend, settings.encryption_key, to_seq=args.at_seq, to_time=at_time,
                                      progress=ProgressPrinter(quiet=args.quiet)))
         finally:
             await backend.close()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import zstandard
 
+from snapshot import reading
 from snapshot.apply import apply_changes
 from snapshot.backend import Backend
 from snapshot.changes import ChangeSet
@@ -151,6 +152,22 @@ async def verify_storage(backend: Backend, *, encryption_key: bytes | None = Non
     if check_state and not report.faults and image is not None and changes is not None:
         _verify_state(image, changes, report)
     return report
+
+
+async def verify_settled(backend: Backend, *, encryption_key: bytes | None = None,
+                         progress: Progress | None = None, check_state: bool = True,
+                         attempts: int = reading.ATTEMPTS) -> Report:
+    """`verify_storage` beside a live writer: a fault found while the manifest moved on (a snapshot
+    switch deleted what this run was reading) is no verdict; the run is repeated on the newer manifest.
+    Faults under an unchanged manifest are reported as found (snapshot/reading.py)."""
+    def moved(report: Report, n: int) -> None:
+        report.notes.append(f"the manifest changed {n} time(s) while verifying (a live writer); these faults "
+                            "were found on the last manifest read")
+
+    return await reading.settled(
+        backend, lambda _at: verify_storage(backend, encryption_key=encryption_key, progress=progress,
+                                            check_state=check_state),
+        failed=lambda r: bool(r.faults), key=encryption_key, attempts=attempts, moved=moved)
 
 
 async def _verify_snapshot(backend: Backend, manifest: Manifest, cipher, report: Report,
@@ -316,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         backend = await open_backend(settings)
         try:
-            report = await verify_storage(backend, encryption_key=settings.encryption_key,
+            report = await verify_settled(backend, encryption_key=settings.encryption_key,
                                           progress=ProgressPrinter(quiet=args.quiet))
         finally:
             await backend.close()
