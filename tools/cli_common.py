@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TextIO
 
@@ -35,6 +37,7 @@ EXIT_FAILED = 1  # verification failed / data at fault (named in the message)
 EXIT_CONFIG = 2  # bad flags or configuration
 EXIT_BUSY = 3  # a live writer holds the storage lease
 EXIT_BACKEND = 4  # storage unreachable or refused the operation
+EXIT_EMPTY = 5  # the storage is empty: nothing to read (a typo'd location looks like this too)
 EXIT_INTERRUPTED = 130
 
 STORAGE_EPILOG = """\
@@ -47,8 +50,26 @@ storage (same as the bot; flags override environment variables and .env):
   TGSNAP_MTPROTO_SESSION, TGSNAP_BOT_API_URL                   (environment only: secrets stay off argv)
 
 exit codes: 0 ok, 1 verification failed, 2 bad configuration, 3 storage busy (live writer),
-            4 storage unreachable, 130 interrupted
+            4 storage unreachable, 5 storage empty, 130 interrupted
 """
+
+
+#: the name a tool goes by in help and messages when `tgsnap` runs it as a subcommand ("tgsnap verify").
+_INVOKED_AS: ContextVar[str | None] = ContextVar("tgsnap_invoked_as", default=None)
+
+
+def prog_name(default: str) -> str:
+    """`default` (a tool's own name), or the `tgsnap SUBCOMMAND` name it is being run under."""
+    return _INVOKED_AS.get() or default
+
+
+@contextmanager
+def invoked_as(prog: str) -> Iterator[None]:
+    token = _INVOKED_AS.set(prog)
+    try:
+        yield
+    finally:
+        _INVOKED_AS.reset(token)
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -57,7 +78,7 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 def make_parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog_name(prog),
         description=description,
         epilog=f"examples:\n{examples}\n{STORAGE_EPILOG}",
         formatter_class=Formatter,
@@ -148,6 +169,7 @@ def fail(message: str) -> None:
 
 def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
     """Run an async tool body and turn deliberate errors into one stderr line and an exit code."""
+    prog = prog_name(prog)
     try:
         return asyncio.run(body())
     except KeyboardInterrupt:
