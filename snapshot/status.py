@@ -26,9 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from snapshot.backend import Backend
 from snapshot.cipher import Cipher, as_cipher
-from snapshot.errors import CorruptDocument, TgsnapError
+from snapshot.errors import CorruptDocument, RestoreError, TgsnapError
 from snapshot.manifest import Manifest
-from snapshot.restore import plan, read_current_manifest, size_text, when
+from snapshot.restore import plan, read_head, size_text, when
 
 #: version of the `to_json()` layout; bumped only when a key changes meaning or disappears (new keys may
 #: be added without a bump).
@@ -109,6 +109,9 @@ class ChainStatus:
     error: str | None = None
     #: documents restore passes over on purpose (superseded attempts, fenced writers).
     ignored: int = 0
+    #: documents of a claim this storage never made / of another storage: never applied; verify fails them.
+    forks: int = 0
+    foreign: int = 0
 
 
 @dataclass
@@ -138,7 +141,8 @@ class StorageStatus:
 
     @property
     def ok(self) -> bool:
-        return not self.empty and self.manifest_error is None and self.chain.error is None
+        return (not self.empty and self.manifest_error is None and self.chain.error is None
+                and not self.chain.forks and not self.chain.foreign)
 
     def to_json(self) -> dict[str, Any]:
         """A stable, JSON-serialisable form: `status_format` plus every field above, always present."""
@@ -178,6 +182,9 @@ class StorageStatus:
         beyond = f", {c.discovered} beyond the manifest" if c.discovered else ""
         out.append(("chain", f"{c.deltas} delta(s){span}, {size_text(c.bytes)}{beyond}"
                              + (f", {c.ignored} passed over" if c.ignored else "")))
+        if c.forks or c.foreign:
+            out.append(("alien documents", f"{c.forks} of an unknown claim (fork), {c.foreign} of another "
+                                           "storage: never applied; see the notes, and run verify"))
         if c.error:
             out.append(("chain error", c.error))
         out.append(("newest state", f"seq {self.last_seq}, captured {when(self.last_captured_at)}"))
@@ -218,13 +225,8 @@ def estimate_restore(kind: str, stored_bytes: int, documents: int, snapshot_byte
 
 
 def _manifest_status(m: Manifest) -> ManifestStatus:
-    def hexed(name: str) -> str | None:
-        v = getattr(m, name, None)  # format 3 fields: present once the claims work lands
-        return v.hex() if isinstance(v, bytes) else v
-
     return ManifestStatus(generation=m.generation, epoch=m.epoch, format=m.format, written_at=m.created_at,
-                          storage_id=hexed("storage_id"), claim_id=hexed("claim_id"),
-                          state=getattr(m, "state", None))
+                          storage_id=m.storage_id, claim_id=m.claim_id, state=m.state)
 
 
 async def status(backend: Backend, key: bytes | Cipher | None = None, *, now: float | None = None,
@@ -235,17 +237,18 @@ async def status(backend: Backend, key: bytes | Cipher | None = None, *, now: fl
     st = StorageStatus(backend=backend.info.name, checked_at=time.time() if now is None else now)
     kind = st.backend.split(":", 1)[0]
     try:
-        m, mhash = await read_current_manifest(backend, cipher)
-    except CorruptDocument as exc:
+        head = await read_head(backend, cipher)
+    except (CorruptDocument, RestoreError) as exc:
         st.manifest_error = str(exc)
         return st
+    m, mhash = head.full, head.full_hash
+    if head.lease is not None:  # the newest slot's: who holds the storage now (a claimer while it restores)
+        le = head.lease
+        st.lease = LeaseStatus(holder=le.describe(), writer_id=le.writer_id, host=le.host, pid=le.pid,
+                               epoch=le.epoch, expires_at=le.expires_at, released=le.released,
+                               live=le.live(st.checked_at))
     if m is not None:
         st.manifest = _manifest_status(m)
-        if m.lease is not None:
-            le = m.lease
-            st.lease = LeaseStatus(holder=le.describe(), writer_id=le.writer_id, host=le.host, pid=le.pid,
-                                   epoch=le.epoch, expires_at=le.expires_at, released=le.released,
-                                   live=le.live(st.checked_at))
         if m.snapshot is not None:
             s = m.snapshot
             st.snapshot = SnapshotStatus(base_seq=s.base_seq, captured_at=s.captured_at,
@@ -254,7 +257,7 @@ async def status(backend: Backend, key: bytes | Cipher | None = None, *, now: fl
     if count_documents and backend.info.can_discover and kind in ("local", "memory"):
         st.documents = len(await backend.discover(None))  # a directory listing: cheap
     try:
-        p = await plan(backend, cipher, manifest=(m, mhash))
+        p = await plan(backend, cipher, manifest=(m, mhash), head=head)
     except TgsnapError as exc:
         listed = m.deltas if m is not None else []
         st.chain = ChainStatus(deltas=len(listed), bytes=sum(d.size for d in listed), listed=len(listed),
@@ -269,13 +272,14 @@ async def status(backend: Backend, key: bytes | Cipher | None = None, *, now: fl
         st.chain = ChainStatus(deltas=len(p.chain), bytes=sum(d.size for d in p.chain),
                                listed=len(p.chain) - beyond, discovered=beyond,
                                first_seq=p.chain[0].seq if p.chain else None,
-                               last_seq=p.chain[-1].seq if p.chain else None, ignored=len(p.ignored))
+                               last_seq=p.chain[-1].seq if p.chain else None, ignored=len(p.ignored),
+                               forks=len(p.forks), foreign=len(p.foreign))
         st.notes.extend(p.ignored)
+        st.notes.extend(f"FORK: {n}" for n in p.forks)
+        st.notes.extend(f"FOREIGN: {n}" for n in p.foreign)
         st.last_seq, st.last_captured_at = p.seq, p.captured_at
-        if m is None and not p.chain and not st.documents:
-            st.empty = True
-        elif m is None:
-            st.notes.append("storage holds documents but no manifest: a writer refuses it; verify names it")
+        if m is None and not p.chain:
+            st.empty = True  # no manifest (or only a first claim still restoring) and nothing to restore
     if isinstance(backend, KnowsTip):
         tip = backend.tip
         st.channel_tip = tip if tip else None

@@ -30,9 +30,16 @@ from snapshot.backend import Backend
 from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher, as_cipher
 from snapshot.envelope import Kind, decode, document_hash
-from snapshot.errors import BackendError, DocumentNotFound, EncryptionError, RestoreError, TgsnapError
+from snapshot.errors import (
+    BackendError,
+    DocumentNotFound,
+    EncryptionError,
+    MissingManifest,
+    RestoreError,
+    TgsnapError,
+)
 from snapshot.manifest import MANIFEST_REF, DeltaEntry, Manifest, SnapshotEntry, decode_manifest
-from snapshot.restore import RestorePlan, _fetch_delta, entry_bytes, plan
+from snapshot.restore import Head, RestorePlan, _fetch_delta, entry_bytes, plan, read_head, refuse_orphaned_documents
 from snapshot.restored import Progress
 
 #: version of the `to_json()` layout; bumped only when a key changes meaning or disappears.
@@ -43,7 +50,7 @@ REPORT_FORMAT = 1
 class Check:
     """One verified thing: a document (ref) or a derived whole (a shard, the image, the chain, the state)."""
 
-    kind: str  # manifest | snapshot part | shard | snapshot | delta | chain | state
+    kind: str  # manifest | snapshot part | shard | snapshot | delta | chain | fork | foreign | state
     ref: str | None
     seq: int | None
     ok: bool
@@ -103,7 +110,7 @@ class _ReadOnce:
         self._cache: dict[str, bytes] = {}
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("put", "publish_manifest", "delete"):
+        if name in ("put", "publish_manifest", "delete", "create_slot", "replace_slot"):
             raise AttributeError(f"verify reads only: {name} is not available")
         return getattr(self._backend, name)
 
@@ -160,11 +167,21 @@ async def verify(backend: Backend, key: bytes | Cipher | None = None, *, progres
     cipher = as_cipher(key)
     reader = cast(Backend, _ReadOnce(backend))
     report = VerifyReport()
-    raw = await backend.read_manifest()
-    if raw is None:
-        return await _verify_without_manifest(reader, cipher, report)
     try:
-        manifest, mhash = decode_manifest(raw, cipher=cipher)
+        # the newest full manifest, through claim-only slots: the reader rule of snapshot/restore.py
+        head = await read_head(reader, cipher)
+        if head.newest is None:
+            await refuse_orphaned_documents(reader)  # documents without any manifest slot: a fault
+            report.empty = True
+            return report
+        if head.full is None or head.full_ref is None:
+            report.empty = True  # the first claim of an empty storage, still restoring: nothing to read yet
+            return report
+        raw = await reader.read_slot(head.full_ref)
+        manifest, mhash = decode_manifest(raw, cipher=cipher, ref=MANIFEST_REF)
+    except MissingManifest as exc:
+        report.add(Check("manifest", MANIFEST_REF, None, False, str(exc)))
+        return report
     except EncryptionError as exc:
         if "authentication failed" not in str(exc):
             raise  # no key, another key, or a key for plaintext storage: configuration (exit 2), not data
@@ -176,21 +193,9 @@ async def verify(backend: Backend, key: bytes | Cipher | None = None, *, progres
     report.add(Check("manifest", MANIFEST_REF, manifest.generation, True, size=len(raw)))
 
     image = await _verify_snapshot(backend, manifest.snapshot, cipher, report, progress)
-    changes = await _verify_deltas(reader, manifest, mhash, cipher, report, progress)
+    changes = await _verify_deltas(reader, manifest, mhash, head, cipher, report, progress)
     if check_state and not report.faults and image is not None and changes is not None:
         _verify_state(image, changes, report)
-    return report
-
-
-async def _verify_without_manifest(reader: Backend, cipher: Cipher | None, report: VerifyReport) -> VerifyReport:
-    """No manifest: empty storage, or documents whose entry point is gone (damage a writer refuses)."""
-    found = await reader.discover(None) if reader.info.can_discover else []
-    if not found:
-        report.empty = True
-        return report
-    report.add(Check("manifest", MANIFEST_REF, None, False,
-                     f"missing: storage holds {len(found)} document(s) but no manifest (a writer refuses such "
-                     "storage; restore can only guess from the documents)"))
     return report
 
 
@@ -253,7 +258,7 @@ async def _verify_snapshot(backend: Backend, snap: SnapshotEntry | None, cipher:
     return image
 
 
-async def _verify_deltas(reader: Backend, manifest: Manifest, mhash: bytes, cipher: Cipher | None,
+async def _verify_deltas(reader: Backend, manifest: Manifest, mhash: bytes, head: Head, cipher: Cipher | None,
                          report: VerifyReport, progress: Progress | None) -> list[ChangeSet] | None:
     """Each listed delta on its own (so every bad one is named), then the chain restore would follow."""
     prev = manifest.base_hash
@@ -277,7 +282,7 @@ async def _verify_deltas(reader: Backend, manifest: Manifest, mhash: bytes, ciph
         expected_seq += 1
     # The chain as restore selects it: also finds deltas stored after the manifest was last published.
     try:
-        p = await plan(reader, cipher, manifest=(manifest, mhash))
+        p = await plan(reader, cipher, manifest=(manifest, mhash), head=head)
     except TgsnapError as exc:
         named = [c for c in report.faults if c.ref and (c.ref == getattr(exc, "ref", None) or c.ref in str(exc))]
         if not named:
@@ -307,11 +312,17 @@ async def _open_delta(reader: Backend, entry: DeltaEntry, cipher: Cipher | None,
 
 def _chain_checks(p: RestorePlan, manifest: Manifest, report: VerifyReport) -> None:
     """What the chain restore selected adds to the per-document verdicts: documents found beyond the
-    manifest, and the notes on documents passed over on purpose."""
+    manifest, documents of a claim this storage never made (a fork) or of another storage (foreign),
+    which restore never applies but which mean the storage was copied or shared, and the notes on
+    documents passed over on purpose."""
     listed = {e.ref for e in manifest.deltas}
     for d in p.chain:
         if d.ref not in listed:
             report.add(Check("delta", d.ref, d.seq, True, "found after the manifest", size=d.size))
+    for note in p.forks:
+        report.add(Check("fork", None, None, False, note))
+    for note in p.foreign:
+        report.add(Check("foreign", None, None, False, note))
     report.notes.extend(p.ignored)
     report.last_seq = p.seq
 

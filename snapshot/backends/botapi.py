@@ -38,7 +38,7 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, InputMediaDocument, Message
 from aiogram.utils.token import TokenValidationError
 
-from snapshot.backend import Backend, BackendInfo
+from snapshot.backend import Backend, BackendInfo, SingleEntryPoint
 from snapshot.backends import telegram_channel as channel
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
 from snapshot.backends.telegram_retry import RetryPolicy, call
@@ -86,7 +86,7 @@ def decode_ref(ref: str) -> tuple[int, str]:
     return int(mid), file_id
 
 
-class BotApiBackend(Backend):
+class BotApiBackend(SingleEntryPoint, Backend):
     """Documents and the pinned manifest in one channel, through the Bot API.
 
     Build with the constructor, then `await open()` (connects, checks the channel, reads nothing else);
@@ -244,6 +244,13 @@ class BotApiBackend(Backend):
                 raise
 
         await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit)
+
+    # manifest slots: one pinned entry point for now (SingleEntryPoint)
+    async def _put_entry(self, data: bytes) -> None:
+        await self.publish_manifest(data)
+
+    async def _read_entry(self) -> bytes | None:
+        return await self.read_manifest()
 
     async def read_manifest(self) -> bytes | None:
         chat = await self._get_chat()

@@ -31,7 +31,7 @@ from telethon import TelegramClient, errors, utils
 from telethon.sessions import StringSession
 from telethon.tl import functions, types
 
-from snapshot.backend import Backend, BackendInfo
+from snapshot.backend import Backend, BackendInfo, SingleEntryPoint
 from snapshot.backends import mtproto_transfer as transfer
 from snapshot.backends import telegram_channel as channel
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
@@ -103,7 +103,7 @@ _DUPLICATE = object()  # sentinel: RANDOM_ID_DUPLICATE, the first copy of this s
 _PARTS_LOST = object()  # sentinel: the server no longer has the uploaded parts
 
 
-class MTProtoBackend(Backend):
+class MTProtoBackend(SingleEntryPoint, Backend):
     """Documents and the pinned manifest in one channel over MTProto. Build, then `await open()`."""
 
     def __init__(self, *, bot_token: str | None, chat: str | int, api_id: int | None = None,
@@ -324,6 +324,13 @@ class MTProtoBackend(Backend):
                     "from a new one (tgsnap will not guess a replacement)", retryable=False) from None
 
         await self._call(edit, "publishing the manifest", budgeted=True)
+
+    # manifest slots: one pinned entry point for now (SingleEntryPoint)
+    async def _put_entry(self, data: bytes) -> None:
+        await self.publish_manifest(data)
+
+    async def _read_entry(self) -> bytes | None:
+        return await self.read_manifest()
 
     async def read_manifest(self) -> bytes | None:
         msg = await self._pinned_message()

@@ -63,14 +63,14 @@ class _NoDiscovery(LocalDirBackend):
 async def test_the_documented_reader_reads_inline_and_packed_deltas(tmp_path):
     root = tmp_path / "store"
     r = Replica(_NoDiscovery(root, fsync=False), ReplicaConfig(part_size=2048, shard_size=4096,
-                                                               inline_delta_bytes=1200))
+                                                               inline_delta_bytes=1232))
     await r.acquire()
     live = Live()
     for i in range(8):
         for k in range(i * 3, i * 3 + 3):
             live.set(k, clicks=i, name=f"имя {k}")
         assert await live.flush(r)
-    m, _ = decode_manifest((root / "MANIFEST").read_bytes())
-    assert m.format == 2 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
+    m, _ = decode_manifest((root / r.slot).read_bytes())
+    assert m.format == 3 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
     conn, seq = _reader()["read"](str(root))
     assert seq == 8 and state(conn) == live.rows()

@@ -31,6 +31,12 @@ class CountingBackend(LocalDirBackend):
     async def delete(self, refs):
         raise AssertionError("verify deleted documents")
 
+    async def create_slot(self, data, *, after):
+        raise AssertionError("verify created a manifest slot")
+
+    async def replace_slot(self, ref, data):
+        raise AssertionError("verify replaced a manifest slot")
+
 
 async def test_each_document_is_read_once_and_nothing_is_written(tmp_path):
     # a live writer: part of the chain is found by discovery, beyond the manifest
@@ -56,7 +62,8 @@ async def test_report_json_is_stable(tmp_path):
 
 async def test_documents_without_a_manifest_are_a_fault_not_empty_storage(tmp_path):
     await build(tmp_path, 3)
-    (tmp_path / "MANIFEST").unlink()
+    for slot in tmp_path.glob("MANIFEST*"):
+        slot.unlink()
     report = await verify(LocalDirBackend(tmp_path, fsync=False))
     assert not report.empty and not report.ok
     assert report.faults[0].kind == "manifest" and "no manifest" in report.faults[0].reason
