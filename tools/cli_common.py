@@ -99,6 +99,18 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
                        help="encryption key, hex or base64 (visible in `ps`: prefer --key-file or the env)")
 
 
+def seq_number(text: str) -> int:
+    """An argparse type for a delta sequence number: 0 (the state before the first delta) or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sequence number (a whole number, 0 or more)") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is not a sequence number: deltas are numbered from 1, and 0 is "
+                                         "the empty state before the first one")
+    return n
+
+
 def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     """StorageSettings from the environment with this command line's overrides; ConfigError if incomplete."""
     key: bytes | None = None
@@ -121,25 +133,30 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     )
 
 
-async def open_backend(settings: StorageSettings, *, must_exist: bool = True) -> Backend:
-    """The backend these settings describe, through the project's factory when it exists.
+class NoStorage(TgsnapError):
+    """There is no storage where the configuration points: the directory does not exist, or the storage
+    holds nothing (exit 5). Told apart from success so that a typo in --storage-dir, or a script run
+    against the wrong channel, does not pass for healthy storage that happens to be empty."""
 
-    Operator tools only read or rewrite existing storage, so a local directory that does not exist is a
-    typo, not a wish to start afresh: refuse rather than create an empty store and report it empty.
+
+async def open_backend(settings: StorageSettings, *, writes: bool = False) -> Backend:
+    """The backend these settings describe, through the project's factory.
+
+    Operator tools read or rewrite existing storage, so a local directory that does not exist is a typo,
+    not a wish to start afresh: refuse it (NoStorage) rather than create an empty store and report it
+    empty. Tools that only read (`writes=False`, the default) open it without creating anything in it.
     """
-    if must_exist and settings.mode == "local" and settings.local_dir is not None and not settings.local_dir.is_dir():
-        raise ConfigError(f"storage directory {settings.local_dir} does not exist")
-    try:
-        from snapshot.open import open_backend as factory
-    except ImportError:
-        factory = None
-    if factory is not None:
-        return await factory(settings)
-    if settings.mode != "local":
-        raise ConfigError(f"{settings.mode} storage is not available in this build; use --mode local")
-    from snapshot.backends.local import LocalDirBackend
+    if settings.mode == "local" and settings.local_dir is not None:
+        where = settings.local_dir
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"storage directory {where} is not a directory (--storage-dir / "
+                              "TGSNAP_STORAGE_DIR names a file)")
+        if not where.exists():
+            raise NoStorage(f"storage directory {where} does not exist: check --storage-dir or "
+                            "TGSNAP_STORAGE_DIR")
+    from snapshot.open import open_backend as factory
 
-    return LocalDirBackend(settings.local_dir)
+    return await factory(settings, create=writes)
 
 
 class ProgressPrinter:
@@ -181,6 +198,9 @@ def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
     except StorageBusy as exc:
         fail(f"{prog}: storage busy: {exc}")
         return EXIT_BUSY
+    except NoStorage as exc:
+        fail(f"{prog}: no storage: {exc}")
+        return EXIT_EMPTY
     except EncryptionError as exc:
         fail(f"{prog}: encryption: {exc}")
         return EXIT_CONFIG

@@ -11,7 +11,7 @@ import sys
 from snapshot.compact import CompactPlan, CompactResult, compact, make_plan
 from snapshot.errors import StorageBusy
 from snapshot.restore import size_text
-from tools.cli_common import EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
+from tools.cli_common import EXIT_OK, NoStorage, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
 PROG = "tgsnap-compact"
 DESCRIPTION = """\
@@ -57,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
     async def body() -> int:
         settings = settings_from_args(args)
-        backend = await open_backend(settings)
+        backend = await open_backend(settings, writes=not args.dry_run)
         progress = ProgressPrinter(quiet=args.quiet)
         try:
             p = await make_plan(backend, settings.encryption_key, progress)
-            if args.dry_run or p.empty or (p.nothing_to_do and not args.force):
+            if p.empty:
+                raise NoStorage(f"storage is empty ({settings.describe()}): nothing to compact")
+            if args.dry_run or (p.nothing_to_do and not args.force):
                 _emit(args.json, {"dry_run": args.dry_run, "plan": p.as_dict()}, str(p))
                 return EXIT_OK
             if not args.quiet:

@@ -23,16 +23,18 @@ from typing import TextIO
 
 from snapshot.apply import INTERNAL_PREFIX, quote
 from snapshot.errors import ConfigError
-from snapshot.restore import restore, when
+from snapshot.restore import execute, plan, when
 from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
+    NoStorage,
     ProgressPrinter,
     fail,
     make_parser,
     open_backend,
     run,
+    seq_number,
     settings_from_args,
 )
 
@@ -133,7 +135,8 @@ def build_parser():
     parser.add_argument("--format", choices=("sqlite", "jsonl"), default=None,
                         help="output format (default: from --to's extension, else sqlite)")
     when_group = parser.add_mutually_exclusive_group()
-    when_group.add_argument("--at-seq", type=int, metavar="SEQ", help="the state right after delta SEQ")
+    when_group.add_argument("--at-seq", type=seq_number, metavar="SEQ",
+                            help="the state right after delta SEQ (0: before the first delta)")
     when_group.add_argument("--at-time", metavar="TIME",
                             help="the state as of TIME: the last delta captured at or before it "
                                  "(ISO 8601, UTC unless an offset is given, or unix seconds)")
@@ -160,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         backend = await open_backend(settings)
         try:
-            got.append(await restore(backend, settings.encryption_key, to_seq=args.at_seq, to_time=at_time,
-                                     progress=ProgressPrinter(quiet=args.quiet)))
+            progress = ProgressPrinter(quiet=args.quiet)
+            p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress)
+            if p.manifest is None and not p.chain:
+                raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
+            got.append(await execute(p, backend, settings.encryption_key, progress=progress))
         finally:
             await backend.close()
         return EXIT_OK

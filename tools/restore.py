@@ -16,12 +16,14 @@ from snapshot.restore import execute, plan, when
 from tools.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
+    NoStorage,
     ProgressPrinter,
     fail,
     make_parser,
     open_backend,
     prog_name,
     run,
+    seq_number,
     settings_from_args,
 )
 from tools.export import parse_time
@@ -51,7 +53,8 @@ def build_parser():
     parser.add_argument("--to", metavar="FILE", default="restored.sqlite",
                         help="the SQLite file to write (default restored.sqlite)")
     when_group = parser.add_mutually_exclusive_group()
-    when_group.add_argument("--at-seq", type=int, metavar="SEQ", help="the state right after delta SEQ")
+    when_group.add_argument("--at-seq", type=seq_number, metavar="SEQ",
+                            help="the state right after delta SEQ (0: before the first delta)")
     when_group.add_argument("--at-time", metavar="TIME",
                             help="the state as of TIME: the last delta captured at or before it "
                                  "(ISO 8601, UTC unless an offset is given, or unix seconds)")
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         progress = ProgressPrinter(quiet=args.quiet)
         try:
             p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress)
+            if p.manifest is None and not p.chain:
+                raise NoStorage(f"storage is empty ({settings.describe()}): nothing to restore")
             if args.dry_run:
                 sys.stdout.write(str(p) + "\n")
                 return EXIT_OK

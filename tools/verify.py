@@ -13,7 +13,16 @@ from snapshot.backend import Backend
 from snapshot.cipher import as_cipher
 from snapshot.restored import Progress
 from snapshot.verify import Check, Report, VerifyReport, verify
-from tools.cli_common import EXIT_FAILED, EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
+from tools.cli_common import (
+    EXIT_EMPTY,
+    EXIT_FAILED,
+    EXIT_OK,
+    ProgressPrinter,
+    make_parser,
+    open_backend,
+    run,
+    settings_from_args,
+)
 
 __all__ = ["Check", "Report", "VerifyReport", "build_parser", "main", "verify_storage"]
 
@@ -22,7 +31,7 @@ DESCRIPTION = """\
 Check every document the current manifest depends on and name each one at fault (kind, seq, ref, reason):
 the manifest, every snapshot part, every shard and the state digest, every delta and its chain link
 (including deltas stored after the last manifest), then the rebuilt state (PRAGMA integrity_check).
-Reads only; exit 0 when everything passes, 1 when anything is at fault."""
+Reads only; exit 0 when everything passes, 1 when anything is at fault, 5 when the storage is empty."""
 EXAMPLES = """\
   # verify the local storage the bot writes to; silent but for faults and a summary
   tgsnap-verify --storage-dir ./data
@@ -73,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                     out.write(f"note  {note}\n")
             if report.empty:
                 out.write(f"storage is empty ({settings.describe()}): nothing to verify\n")
+                return EXIT_EMPTY
             elif report.faults:
                 out.write(f"{len(report.faults)} fault(s) in {len(report.checks)} checks; "
                           "see docs/operations.md, 'When verify fails'\n")
             else:
                 out.write(f"all {len(report.checks)} checks passed; state at seq {report.last_seq}\n")
+        if report.empty:
+            return EXIT_EMPTY
         return EXIT_FAILED if report.faults else EXIT_OK
 
     return run(PROG, body)

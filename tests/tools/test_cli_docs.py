@@ -104,7 +104,8 @@ def test_usage_errors_name_tgsnap(capsys):
 
 
 def test_runtime_messages_name_tgsnap(tmp_path, capsys):
-    assert cli.main(["verify", "--storage-dir", str(tmp_path / "typo"), "-q"]) == 2
+    (tmp_path / "file").write_text("not a directory")
+    assert cli.main(["verify", "--storage-dir", str(tmp_path / "file"), "-q"]) == 2
     assert capsys.readouterr().err.startswith("tgsnap verify: configuration error:")
 
 
