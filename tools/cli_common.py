@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,7 +30,7 @@ from snapshot.errors import (
     StorageBusy,
     TgsnapError,
 )
-from snapshot.settings import MODES, StorageSettings, parse_key
+from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key, unknown_variables
 
 # Exit codes shared by every tool (documented in docs/operations.md).
 EXIT_OK = 0
@@ -111,6 +112,15 @@ def seq_number(text: str) -> int:
     return n
 
 
+def known_variables() -> set[str]:
+    """Every TGSNAP_* variable tgsnap reads: the storage settings, the bot's options, and the rest."""
+    try:
+        from bot.config import OPTIONS
+    except ImportError:  # a build without the bot
+        return set()
+    return {o.env for o in OPTIONS}
+
+
 def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     """StorageSettings from the environment with this command line's overrides; ConfigError if incomplete."""
     key: bytes | None = None
@@ -121,6 +131,9 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
             raise ConfigError(f"cannot read key file {args.key_file}: {exc.strerror}") from None
     elif args.key is not None:
         key = parse_key(args.key)
+    load_dotenv_file()
+    for warning in unknown_variables(os.environ, known_variables()):
+        fail(f"{prog_name('tgsnap')}: warning: {warning}")
     mode = args.mode
     if mode is None and args.storage_dir is not None and args.storage_chat is None:
         mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode

@@ -10,7 +10,7 @@ import sys
 
 from snapshot.compact import CompactPlan, CompactResult, compact, make_plan
 from snapshot.errors import StorageBusy
-from snapshot.restore import size_text
+from snapshot.restore import size_text, when
 from tools.cli_common import EXIT_OK, NoStorage, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
 PROG = "tgsnap-compact"
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result = await compact(backend, settings.encryption_key, wait=args.wait, progress=progress)
             except StorageBusy as exc:
-                raise StorageBusy(f"{exc} (for compact: --wait SECONDS)") from None
+                raise busy_advice(exc, args.wait) from None
         finally:
             await backend.close()
         _emit(args.json, {"dry_run": False, "plan": p.as_dict(), "result": result.__dict__},
@@ -80,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     return run(PROG, body)
+
+
+def busy_advice(exc: StorageBusy, waited: float) -> StorageBusy:
+    """The library's StorageBusy, told in this command's terms: what to stop, and the flag that waits."""
+    if exc.writer_id is None:
+        return StorageBusy(f"{exc} (compact: --wait SECONDS waits for it)")
+    who = f"writer {exc.writer_id}" + (f" (host {exc.host}, pid {exc.pid})" if exc.host else "")
+    until = f" until {when(exc.expires_at)}" if exc.expires_at is not None else ""
+    waited_text = f" after waiting {waited:g} s" if waited else ""
+    return StorageBusy(f"{who} holds the storage{until}{waited_text}: stop it (a clean shutdown releases the "
+                       "lease), or run compact with --wait SECONDS to wait for it to go",
+                       writer_id=exc.writer_id, host=exc.host, pid=exc.pid, expires_at=exc.expires_at,
+                       epoch=exc.epoch)
 
 
 def _emit(as_json: bool, data: dict, text: str) -> None:
