@@ -11,12 +11,10 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TextIO
 
 from snapshot.backend import Backend
 from snapshot.errors import (
@@ -31,6 +29,7 @@ from snapshot.errors import (
     TgsnapError,
 )
 from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key, unknown_variables
+from tools.progress import ProgressPrinter, close_all  # noqa: F401 - ProgressPrinter: the tools import it from here
 
 # Exit codes shared by every tool (documented in docs/operations.md).
 EXIT_OK = 0
@@ -172,27 +171,6 @@ async def open_backend(settings: StorageSettings, *, writes: bool = False) -> Ba
     return await factory(settings, create=writes)
 
 
-class ProgressPrinter:
-    """A `Progress` callback that writes `stage done/total` lines to stderr, at most a few per second."""
-
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, interval: float = 0.5):
-        self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self.interval = interval
-        self._last: dict[str, float] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        final = total > 0 and done >= total
-        if not final and now - self._last.get(stage, -1e9) < self.interval:
-            return
-        self._last[stage] = now
-        self.stream.write(f"{stage}: {done}/{total}\n" if total else f"{stage}: {done}\n")
-        self.stream.flush()
-
-
 def fail(message: str) -> None:
     sys.stderr.write(message.rstrip() + "\n")
 
@@ -200,8 +178,15 @@ def fail(message: str) -> None:
 def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
     """Run an async tool body and turn deliberate errors into one stderr line and an exit code."""
     prog = prog_name(prog)
+
+    async def bounded() -> int:
+        try:
+            return await body()
+        finally:
+            close_all()  # progress bars off the screen before the result or the error is printed
+
     try:
-        return asyncio.run(body())
+        return asyncio.run(bounded())
     except KeyboardInterrupt:
         fail(f"{prog}: interrupted")
         return EXIT_INTERRUPTED
