@@ -80,6 +80,9 @@ BOT_OPTIONS = [
            default="none; the demo user in local mode", metavar="IDS"),
     Option("TGSNAP_FLUSH_INTERVAL", "seconds between delta flushes: the most a crash can lose",
            default=f"{StoreConfig().flush_interval:g}", metavar="SECONDS"),
+    Option("TGSNAP_TAKEOVER_WAIT", "seconds a starting bot waits for another live writer's lease before it "
+                                   "gives up (never less than one lease period and 5 s)",
+           default=f"{ReplicaConfig().lease_seconds + 5:g}", metavar="SECONDS"),
     Option("TGSNAP_DATA_DIR", "where local mode keeps the emulator's world; parent of the default storage "
                               "directory", default=f"`./{DEFAULT_DATA_DIR}`", metavar="DIR"),
     Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
@@ -102,6 +105,7 @@ class BotSettings:
     values: dict[str, str] = field(default_factory=dict, repr=False)
     admin_ids: frozenset[int] = frozenset()
     flush_interval: float = StoreConfig().flush_interval
+    takeover_wait: float = 0.0  # bot/takeover.py waits at least a lease period + 5 s anyway
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
 
@@ -141,7 +145,8 @@ class BotSettings:
 
     def store_config(self, storage: StorageSettings) -> StoreConfig:
         return StoreConfig(flush_interval=self.flush_interval,
-                           replica=ReplicaConfig(encryption_key=storage.encryption_key))
+                           replica=ReplicaConfig(encryption_key=storage.encryption_key,
+                                                 takeover_wait=self.takeover_wait))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -194,6 +199,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings.admin_ids = parse_admin_ids(values["TGSNAP_ADMIN_IDS"])
     if "TGSNAP_FLUSH_INTERVAL" in values:
         settings.flush_interval = _positive_float("TGSNAP_FLUSH_INTERVAL", values["TGSNAP_FLUSH_INTERVAL"])
+    if "TGSNAP_TAKEOVER_WAIT" in values:
+        settings.takeover_wait = _positive_float("TGSNAP_TAKEOVER_WAIT", values["TGSNAP_TAKEOVER_WAIT"])
     if "TGSNAP_DATA_DIR" in values:
         settings.data_dir = Path(values["TGSNAP_DATA_DIR"])
     if "TGSNAP_LOG_LEVEL" in values:

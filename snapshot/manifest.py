@@ -38,6 +38,11 @@ class Lease:
     epoch: int
     expires_at: float
     released: bool = False
+    #: who the holder process is, for same-host takeover only (snapshot/proc_identity.py): this boot's
+    #: id, the PID namespace `pid` is counted in, the process's start time. Absent: unknown (no proof).
+    boot_id: str | None = None
+    pid_ns: str | None = None
+    start_time: int | None = None
 
     def live(self, now: float) -> bool:
         return not self.released and now < self.expires_at

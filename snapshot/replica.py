@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 
 from snapshot import image as image_mod
+from snapshot import proc_identity
 from snapshot.backend import Backend, SlotRace
 from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher
@@ -227,7 +228,8 @@ class Replica:
 
     def _lease(self, now: float, released: bool = False) -> Lease:
         return Lease(writer_id=self.writer_id, host=self.host, pid=self.pid, epoch=self._epoch,
-                     expires_at=now if released else now + self.config.lease_seconds, released=released)
+                     expires_at=now if released else now + self.config.lease_seconds, released=released,
+                     **proc_identity.identity())
 
     def _compose(self, now: float, *, snapshot: SnapshotEntry | None, extra: DeltaEntry | None,
                  released: bool, deltas: list[DeltaEntry] | None = None, last_ref: str | None = None,

@@ -14,7 +14,9 @@ verify over Telegram costs one download per document, and the verdicts and the c
 same bytes even while a live writer keeps adding documents. Nothing is written, no lease is taken.
 
 Outages are not verdicts: a retryable `BackendError` propagates (the CLI exits 4; a reader-retry
-wrapper may call `verify` again), a missing or refused document is a fault in the report.
+wrapper, `verify_settled`, calls `verify` again), a missing or refused document is a fault in the
+report. Beside a live writer use `verify_settled`: a fault seen while the manifest moved on is read again
+on the newer manifest instead of being reported (snapshot/reading.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from snapshot import image as image_mod
+from snapshot import reading
 from snapshot.apply import apply_changes
 from snapshot.backend import Backend
 from snapshot.changes import ChangeSet
@@ -197,6 +200,20 @@ async def verify(backend: Backend, key: bytes | Cipher | None = None, *, progres
     if check_state and not report.faults and image is not None and changes is not None:
         _verify_state(image, changes, report)
     return report
+
+
+async def verify_settled(backend: Backend, key: bytes | Cipher | None = None, *, progress: Progress | None = None,
+                         check_state: bool = True, attempts: int = reading.ATTEMPTS) -> VerifyReport:
+    """`verify` beside a live writer: a fault found while the manifest moved on (a snapshot switch deleted
+    what this run was reading) is no verdict; the run is repeated on the newer manifest. Faults under an
+    unchanged manifest are reported as found (snapshot/reading.py)."""
+    def moved(report: VerifyReport, n: int) -> None:
+        report.notes.append(f"the manifest changed {n} time(s) while verifying (a live writer); these faults "
+                            "were found on the last manifest read")
+
+    return await reading.settled(
+        backend, lambda _at: verify(backend, key, progress=progress, check_state=check_state),
+        failed=lambda r: bool(r.faults), key=key, attempts=attempts, moved=moved)
 
 
 async def _verify_snapshot(backend: Backend, snap: SnapshotEntry | None, cipher: Cipher | None,

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from snapshot import reading
 from snapshot.apply import INTERNAL_PREFIX, quote
 from snapshot.errors import ConfigError
 from snapshot.restore import execute, plan, when
@@ -164,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         backend = await open_backend(settings)
         try:
             progress = ProgressPrinter(quiet=args.quiet)
-            p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress)
-            if p.manifest is None and not p.chain:
-                raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
-            got.append(await execute(p, backend, settings.encryption_key, progress=progress))
+
+            async def once(at: reading.Current | None) -> Restored:
+                p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress, manifest=at)
+                if p.manifest is None and not p.chain:
+                    raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
+                return await execute(p, backend, settings.encryption_key, progress=progress)
+
+            # beside a live writer: planned on one manifest, re-read on the newer one if a snapshot switch
+            # deleted what the plan needed (snapshot/reading.py)
+            got.append(await reading.settled(backend, once, key=settings.encryption_key))
         finally:
             await backend.close()
         return EXIT_OK

@@ -12,7 +12,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from snapshot import reading
 from snapshot.restore import execute, plan, when
+from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -89,13 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         backend = await open_backend(settings)
         progress = ProgressPrinter(quiet=args.quiet)
         try:
-            p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress)
-            if p.manifest is None and not p.chain:
-                raise NoStorage(f"storage is empty ({settings.describe()}): nothing to restore")
-            if args.dry_run:
-                sys.stdout.write(str(p) + "\n")
+            async def once(at: reading.Current | None) -> Restored | None:
+                p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress,
+                               manifest=at)
+                if p.manifest is None and not p.chain:
+                    raise NoStorage(f"storage is empty ({settings.describe()}): nothing to restore")
+                if args.dry_run:
+                    sys.stdout.write(str(p) + "\n")
+                    return None
+                return await execute(p, backend, settings.encryption_key, progress=progress)
+
+            # beside a live writer: re-planned on the newer manifest if a snapshot switch deleted what the
+            # plan needed (snapshot/reading.py)
+            restored = await reading.settled(backend, once, key=settings.encryption_key)
+            if restored is None:
                 return EXIT_OK
-            restored = await execute(p, backend, settings.encryption_key, progress=progress)
         finally:
             await backend.close()
         try:

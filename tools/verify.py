@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sys
 
+from snapshot import reading
 from snapshot.backend import Backend
 from snapshot.cipher import as_cipher
 from snapshot.restored import Progress
 from snapshot.verify import Check, Report, VerifyReport, verify
+from snapshot.verify import verify_settled as _verify_settled
 from tools.cli_common import (
     EXIT_EMPTY,
     EXIT_FAILED,
@@ -24,7 +26,7 @@ from tools.cli_common import (
     settings_from_args,
 )
 
-__all__ = ["Check", "Report", "VerifyReport", "build_parser", "main", "verify_storage"]
+__all__ = ["Check", "Report", "VerifyReport", "build_parser", "main", "verify_settled", "verify_storage"]
 
 PROG = "tgsnap-verify"
 DESCRIPTION = """\
@@ -50,6 +52,14 @@ async def verify_storage(backend: Backend, *, encryption_key: bytes | None = Non
     return await verify(backend, as_cipher(encryption_key), progress=progress, check_state=check_state)
 
 
+async def verify_settled(backend: Backend, *, encryption_key: bytes | None = None,
+                         progress: Progress | None = None, check_state: bool = True,
+                         attempts: int = reading.ATTEMPTS) -> VerifyReport:
+    """`snapshot.verify.verify_settled` under the keyword names of `verify_storage`."""
+    return await _verify_settled(backend, as_cipher(encryption_key), progress=progress, check_state=check_state,
+                                 attempts=attempts)
+
+
 def build_parser():
     parser = make_parser(PROG, DESCRIPTION, EXAMPLES)
     parser.add_argument("--verbose", "-v", action="store_true", help="print every check, not only faults")
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         backend = await open_backend(settings)
         try:
-            report = await verify_storage(backend, encryption_key=settings.encryption_key,
+            report = await verify_settled(backend, encryption_key=settings.encryption_key,
                                           progress=ProgressPrinter(quiet=args.quiet))
         finally:
             await backend.close()
