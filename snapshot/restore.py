@@ -535,6 +535,14 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     manifest to plan from instead (tools that hold one)."""
     if to_seq is not None and to_time is not None:
         raise ValueError("give to_seq or to_time, not both")
+    if to_seq is not None and to_seq < 0:
+        raise RestoreError(f"cannot restore to seq {to_seq}: deltas are numbered from 1 (0 is the empty state)")
+
+    def beyond(seq: int) -> bool:
+        # The documented rescue (`export --at-seq N-1` when delta N is damaged) needs nothing after the
+        # target: damage there must not stop it. Only what is at or before the target is judged.
+        return to_seq is not None and seq > to_seq
+
     cipher = as_cipher(key)
     if head is None:
         head = await read_head(backend, cipher, allow_plaintext)
@@ -573,7 +581,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                 continue
             if name is not None:
                 mt = DELTA_NAME.match(name)
-                if not mt or int(mt.group(1)) <= base_seq:
+                if not mt or int(mt.group(1)) <= base_seq or beyond(int(mt.group(1))):
                     continue
             todo.append((ref, None))
             discovered += 1
@@ -586,8 +594,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         try:
             c = await _fetch_delta(backend, ref, cipher, allow_plaintext, entry, packs)
         except DocumentNotFound:
-            if entry is None:
-                return None  # deleted between listing and reading: superseded
+            if entry is None or beyond(entry.seq):
+                return None  # deleted between listing and reading: superseded (or past the target)
             raise ChainError(f"delta seq {entry.seq} ({ref}) is listed in the manifest but missing from "
                              "storage") from None
         done += 1
@@ -602,7 +610,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     own_storage = m.storage if m is not None else None
     own_claim = (m.claim if m is not None else None) or NO_ID
     for c in found:
-        if c is None or c.seq <= base_seq:
+        if c is None or c.seq <= base_seq or beyond(c.seq) and c.error is not None:
             continue
         if c.listed or c.claim_id == own_claim and (own_storage is None or c.storage_id == own_storage):
             cands.append(c)
@@ -619,7 +627,9 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             forks.append(f"{what}: written by a claim this storage never made (a diverged copy of it was "
                          "continued elsewhere); never applied, never preferred")
     chain = _select(cands, base_seq, base_hash, ignored)
-    _check_chain(chain, cands, base_seq, base_hash, ignored)
+    reached = to_seq is not None and (chain[-1].seq if chain else base_seq) >= to_seq
+    _check_chain(chain, [c for c in cands if not beyond(c.seq)] if reached else cands, base_seq, base_hash,
+                 ignored)
     # Only complete cuts count: the documents of a split cut whose last one never landed are not applied,
     # and a writer continues after the last complete cut (its next seq supersedes them).
     while chain and chain[-1].continued:
