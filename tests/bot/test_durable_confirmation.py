@@ -33,6 +33,7 @@ async def test_ticket_zero_when_nothing_is_pending_and_waiting_forces_no_flush()
     medium = MemoryStorage()
     store = await _store(medium, interval=30.0)
     try:
+        await store.flush()  # what opening wrote (the declared schema) is durable first
         assert store.write_ticket() == 0
         await asyncio.wait_for(store.wait_durable(0), 1)  # nothing pending: at once
         store.execute("INSERT INTO t VALUES (1, 1)")
