@@ -631,11 +631,14 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     _check_chain(chain, [c for c in cands if not beyond(c.seq)] if reached else cands, base_seq, base_hash,
                  ignored)
     # Only complete cuts count: the documents of a split cut whose last one never landed are not applied,
-    # and a writer continues after the last complete cut (its next seq supersedes them).
+    # and a writer continues after the last complete cut (its next seq supersedes them). With a target
+    # seq, discovery stops at it, so a cut running past the target is not incomplete, only cut short.
+    found_tip = chain[-1].seq if chain else base_seq
     while chain and chain[-1].continued:
         c = chain.pop()
-        ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document is "
-                       "missing (an oversize change set split over several deltas, never completed)")
+        if not reached:
+            ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document "
+                           "is missing (an oversize change set split over several deltas, never completed)")
 
     deltas = list(chain)
     if to_seq is not None:
@@ -643,9 +646,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             raise RestoreError(f"cannot restore to seq {to_seq}: the earliest restorable point is seq {base_seq} "
                                f"(the current snapshot, captured {when(snap.captured_at if snap else None)}); "
                                "older history was compacted away")
-        tip = chain[-1].seq if chain else base_seq
-        if to_seq > tip:
-            raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {tip}")
+        if to_seq > found_tip:
+            raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {found_tip}")
         deltas = [c for c in chain if c.seq <= to_seq]
         while deltas and deltas[-1].continued:
             deltas.pop()  # point-in-time stops only at the end of a cut
