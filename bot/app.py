@@ -31,8 +31,8 @@ from bot.handlers import routers
 from bot.polling import Poller
 from bot.retry import RetryAfter
 from bot.takeover import open_store
+from bot.users import MIGRATIONS, Users
 from bot.users import SCHEMA as USERS_SCHEMA
-from bot.users import Users
 from core import Store
 from snapshot.backend import Backend
 from snapshot.settings import StorageSettings
@@ -120,7 +120,8 @@ class Clicker:
             raise
         started = time.monotonic()
         try:
-            store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress())
+            store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress(),
+                                     migrations=MIGRATIONS)
         except BaseException:
             await backend.close()
             await bot.session.close()
