@@ -97,6 +97,10 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
                        help="file holding the 32-byte encryption key (hex or base64)")
     group.add_argument("--key", metavar="KEY",
                        help="encryption key, hex or base64 (visible in `ps`: prefer --key-file or the env)")
+    group.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="the bot's local-mode data directory: its storage lives in the emulator's channel "
+                            "there, which is started from its saved world for this command (default: ./data, "
+                            "when nothing else names the storage and ./data/emulator exists)")
 
 
 def seq_number(text: str) -> int:
@@ -120,6 +124,18 @@ def known_variables() -> set[str]:
     return {o.env for o in OPTIONS}
 
 
+#: what a command started for its run (a local-mode emulator): stopped when `run` ends.
+_CLEANUPS: list[Callable[[], None]] = []
+
+
+def _names_no_storage(args: argparse.Namespace) -> bool:
+    """Neither flags nor the environment say where the storage is (then the bot's local mode is meant)."""
+    if args.storage_dir is not None or args.storage_chat is not None or args.mode is not None:
+        return False
+    return not any(os.environ.get(v, "").strip() for v in ("TGSNAP_STORAGE_DIR", "TGSNAP_STORAGE_CHAT",
+                                                           "TGSNAP_STORAGE_MODE", "TGSNAP_BOT_TOKEN"))
+
+
 def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     """StorageSettings from the environment with this command line's overrides; ConfigError if incomplete."""
     key: bytes | None = None
@@ -136,6 +152,14 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     mode = args.mode
     if mode is None and args.storage_dir is not None and args.storage_chat is None:
         mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is None and _names_no_storage(args):
+        default = Path(os.environ.get("TGSNAP_DATA_DIR") or "data")
+        data_dir = default if (default / "emulator").is_dir() else None
+    if data_dir is not None:
+        from tools.localworld import local_world_settings
+
+        return local_world_settings(data_dir, mode=mode, key=key, cleanups=_CLEANUPS)
     return StorageSettings.from_env(
         mode=mode,
         local_dir=args.storage_dir,
@@ -184,6 +208,8 @@ def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
             return await body()
         finally:
             close_all()  # progress bars off the screen before the result or the error is printed
+            while _CLEANUPS:
+                _CLEANUPS.pop()()
 
     try:
         return asyncio.run(bounded())
