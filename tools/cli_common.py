@@ -46,11 +46,12 @@ storage (same as the bot; flags override environment variables and .env):
   TGSNAP_STORAGE_DIR       local-directory backend             (--storage-dir)
   TGSNAP_STORAGE_CHAT      storage channel id or @username     (--storage-chat)
   TGSNAP_ENCRYPTION_KEY    32-byte key, hex or base64          (--key-file, --key)
+  TGSNAP_DATA_DIR          the bot's local-mode data directory (--data-dir; ./data when nothing else is set)
   TGSNAP_BOT_TOKEN, TGSNAP_STORAGE_BOT_TOKEN, TGSNAP_API_ID, TGSNAP_API_HASH,
   TGSNAP_MTPROTO_SESSION, TGSNAP_BOT_API_URL                   (environment only: secrets stay off argv)
 
-exit codes: 0 ok, 1 verification failed, 2 bad configuration, 3 storage busy (live writer),
-            4 storage unreachable, 5 storage empty, 130 interrupted
+exit codes: 0 ok, 1 data at fault, 2 bad configuration, 3 storage busy (live writer),
+            4 storage unreachable, 5 no storage there (missing or empty), 130 interrupted
 """
 
 
@@ -154,8 +155,11 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
         mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
     data_dir = getattr(args, "data_dir", None)
     if data_dir is None and _names_no_storage(args):
-        default = Path(os.environ.get("TGSNAP_DATA_DIR") or "data")
-        data_dir = default if (default / "emulator").is_dir() else None
+        named = os.environ.get("TGSNAP_DATA_DIR", "").strip()
+        if named:
+            data_dir = Path(named)
+        elif (Path("data") / "emulator").is_dir():
+            data_dir = Path("data")  # the bot's default data directory, where local mode left a world
     if data_dir is not None:
         from tools.localworld import local_world_settings
 
