@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from core import Store, StoreConfig
 from snapshot.backends.memory import Faults, MemoryBackend, MemoryStorage
@@ -598,6 +598,13 @@ class Writers(RuleBasedStateMachine):
         self.winner: Incarnation | None = None
         self.names = 0
         self.forks = 0
+        self.discover = True
+
+    @initialize(discover=st.booleans())
+    def first_claim(self, discover: bool) -> None:
+        """Storage that can list documents (directory, MTProto) or cannot (Bot API: deltas ride inside
+        the manifest slot, so the slot update's check is what acknowledges them)."""
+        self.discover = discover
         self.run(self._claim())
 
     def run(self, coro):
@@ -642,7 +649,8 @@ class Writers(RuleBasedStateMachine):
 
     async def _open(self, storage: MemoryStorage, faults: Faults) -> Store:
         config = StoreConfig(flush_interval=3600.0, retry_min=0.01, retry_max=0.02, writer_id=WRITER)
-        replica = Replica(MemoryBackend(storage, faults, latency=0.001), self.rconfig, writer_id=WRITER)
+        replica = Replica(MemoryBackend(storage, faults, latency=0.001, can_discover=self.discover), self.rconfig,
+                          writer_id=WRITER)
         return await Store.open_replica(replica, schema=MULTI_SCHEMA, config=config)
 
     async def _claim(self, faults: Faults | None = None) -> Incarnation | None:
@@ -729,9 +737,10 @@ class Writers(RuleBasedStateMachine):
     @precondition(lambda self: any(not i.pending and not i.fenced for i in self.live))
     @rule(who=WHO, when=st.sampled_from(["before", "after"]))
     def freeze_in_upload(self, who: int, when: str) -> None:
-        """A flush frozen inside its delta upload, before or after the storage stored it."""
+        """A flush frozen inside its delta upload, before or after the storage acted on it."""
         inc = pick([i for i in self.live if not i.pending and not i.fenced], who)
-        gate = inc.faults.gate("put", when, match="delta-")
+        # where the delta leaves: its own document, or (storage that cannot list) the slot update carrying it
+        gate = inc.faults.gate("put", when, match="delta-") if self.discover else inc.faults.gate("replace_slot", when)
         task = self.loop.create_task(inc.store.flush(timeout=60))
 
         async def frozen() -> None:
@@ -823,7 +832,7 @@ class Writers(RuleBasedStateMachine):
     def fresh_restore(self) -> None:
         from snapshot.restore import restore
 
-        got = self.run(restore(MemoryBackend(self.storage)))
+        got = self.run(restore(MemoryBackend(self.storage, can_discover=self.discover)))
         try:
             version, rows = self._state(got.conn)
         finally:
