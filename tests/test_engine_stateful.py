@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from core import Store, StoreConfig
 from snapshot.backends.memory import Faults, MemoryBackend, MemoryStorage
-from snapshot.errors import BackendError, FencedError, TgsnapError
+from snapshot.errors import BackendError, FencedError, StorageBusy, TgsnapError
 from snapshot.replica import Replica, ReplicaConfig
 from tools.compact import compact
 
@@ -659,6 +659,9 @@ class Writers(RuleBasedStateMachine):
             store = await self._open(self.storage, faults)
         except BackendError:
             return None  # the claim's answer was lost: it may or may not be in storage; nobody serves on it
+        return self._opened(store, faults)
+
+    def _opened(self, store: Store, faults: Faults) -> Incarnation:
         faults.clear()
         version, rows = self._state(store._conn)
         self.claims += 1
@@ -773,6 +776,21 @@ class Writers(RuleBasedStateMachine):
         if lose:
             faults.lose["create_slot"] = 1
         self.run(self._claim(faults))
+
+    @precondition(lambda self: len(self.live) < 2)
+    @rule()
+    def simultaneous_claims(self) -> None:
+        """Two newcomers claim at the same moment: exactly one serves, the other is refused."""
+        async def both():
+            return await asyncio.gather(self._open(self.storage, Faults()), self._open(self.storage, Faults()),
+                                        return_exceptions=True)
+
+        results = self.run(both())
+        won = [r for r in results if isinstance(r, Store)]
+        lost = [r for r in results if not isinstance(r, Store)]
+        assert all(isinstance(e, StorageBusy) for e in lost), lost
+        assert len(won) == 1, f"{len(won)} of two simultaneous claims serve"
+        self._opened(won[0], Faults())
 
     @precondition(lambda self: any(not i.pending for i in self.live))
     @rule(who=WHO)
