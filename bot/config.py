@@ -88,7 +88,15 @@ BOT_OPTIONS = [
     Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
 ]
 
-OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS
+#: the health and metrics endpoint and the self-verification schedule (bot/metrics.py, core/selfcheck.py).
+METRICS_OPTIONS = [
+    Option("TGSNAP_METRICS_ADDR", "HOST:PORT serving /healthz, /readyz and Prometheus /metrics",
+           default="none: not served", metavar="HOST:PORT"),
+    Option("TGSNAP_SELF_VERIFY_INTERVAL", "seconds between background restores of the storage compared with "
+                                          "the live state (0 = never)", default="0", metavar="SECONDS"),
+]
+
+OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS + METRICS_OPTIONS
 
 
 @dataclass
@@ -110,6 +118,25 @@ class BotSettings:
     def default_storage_dir(self) -> Path:
         return self.data_dir / "storage"
 
+    @property
+    def metrics_addr(self) -> tuple[str, int] | None:
+        """Where /healthz, /readyz and /metrics are served (None: not at all); ConfigError if malformed."""
+        from bot.metrics import parse_addr
+
+        text = self.values.get("TGSNAP_METRICS_ADDR")
+        return parse_addr(text) if text else None
+
+    @property
+    def self_verify_interval(self) -> float:
+        text = self.values.get("TGSNAP_SELF_VERIFY_INTERVAL", "0")
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise ConfigError(f"TGSNAP_SELF_VERIFY_INTERVAL must be a number of seconds (0 = never), got {text!r}")
+        return value
+
     def storage_settings(self, **overrides: object) -> StorageSettings:
         """Storage settings from the values, `overrides` winning (local mode passes the emulator's)."""
         env = dict(self.values)
@@ -129,7 +156,8 @@ def parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS)):
+    for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS),
+                           ("health and metrics", METRICS_OPTIONS)):
         group = p.add_argument_group(title)
         for option in options:
             extra = " (visible in `ps`: prefer the environment)" if option.secret else ""

@@ -25,7 +25,7 @@ import logging
 import socket
 from collections.abc import Iterable
 
-from core import Store, StoreConfig
+from core import Migration, Store, StoreConfig
 from snapshot import proc_identity
 from snapshot.backend import Backend
 from snapshot.cipher import Cipher
@@ -43,11 +43,11 @@ MARGIN = 5.0
 
 
 async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfig,
-                     progress: Progress | None = None) -> Store:
+                     progress: Progress | None = None, migrations: Iterable[Migration] | None = None) -> Store:
     schema = list(schema)
     quick = dataclasses.replace(config, replica=dataclasses.replace(config.replica, takeover_wait=0.0))
     try:
-        return await Store.open(backend, schema=schema, config=quick, progress=progress)
+        return await Store.open(backend, schema=schema, config=quick, progress=progress, migrations=migrations)
     except StorageBusy as busy:
         found = await dead_local_holder(backend, config)
         if found is None:
@@ -56,7 +56,7 @@ async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfi
             patient = dataclasses.replace(config.replica, takeover_wait=wait)
             try:
                 return await Store.open(backend, schema=schema, config=dataclasses.replace(config, replica=patient),
-                                        progress=progress)
+                                        progress=progress, migrations=migrations)
             except StorageBusy as still:
                 raise StorageBusy(f"{still} (the bot waited {wait:.0f} s: stop the other writer, or set "
                                   f"{WAIT_SETTING} longer than its lease)") from None
@@ -64,7 +64,7 @@ async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfi
     log.warning("the last writer, %s, died on this host without handing over (%s); taking over its storage",
                 holder.describe(), why)
     return await Store.open(backend, schema=schema, config=dataclasses.replace(config, writer_id=holder.writer_id),
-                            progress=progress)
+                            progress=progress, migrations=migrations)
 
 
 async def dead_local_holder(backend: Backend, config: StoreConfig) -> tuple[Lease, str] | None:

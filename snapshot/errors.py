@@ -9,6 +9,27 @@ and fields intact: `__reduce__` rebuilds the object from its `args` and `__dict_
 from __future__ import annotations
 
 
+def copy_error(exc: BaseException) -> BaseException:
+    """A fresh copy of `exc` (no traceback), with every field it carries: its args and its `__dict__`
+    (`retryable`, `retry_after`, `ref`, structured fields) and its cause. Works for any exception, not
+    only tgsnap's: rebuilding through the constructor (`type(exc)(*exc.args)`) is wrong for any class
+    whose constructor takes other arguments than it stores in `args`; this never calls `__init__`.
+
+    One exception object raised in many tasks would collect everyone's tracebacks, so waiters each get a
+    copy.
+    """
+    try:
+        new = type(exc).__new__(type(exc), *exc.args)
+        new.args = exc.args
+        new.__dict__.update(exc.__dict__)
+    except Exception:
+        return exc
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
+
+
 def _rebuild(cls, args, state):
     obj = cls.__new__(cls)
     obj.args = args
@@ -42,6 +63,17 @@ class DocumentNotFound(BackendError):
     def __init__(self, ref: str):
         super().__init__(f"document {ref!r} not found in storage", retryable=False)
         self.ref = ref
+
+
+class OversizeRow(BackendError):
+    """One row (or a change set's schema part) encodes over the backend's document limit: no split of the
+    cut can ship it as deltas. Not retryable as a delta; a snapshot at that cut can hold it (parts are
+    split at any byte). Fields: `table`, `limit`."""
+
+    def __init__(self, message: str, *, table: str | None = None, limit: int | None = None):
+        super().__init__(message, retryable=False)
+        self.table = table
+        self.limit = limit
 
 
 class CorruptDocument(TgsnapError):

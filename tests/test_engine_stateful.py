@@ -535,6 +535,170 @@ async def test_corrupt_retry_of_a_lost_ack_delta_is_named_not_skipped():
         await again.abandon()
 
 
+# ---- schema changes between writes, crashes and snapshots --------------------------------------------
+#
+# A subclass, so the base machine stays as it is: its rules run here too, interleaved with DDL on tables
+# of its own (`x1`..`x3`, so the base model's tables keep their columns), indexes and views on any table,
+# triggers, `PRAGMA user_version`, and TEXT that is not valid UTF-8. Every successful change bumps the
+# version in the same synchronous step, and the version's whole schema and the x tables' contents (as
+# hex and typeof, so non-UTF-8 text compares byte for byte) are recorded; after every restore the
+# database must equal that record: `sqlite_schema`, `PRAGMA user_version` and rows.
+
+X_NAMES = ["x1", "x2", "x3"]
+X_VALUES = st.one_of(
+    st.sampled_from(["NULL", "0", "-1", "1.5", "'a'", "'ё'", "X'00ff'", "CAST(X'C3' AS TEXT)",
+                     "printf('%.3s', 'Аня')", "CAST(X'E282' AS TEXT)"]),
+    st.integers(-(2**63), 2**63 - 1).map(str),
+)
+
+
+class EngineWithSchema(Engine):
+    def __init__(self) -> None:
+        self.schema_history: dict[int, tuple] = {}
+        super().__init__()
+        self.schema_history[0] = self._schema_state()
+
+    def _schema_state(self) -> tuple:
+        ex = self.store.execute
+        objects = sorted(ex("SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"))
+        rows = {}
+        for (name,) in ex("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'x%'").fetchall():
+            cols = [c for (c,) in ex(f"SELECT name FROM pragma_table_info('{name}')")]
+            exprs = ", ".join(f'hex("{c}"), typeof("{c}")' for c in cols)
+            rows[name] = sorted(ex(f'SELECT {exprs} FROM "{name}"').fetchall())
+        return objects, rows, ex("PRAGMA user_version").fetchone()[0]
+
+    def _bump(self, execute) -> None:
+        super()._bump(execute)
+        if self.store is not None:
+            self.schema_history[self.version] = self._schema_state()
+
+    async def _open_and_check(self) -> None:
+        await super()._open_and_check()
+        if self.schema_history:  # (not yet during __init__)
+            assert self._schema_state() == self.schema_history[self.version], "schema/x rows differ after restore"
+
+    def _tables(self, prefix: str = "x") -> list[str]:
+        return [n for (n,) in self.store.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE ? ORDER BY name", (prefix + "%",))]
+
+    def _columns(self, table: str) -> list[str]:
+        return [c for (c, pk) in self.store.execute(f"SELECT name, pk FROM pragma_table_info('{table}')") if not pk]
+
+    def _key_column(self, table: str) -> str:
+        return self.store.execute(f"SELECT name FROM pragma_table_info('{table}') WHERE pk = 1").fetchone()[0]
+
+    def _ddl(self, sql: str) -> bool:
+        """Run one schema statement; a refused or failing one must leave the schema as it was."""
+        before = self._schema_state()
+        try:
+            self.store.execute(sql)
+        except (sqlite3.Error, TgsnapError):
+            assert self._schema_state() == before, f"a failed {sql!r} changed the schema"
+            return False
+        self._bump(self.store.execute)
+        return True
+
+    @rule(name=st.sampled_from(X_NAMES), rowid=st.booleans())
+    def create_table(self, name: str, rowid: bool) -> None:
+        tail = "" if rowid else " WITHOUT ROWID"
+        key = "id INTEGER PRIMARY KEY" if rowid else "id INTEGER NOT NULL PRIMARY KEY"
+        self._ddl(f"CREATE TABLE IF NOT EXISTS {name} ({key}, c0 DEFAULT 'd', c1){tail}")
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data(), rowid=st.integers(0, 5), n=st.integers(1, 3))
+    def x_write(self, data, rowid: int, n: int) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        cols = [self._key_column(table), *self._columns(table)]
+        values = ", ".join([str(rowid)] + [data.draw(X_VALUES) for _ in cols[1:]])
+        self.store.execute(f'INSERT OR REPLACE INTO "{table}" ({", ".join(cols)}) VALUES ({values})')
+        self._bump(self.store.execute)
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data(), default=st.sampled_from(["", " DEFAULT 7", " DEFAULT 'z'", " NOT NULL DEFAULT 0",
+                                                   " GENERATED ALWAYS AS (id * 2) VIRTUAL"]))
+    def add_column(self, data, default: str) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        self._ddl(f'ALTER TABLE "{table}" ADD COLUMN c{data.draw(st.integers(2, 6))}{default}')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data())
+    def drop_column(self, data) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        cols = self._columns(table)
+        if cols:
+            self._ddl(f'ALTER TABLE "{table}" DROP COLUMN "{data.draw(st.sampled_from(cols))}"')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data())
+    def rename_column(self, data) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        old = data.draw(st.sampled_from(self._columns(table) + [self._key_column(table)]))
+        self._ddl(f'ALTER TABLE "{table}" RENAME COLUMN "{old}" TO "r{data.draw(st.integers(0, 3))}"')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data(), new=st.sampled_from(X_NAMES))
+    def rename_table(self, data, new: str) -> None:
+        self._ddl(f'ALTER TABLE "{data.draw(st.sampled_from(self._tables()))}" RENAME TO "{new}"')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data())
+    def drop_table(self, data) -> None:
+        self._ddl(f'DROP TABLE "{data.draw(st.sampled_from(self._tables()))}"')
+
+    @rule(data=st.data(), kind=st.sampled_from(["index", "view", "trigger"]), drop=st.booleans())
+    def schema_object(self, data, kind: str, drop: bool) -> None:
+        tables = self._tables() + [t.name for t in TABLES]
+        table = data.draw(st.sampled_from(tables))
+        name = f"{kind[0]}_{table}"
+        if drop:
+            self._ddl(f'DROP {kind.upper()} IF EXISTS "{name}"')
+        elif kind == "index":
+            column = data.draw(st.sampled_from(self._columns(table) + [self._key_column(table)]))
+            self._ddl(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}")')
+        elif kind == "view":
+            self._ddl(f'CREATE VIEW IF NOT EXISTS "{name}" AS SELECT count(*) AS n FROM "{table}"')
+        elif table.startswith("x"):
+            # a trigger that writes: replay must not run it (apply drops and recreates application triggers)
+            self._ddl(f'CREATE TRIGGER IF NOT EXISTS "{name}" AFTER INSERT ON "{table}" '
+                      f'BEGIN UPDATE "{table}" SET rowid = rowid WHERE 0; END')
+
+    @rule(value=st.integers(-3, 3))
+    def user_version(self, value: int) -> None:
+        self.store.execute(f"PRAGMA user_version = {value}")
+        self._bump(self.store.execute)
+
+    @rule(name=st.sampled_from(X_NAMES), commit=st.booleans())
+    def schema_transaction(self, name: str, commit: bool) -> None:
+        """DDL and writes in one transaction across awaits; a rollback takes the DDL with it."""
+
+        async def body():
+            async with self.store.transaction() as tx:
+                tx.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id INTEGER PRIMARY KEY, c0, c1)')
+                tx.execute(f'INSERT OR REPLACE INTO "{name}" (id, c0) VALUES (9, CAST(X\'C3\' AS TEXT))')
+                await asyncio.sleep(0.005)
+                tx.execute(f'ALTER TABLE "{name}" ADD COLUMN t{self.counter}')
+                if not commit:
+                    raise _Rollback
+                self._bump(tx.execute)
+
+        before = self._schema_state()
+        try:
+            self.run(body())
+        except _Rollback:
+            assert self._schema_state() == before
+        except sqlite3.Error:
+            assert self._schema_state() == before
+
+
+EngineWithSchema.TestCase.settings = settings(
+    PROFILES[PROFILE], report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestEngineWithSchema = EngineWithSchema.TestCase
+TestEngineWithSchema.pytestmark = [pytest.mark.timeout(0 if PROFILE == "long" else 300)]
+
+
 # ==== Several writers on one storage (issue 8's proof) ================================================
 #
 # A second machine, kept apart from the one above: writer incarnations claim one MemoryStorage in turn

@@ -68,14 +68,17 @@ def _write_tmp(dirpath: Path, data: bytes, fsync: bool) -> Path:
 
 
 class LocalDirBackend(Backend):
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True):
+    """`create=False` opens existing storage without creating anything (read-only tools write nothing)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, create: bool = True):
         self.root = Path(path)
         self.docs = self.root / "docs"
         self._fsync = fsync
         self._lock = threading.Lock()
         self._next: int | None = None
         try:
-            self.docs.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.docs.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise BackendError(f"cannot create storage directory {self.root}: {e}", retryable=False) from None
 
@@ -90,7 +93,11 @@ class LocalDirBackend(Backend):
 
     def _scan(self) -> list[tuple[int, str]]:
         out = []
-        for name in os.listdir(self.docs):
+        try:
+            names = os.listdir(self.docs)
+        except FileNotFoundError:
+            return []  # opened with create=False over a directory that holds no documents yet
+        for name in names:
             m = _REF.match(name)
             if m:
                 out.append((int(m.group(1)), name))

@@ -29,8 +29,8 @@ def test_good_storage_passes(tmp_path, capsys):
     assert "FAIL" not in out
 
 
-def test_empty_storage_is_not_an_error(tmp_path, capsys):
-    assert run_verify(tmp_path) == 0
+def test_empty_storage_is_its_own_exit_code(tmp_path, capsys):
+    assert run_verify(tmp_path) == 5
     assert "storage is empty" in capsys.readouterr().out
 
 
