@@ -105,7 +105,9 @@ async def connect(url: str, *, connect_timeout: float = 10.0):
     """An autocommit-off async connection; clear, password-free errors for the ways it fails."""
     check_url(url)
     try:
-        return await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(connect_timeout)))
+        # autocommit: every transaction is an explicit `async with conn.transaction()` block
+        return await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(connect_timeout)),
+                                                     autocommit=True)
     except psycopg.OperationalError as e:
         msg = _scrub(str(e).strip(), url)
         if "password authentication failed" in msg or "no password supplied" in msg:
@@ -389,6 +391,14 @@ def create_statements(schema: str, spec: TableSpec) -> list:
 def index_statements(schema: str, spec: TableSpec) -> list:
     out = []
     for name, unique, keys in spec.indexes:
+        if unique:
+            # A constraint checked at commit, not an index checked per row: a delta may swap two rows' unique
+            # values (SQLite's INSERT OR REPLACE copes row by row; the final images are consistent).
+            out.append(pgsql.SQL("ALTER TABLE {}.{} ADD CONSTRAINT {} UNIQUE ({}) "
+                                 "DEFERRABLE INITIALLY DEFERRED").format(
+                pgsql.Identifier(schema), pgsql.Identifier(spec.name), pgsql.Identifier(name),
+                pgsql.SQL(", ").join(pgsql.Identifier(c) for c, _d in keys)))
+            continue
         out.append(pgsql.SQL("CREATE {}INDEX {} ON {}.{} ({})").format(
             pgsql.SQL("UNIQUE " if unique else ""), pgsql.Identifier(name), pgsql.Identifier(schema),
             pgsql.Identifier(spec.name),
@@ -500,14 +510,22 @@ class LoadReport:
         return sum(t.rows for t in self.tables)
 
 
+#: `expect` value for load_state: do not look at the cursor.
+ANY = object()
+
+
+class CursorMoved(PostgresError):
+    """The follow cursor is not where this process left it: another follower (or an export) moved it."""
+
+
 async def load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: bool,
-                     position: Position | None, url: str = "") -> LoadReport:
+                     position: Position | None, url: str = "", expect=ANY) -> LoadReport:
     """Create every user table of `conn` in `schema`, COPY the rows, recreate keys and indexes, compare
     counts and checksums, record `position` as the follow cursor; all in one transaction (`pg` must not be
     inside one). Existing tables of the same names are refused unless `replace` (then dropped in the same
     transaction, so readers see the old tables until the new ones are complete)."""
     with server_errors(url, "loading into PostgreSQL"):
-        return await _load_state(pg, conn, schema, replace=replace, position=position)
+        return await _load_state(pg, conn, schema, replace=replace, position=position, expect=expect)
 
 
 @contextlib.contextmanager
@@ -522,7 +540,7 @@ def server_errors(url: str, doing: str):
 
 
 async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: bool,
-                      position: Position | None) -> LoadReport:
+                      position: Position | None, expect) -> LoadReport:
     t0 = time.monotonic()
     tables = user_tables(conn)
     specs = [describe(conn, t) for t in tables]
@@ -530,6 +548,12 @@ async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: boo
     async with pg.transaction():
         cur = pg.cursor()
         await cur.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+        if expect is not ANY:
+            # a re-seed replaces what the cursor describes: only if nobody moved it since we looked
+            now = await read_cursor(cur, schema, lock=True)
+            if (now and (now.seq, now.hash)) != (expect and (expect.seq, expect.hash)):
+                raise CursorMoved(f"schema {schema!r}: the follow cursor moved (now {now and now.seq}, expected "
+                                  f"{expect and expect.seq}): another follower works on it")
         have = await existing_tables(cur, schema)
         clash = sorted(have & set(tables))
         if clash and not replace:
@@ -583,7 +607,7 @@ def is_postgres_url(text: str | None) -> bool:
     return bool(text) and bool(re.match(r"(?i)^postgres(ql)?://", text))
 
 
-def position_of(plan, settings) -> Position:
+def position_of(plan, location: str) -> Position:
     """The chain position a restore of `plan` stands at (what `execute(plan)` yields)."""
     if plan.deltas:
         d = plan.deltas[-1]
@@ -591,5 +615,5 @@ def position_of(plan, settings) -> Position:
     else:
         seq, hsh = plan.base_seq, plan.base_hash.hex()
         epoch = plan.snapshot.epoch if plan.snapshot else 0
-    return Position(seq=seq, hash=hsh, epoch=epoch, storage=storage_identity(plan.manifest, location_of(settings)),
+    return Position(seq=seq, hash=hsh, epoch=epoch, storage=storage_identity(plan.manifest, location),
                     captured_at=plan.captured_at)

@@ -224,7 +224,7 @@ def export_postgres(args) -> int:
             conn = await pg.connect(args.to)
             try:
                 report.append(await pg.load_state(conn, restored.conn, schema, replace=args.force,
-                                                  position=pg.position_of(p, settings), url=args.to))
+                                                  position=pg.position_of(p, pg.location_of(settings)), url=args.to))
             finally:
                 await conn.close()
         except pg.PostgresUnreachable as exc:
