@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import sqlite3
 import sys
 from datetime import datetime
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.format is not None:
             parser.error("--format is for files; a postgresql:// target is loaded into PostgreSQL")
         return export_postgres(args)
+    if args.to and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", args.to):
+        parser.error(f"--to {pg.redact(args.to)!r}: the only database target is postgresql://...; "
+                     "anything else is a file path")
     if args.schema is not None:
         parser.error("--schema is for a postgresql:// target")
     fmt = args.format or ("jsonl" if args.to and (args.to == "-" or args.to.endswith((".jsonl", ".ndjson")))
@@ -214,24 +218,28 @@ def export_postgres(args) -> int:
         at_time = parse_time(args.at_time) if args.at_time is not None else None
         settings = settings_from_args(args)
         progress = ProgressPrinter(quiet=args.quiet)
-        backend = await open_backend(settings)
         try:
-            p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress)
-            restored = await execute(p, backend, settings.encryption_key, progress=progress)
-        finally:
-            await backend.close()
+            conn = await pg.connect(args.to)  # first: a wrong password shows before a long restore
+        except pg.PostgresUnreachable as exc:
+            fail(f"{PROG}: {exc}")
+            return EXIT_BACKEND
         try:
-            conn = await pg.connect(args.to)
+            backend = await open_backend(settings)
+            try:
+                p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress)
+                restored = await execute(p, backend, settings.encryption_key, progress=progress)
+            finally:
+                await backend.close()
             try:
                 report.append(await pg.load_state(conn, restored.conn, schema, replace=args.force,
                                                   position=pg.position_of(p, pg.location_of(settings)), url=args.to))
             finally:
-                await conn.close()
+                restored.conn.close()
         except pg.PostgresUnreachable as exc:
             fail(f"{PROG}: {exc}")
             return EXIT_BACKEND
         finally:
-            restored.conn.close()
+            await conn.close()
         r = report[0]
         for note in r.notes:
             sys.stderr.write(f"note: {note}\n")
