@@ -462,6 +462,12 @@ class Position:
     captured_at: float | None = None
 
 
+async def lock_schema(cur, schema: str) -> None:
+    """Serialize every tgsnap writer of `schema` (exports, followers) for the rest of the transaction: two
+    at once would otherwise race on CREATE SCHEMA / CREATE TABLE before the cursor row exists to lock."""
+    await cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('tgsnap:' || %s, 0))", (schema,))
+
+
 async def ensure_cursor_table(cur, schema: str) -> None:
     await cur.execute(pgsql.SQL(
         "CREATE TABLE IF NOT EXISTS {}.{} (id int PRIMARY KEY CHECK (id = 1), storage text NOT NULL, "
@@ -547,6 +553,7 @@ async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: boo
     notes = [n for s in specs for n in s.notes]
     async with pg.transaction():
         cur = pg.cursor()
+        await lock_schema(cur, schema)
         await cur.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
         if expect is not ANY:
             # a re-seed replaces what the cursor describes: only if nobody moved it since we looked

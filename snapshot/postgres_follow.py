@@ -17,10 +17,11 @@ identity). One pass (`Follower.step`):
   or PostgreSQL is ahead of storage. The first two re-seed from the current state in one transaction
   (readers see the old tables until the new ones are complete); the last is refused (storage lost
   history the replica has: an operator decision), as is a cursor that belongs to another storage.
-- a schema difference (a table or columns the PostgreSQL side lacks) is applied when it only adds: a new
-  table is created from the delta's DDL, new columns are added; anything else (a column gone, a key
-  changed, a value that does not fit its column's PostgreSQL type) is reported and re-seeded, so the
-  replica always ends equal to the restored state.
+- a schema difference is applied the way a restore replays it: a new table is created from the delta's
+  DDL, new columns are added (typed by declared affinity), columns the delta no longer carries are set
+  to their DEFAULT (as restore's INSERT OR REPLACE does) and reported; a value that does not fit its
+  column's PostgreSQL type (an INTEGER column receiving text) re-seeds, so the column is re-typed from
+  the values; a changed primary key stops the follower with an error naming it.
 
 It takes no writer lease and writes nothing to storage, so it runs beside the live bot.
 """
@@ -90,6 +91,7 @@ class Follower:
         self.force = force
         self.pg = None
         self.backend: Backend | None = None
+        self._reported: set = set()
 
     async def close_pg(self) -> None:
         pg, self.pg = self.pg, None
@@ -210,6 +212,7 @@ class Follower:
         """One delta in one transaction, cursor checked and moved in it."""
         async with pg.transaction():
             cur = pg.cursor()
+            await pgm.lock_schema(cur, self.schema)
             now = await pgm.read_cursor(cur, self.schema, lock=True)
             if now is None or (now.seq, now.hash) != (pos.seq, pos.hash):
                 raise pgm.CursorMoved(f"schema {self.schema!r}: the follow cursor moved to seq "
@@ -245,12 +248,16 @@ class Follower:
         from psycopg import sql as q
 
         if list(t.pk) != pt.pk:
-            raise NeedsReseed(f"table {t.name!r}: primary key is ({', '.join(t.pk)}) in the delta, "
-                              f"({', '.join(pt.pk)}) in PostgreSQL")
+            raise FollowError(f"{what}: table {t.name!r} has primary key ({', '.join(t.pk)}) in storage but "
+                              f"({', '.join(pt.pk)}) in PostgreSQL: a schema change this follower cannot apply; "
+                              "re-create the replica (tgsnap-export --force) after checking the new schema")
         gone = [c for c in pt.columns if c not in t.columns]
-        if gone:
-            raise NeedsReseed(f"table {t.name!r}: column(s) {', '.join(gone)} are no longer in the delta (schema "
-                              "change)")
+        if gone and (t.name, tuple(gone)) not in self._reported:
+            # A restore replays such a delta with INSERT OR REPLACE of the delta's columns: the others get
+            # their DEFAULT. The replica does the same (below), so it still equals the restored state.
+            self._reported.add((t.name, tuple(gone)))
+            log.warning("%s: table %r: column(s) %s are in PostgreSQL but not in the delta (a schema change); "
+                        "set to their DEFAULT as a restore does", what, t.name, ", ".join(gone))
         added = [c for c in t.columns if c not in pt.columns]
         if added:
             scratch = sqlite3.connect(":memory:")
@@ -278,9 +285,9 @@ class Follower:
             rows = [self._row(t.name, t.columns, pt, r) for r in t.upserts]
             await self._stage(cur, "_tgsnap_up", t.columns, pt, rows)
             cols = q.SQL(", ").join(map(q.Identifier, t.columns))
-            rest = [c for c in t.columns if c not in t.pk]
-            action = q.SQL("DO UPDATE SET {}").format(q.SQL(", ").join(
-                q.SQL("{c} = EXCLUDED.{c}").format(c=q.Identifier(c)) for c in rest)) if rest else q.SQL("DO NOTHING")
+            sets = [q.SQL("{c} = EXCLUDED.{c}").format(c=q.Identifier(c)) for c in t.columns if c not in t.pk]
+            sets += [q.SQL("{} = DEFAULT").format(q.Identifier(c)) for c in gone]
+            action = q.SQL("DO UPDATE SET {}").format(q.SQL(", ").join(sets)) if sets else q.SQL("DO NOTHING")
             # DISTINCT ON: one image per key, the last (ON CONFLICT may not touch a row twice in one statement)
             await cur.execute(q.SQL(
                 "INSERT INTO {t} ({cols}) SELECT DISTINCT ON ({pk}) {cols} FROM _tgsnap_up ORDER BY {pk}, "

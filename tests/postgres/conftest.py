@@ -1,7 +1,8 @@
 """A real PostgreSQL server for the session, started from the installed binaries on 127.0.0.1.
 
 initdb + pg_ctl in a temporary directory, password authentication over TCP (so a wrong password is a
-real refusal), fsync off (the tests prove tgsnap's logic, not the disk's). PostgreSQL refuses to run as
+real refusal), fsync off (the tests prove tgsnap's logic, not the disk's; a killed server keeps its commits, the
+OS still has them). PostgreSQL refuses to run as
 root, so as root the server runs as `nobody` (su). No binaries: the tests FAIL with how to install them
 (`.ci/run` installs Debian's `postgresql` package when missing), they never skip.
 """
@@ -58,7 +59,7 @@ class Server:
 
     def start(self) -> None:
         opts = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40")
+                "-c full_page_writes=off -c max_connections=40")
         self._run(self.pg_ctl, "-D", str(self.base / "data"), "-o", opts, "-l", str(self.base / "log"), "-w",
                   "-t", "30", "start")
 
