@@ -336,6 +336,12 @@ def describe(conn: sqlite3.Connection, table: str, *, by_values: bool = True) ->
     `by_values`, the values present), NOT NULL, DEFAULT, primary key, indexes."""
     notes: list[str] = []
     info = conn.execute(f"PRAGMA table_xinfo({quote(table)})").fetchall()
+    for name in (table, *(r[1] for r in info)):
+        if len(name.encode()) > 63:
+            # PostgreSQL would cut it to 63 bytes (a NOTICE, no error): two names could collide, and the
+            # follower would not find its own table again
+            raise PostgresError(f"name {name!r} (table {table!r}) is {len(name.encode())} bytes; PostgreSQL "
+                                "identifiers are at most 63: rename it before exporting")
     cols = []
     pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
     for _cid, name, decl, notnull, dflt, pkpos, hidden in info:
@@ -624,3 +630,45 @@ def position_of(plan, location: str) -> Position:
         epoch = plan.snapshot.epoch if plan.snapshot else 0
     return Position(seq=seq, hash=hsh, epoch=epoch, storage=storage_identity(plan.manifest, location),
                     captured_at=plan.captured_at)
+
+
+async def pg_columns(cur, schema: str, table: str) -> dict[str, str]:
+    await cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND "
+                      "table_name = %s ORDER BY ordinal_position", (schema, table))
+    return {c: t for c, t in await cur.fetchall()}
+
+
+async def compare_state(pg, conn: sqlite3.Connection, schema: str) -> tuple[list[TableReport], list[str]]:
+    """Per-table row counts and checksums of `conn` against `schema` (values converted to the replica's
+    own column types). Call inside a transaction (REPEATABLE READ for one consistent view). Returns the
+    matching tables and the differences, each named."""
+    problems: list[str] = []
+    reports: list[TableReport] = []
+    cur = pg.cursor()
+    tables = user_tables(conn)
+    extra = sorted(await existing_tables(cur, schema) - set(tables) - {CURSOR_TABLE})
+    problems += [f"table {t!r} is in PostgreSQL but not in the stored state" for t in extra]
+    for i, t in enumerate(tables):
+        types = await pg_columns(cur, schema, t)
+        if not types:
+            problems.append(f"table {t!r} is missing from PostgreSQL")
+            continue
+        cols = [r[1] for r in conn.execute(f"PRAGMA table_xinfo({quote(t)})")]
+        if set(cols) != set(types):
+            problems.append(f"table {t!r}: columns differ (stored: {', '.join(cols)}; PostgreSQL: "
+                            f"{', '.join(types)})")
+            continue
+        spec = TableSpec(t, [Column(c, "", types[c], False, None) for c in cols], [])
+        want = Checksum()
+        try:
+            for row in conn.execute(f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(t)}"):
+                want.add(tuple(convert(v, ty) for v, ty in zip(row, (types[c] for c in cols), strict=True)))
+        except ValueMismatch as e:
+            problems.append(f"table {t!r}: a stored value does not fit PostgreSQL's column type ({e})")
+            continue
+        got = await table_checksum(pg.cursor(name=f"tgsnap_compare_{i}"), schema, spec)
+        if (got.rows, got.digest) != (want.rows, want.digest):
+            problems.append(f"table {t!r}: PostgreSQL holds {got}, the stored state {want}")
+        else:
+            reports.append(TableReport(t, got.rows, f"{got.digest:032x}", types))
+    return reports, problems

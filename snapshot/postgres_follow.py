@@ -71,6 +71,18 @@ class StepResult:
 
 
 @dataclass
+class CheckResult:
+    tip: int
+    seq: int | None
+    tables: list[pgm.TableReport]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
 class _PgTable:
     columns: dict[str, str]  # name -> PostgreSQL type
     pk: list[str]
@@ -179,6 +191,34 @@ class Follower:
             res.applied += 1
             res.seq = d.seq
         return res
+
+    async def check(self) -> CheckResult:
+        """Compare the replica with the restored state at the tip, in one consistent PostgreSQL view: the
+        final step of a migration. Differences are returned, named (none: the replica equals storage)."""
+        import psycopg
+
+        if self.backend is None:
+            self.backend = await self.open_backend()
+        p = await read_chain(self.backend, self.key)
+        tip = pgm.position_of(p, self.location)
+        restored = await execute(p, self.backend, self.key)
+        try:
+            pg = await self._conn()
+            with pgm.server_errors(self.url, "checking the replica"):
+                await pg.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+                try:
+                    async with pg.transaction():
+                        cursor = await pgm.read_cursor(pg.cursor(), self.schema)
+                        if cursor is None or (cursor.seq, cursor.hash) != (tip.seq, tip.hash):
+                            return CheckResult(tip.seq, cursor.seq if cursor else None, [], [
+                                f"the replica is at seq {cursor.seq if cursor else 'none'}, storage at seq "
+                                f"{tip.seq}: not caught up (run a pass first)"])
+                        tables, problems = await pgm.compare_state(pg, restored.conn, self.schema)
+                finally:
+                    await pg.set_isolation_level(None)
+        finally:
+            restored.conn.close()
+        return CheckResult(tip.seq, cursor.seq, tables, problems)
 
     async def _seed(self, pg, backend, p: RestorePlan, tip: pgm.Position, expect, why: str, *,
                     replace: bool = True) -> StepResult:

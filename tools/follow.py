@@ -48,6 +48,9 @@ def build_parser():
     parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
                         help="pause between passes (default 2)")
     parser.add_argument("--once", action="store_true", help="one catch-up pass, then exit")
+    parser.add_argument("--check", action="store_true",
+                        help="after one pass, compare every table's rows and checksum with the restored state "
+                             "(implies --once; exit 1 on any difference)")
     parser.add_argument("--force", action="store_true",
                         help="take over tables that are not this storage's replica (replacing them)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only problems")
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not pg.is_postgres_url(args.to):
         parser.error(f"--to {pg.redact(args.to)!r}: expected a postgresql:// URL")
+    if args.check:
+        args.once = True
     if args.interval <= 0:
         parser.error("--interval must be positive")
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format=f"{PROG}: %(message)s",
@@ -87,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             last = await follower.run(interval=args.interval, once=args.once, stop=stop, report=show,
                                       max_failures=1 if args.once else None)
+            if args.check:
+                res = await follower.check()
+                for t in res.tables:
+                    sys.stderr.write(f"  {args.schema}.{t.name}: {t.rows} row(s), checksum {t.checksum} matches\n")
+                for problem in res.problems:
+                    fail(f"{PROG}: check: {problem}")
+                if not res.ok:
+                    return EXIT_FAILED
+                sys.stderr.write(f"check: the replica equals the stored state at seq {res.tip}\n")
         except pg.PostgresUnreachable as exc:
             fail(f"{PROG}: {exc}")
             return EXIT_BACKEND

@@ -240,3 +240,25 @@ def test_export_then_follow_continues_without_reseeding(tmp_path, pg_url, schema
     assert follow_cli.main(["--storage-dir", str(tmp_path), "--to", pg_url, "--schema", schema, "--once"]) == 0
     assert "applied 3 delta(s)" in capsys.readouterr().err
     assert pg_rows(pg_url, schema) == asyncio.run(restored(tmp_path))
+
+
+def test_check_names_a_replica_that_differs(tmp_path, pg_url, schema, capsys):
+    async def prep(first, last):
+        w = writer(tmp_path)
+        await w.acquire()
+        await write(w, first, last)
+        await w.release()
+
+    asyncio.run(prep(1, 4))
+    args = ["--storage-dir", str(tmp_path), "--to", pg_url, "--schema", schema]
+    assert follow_cli.main(args + ["--check"]) == 0
+    assert "the replica equals the stored state at seq 4" in capsys.readouterr().err
+    query(pg_url, f'UPDATE "{schema}".users SET click = click + 1 WHERE chatid = (SELECT min(chatid) FROM '
+                  f'"{schema}".users)')  # someone wrote to the replica
+    asyncio.run(prep(5, 5))
+    assert follow_cli.main(args + ["--check"]) == 1  # the pass applies seq 5; the check finds the stray write
+    err = capsys.readouterr().err
+    assert "check: table 'users': PostgreSQL holds" in err
+    query(pg_url, f'CREATE TABLE "{schema}".stray (x int)')
+    assert follow_cli.main(args + ["--check"]) == 1
+    assert "'stray' is in PostgreSQL but not in the stored state" in capsys.readouterr().err
