@@ -39,7 +39,10 @@ TOP = 15
 PG_DDL = ("CREATE TABLE users (chat_id bigint PRIMARY KEY, name text NOT NULL, clicks bigint NOT NULL DEFAULT 0, "
           "last_message_id bigint NOT NULL DEFAULT 0)")
 PG_INDEX = "CREATE INDEX users_by_clicks ON users (clicks DESC, chat_id ASC)"
-# bot/users.py's queries in PostgreSQL's dialect (docs/migrating.md)
+# bot/users.py's queries in PostgreSQL's dialect (docs/migrating.md shows them; tests/postgres runs them
+# against a followed replica beside the bot's own)
+PG_REGISTER = "INSERT INTO users (chat_id, name) VALUES ($1, $2) ON CONFLICT (chat_id) DO NOTHING"
+PG_NAME = "SELECT name FROM users WHERE chat_id = $1"
 PG_CLICK = ("UPDATE users SET clicks = clicks + (last_message_id < $2)::int, last_message_id = greatest("
             "last_message_id, $2) WHERE chat_id = $1 RETURNING clicks")
 PG_TOTAL = "SELECT count(*) FROM users"
