@@ -11,7 +11,8 @@ actually have (read with `typeof()`; docs/migrating.md has the table):
   become numeric (exact for every 64-bit integer and, through the shortest repr, every finite double;
   -0.0 becomes 0); anything with text becomes text (numbers as SQLite's own CAST(x AS TEXT) renders
   them); anything with a blob becomes bytea (text as its UTF-8 bytes, numbers as their text); a text
-  value holding NUL (PostgreSQL's text cannot) makes its column bytea.
+  value holding NUL or bytes that are not UTF-8 (PostgreSQL's text can hold neither) makes its column
+  bytea (the exact bytes SQLite holds).
 
 So a single-class column round-trips exactly, and a mixed one loads the way SQLite itself converts between
 classes instead of failing. The checksum compared after the load is over the values as PostgreSQL holds
@@ -164,6 +165,24 @@ def pg_type(declared: str | None, classes: Iterable[str], has_nul: bool = False)
 
 
 _casts = sqlite3.connect(":memory:")
+#: what `reading` turns bytes that are not UTF-8 into (surrogateescape): such text cannot be PostgreSQL text.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+@contextlib.contextmanager
+def reading(conn: sqlite3.Connection):
+    """SQLite TEXT that is not valid UTF-8 (SQLite stores whatever bytes it is given) read without an error:
+    its undecodable bytes become lone surrogates, which `convert` turns back into the same bytes for bytea."""
+    saved = conn.text_factory
+    conn.text_factory = _text
+    try:
+        yield conn
+    finally:
+        conn.text_factory = saved
 
 
 def _sqlite_text(v: int | float) -> str:
@@ -198,7 +217,7 @@ def convert(v, t: str):
             return Decimal(repr(v))
     elif t == TEXT:
         if type(v) is str:
-            if "\x00" not in v:
+            if "\x00" not in v and not _UNDECODABLE.search(v):
                 return v
         elif type(v) in (int, float):
             return _sqlite_text(v)
@@ -206,7 +225,7 @@ def convert(v, t: str):
         if type(v) is bytes:
             return v
         if type(v) is str:
-            return v.encode("utf-8", "surrogatepass")
+            return v.encode("utf-8", "surrogateescape")  # undecodable text: its own bytes back (see `reading`)
         if type(v) in (int, float):
             return _sqlite_text(v).encode("ascii")
     raise ValueMismatch(f"a {type(v).__name__} value does not fit a PostgreSQL {t} column")
@@ -223,7 +242,7 @@ def _canon(v) -> bytes:
     if isinstance(v, Decimal):
         return b"n" + (str(_EXACT.normalize(v)) if v.is_finite() else str(v)).encode()
     if type(v) is str:
-        return b"s" + v.encode("utf-8", "surrogatepass")
+        return b"s" + v.encode("utf-8", "surrogateescape")
     if isinstance(v, (bytes, bytearray, memoryview)):
         return b"b" + bytes(v)
     raise TypeError(f"unexpected value {type(v).__name__} in a checksum")
@@ -323,12 +342,23 @@ def user_tables(conn: sqlite3.Connection) -> list[str]:
 
 
 def column_classes(conn: sqlite3.Connection, table: str, col: str) -> tuple[set[str], bool]:
+    """The storage classes present, and whether some text cannot be PostgreSQL text (NUL, not UTF-8)."""
     qt, qc = quote(table), quote(col)
     classes = {r[0] for r in conn.execute(f"SELECT DISTINCT typeof({qc}) FROM {qt}")}
-    has_nul = "text" in classes and conn.execute(
-        f"SELECT 1 FROM {qt} WHERE typeof({qc}) = 'text' AND instr(CAST({qc} AS BLOB), x'00') > 0 LIMIT 1"
-    ).fetchone() is not None
-    return classes, has_nul
+    bad = False
+    if "text" in classes:
+        bad = conn.execute(f"SELECT 1 FROM {qt} WHERE typeof({qc}) = 'text' AND instr(CAST({qc} AS BLOB), x'00') > 0 "
+                           "LIMIT 1").fetchone() is not None
+        if not bad:
+            # valid UTF-8? SQL cannot tell; a scan of the text values (bytes, decoded here) can
+            cur = conn.execute(f"SELECT CAST({qc} AS BLOB) FROM {qt} WHERE typeof({qc}) = 'text'")
+            for (b,) in cur:
+                try:
+                    b.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad = True
+                    break
+    return classes, bad
 
 
 def describe(conn: sqlite3.Connection, table: str, *, by_values: bool = True) -> TableSpec:
@@ -536,7 +566,7 @@ async def load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: bool
     counts and checksums, record `position` as the follow cursor; all in one transaction (`pg` must not be
     inside one). Existing tables of the same names are refused unless `replace` (then dropped in the same
     transaction, so readers see the old tables until the new ones are complete)."""
-    with server_errors(url, "loading into PostgreSQL"):
+    with server_errors(url, "loading into PostgreSQL"), reading(conn):
         return await _load_state(pg, conn, schema, replace=replace, position=position, expect=expect)
 
 
@@ -639,6 +669,11 @@ async def pg_columns(cur, schema: str, table: str) -> dict[str, str]:
 
 
 async def compare_state(pg, conn: sqlite3.Connection, schema: str) -> tuple[list[TableReport], list[str]]:
+    with reading(conn):
+        return await _compare_state(pg, conn, schema)
+
+
+async def _compare_state(pg, conn: sqlite3.Connection, schema: str) -> tuple[list[TableReport], list[str]]:
     """Per-table row counts and checksums of `conn` against `schema` (values converted to the replica's
     own column types). Call inside a transaction (REPEATABLE READ for one consistent view). Returns the
     matching tables and the differences, each named."""

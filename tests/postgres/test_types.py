@@ -8,6 +8,7 @@ import sqlite3
 import struct
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,3 +140,17 @@ def test_any_values_load_and_single_class_columns_are_exact(pg_url, cols):
                 else:
                     assert (bytes(a) if isinstance(a, memoryview) else a) == b
     query(pg_url, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_text_that_is_not_utf8_loads_as_its_bytes(pg_url, schema):
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    # SQLite stores whatever bytes it is given as TEXT; Python's sqlite3 cannot even read them back as str
+    conn.execute("INSERT INTO t VALUES (1, CAST(x'ff41c3' AS TEXT)), (2, 'ok'), (3, CAST(x'' AS TEXT))")
+    assert conn.execute("SELECT typeof(v) FROM t WHERE k = 1").fetchone() == ("text",)
+    load(pg_url, conn, schema)
+    assert types_of(pg_url, schema, "t")["v"] == "bytea"
+    got = [bytes(r[0]) for r in query(pg_url, f'SELECT v FROM "{schema}".t ORDER BY k')]
+    assert got == [b"\xffA\xc3", b"ok", b""]
+    with pytest.raises(sqlite3.OperationalError):  # the connection's own text_factory is left as it was
+        conn.execute("SELECT v FROM t").fetchall()
