@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from snapshot import postgres as pgm
 from snapshot.backend import Backend
 from snapshot.changes import ChangeSet, TableChanges
-from snapshot.errors import BackendError, ChainError, ConfigError, CorruptDocument, RestoreError, TgsnapError
+from snapshot.errors import (
+    BackendError,
+    ChainError,
+    ConfigError,
+    CorruptDocument,
+    DocumentNotFound,
+    RestoreError,
+    TgsnapError,
+)
 from snapshot.restore import RestorePlan, execute, plan
 
 log = logging.getLogger("tgsnap.follow")
@@ -368,7 +376,8 @@ class Follower:
                     RestoreError, OSError) as e:
                 # Storage read beside a live writer can race a compaction (a listed delta deleted between
                 # reading the manifest and the document): the next pass reads the new manifest.
-                if isinstance(e, BackendError) and not e.retryable:
+                # (a document gone between listing and reading is a compaction's doing: read again)
+                if isinstance(e, BackendError) and not e.retryable and not isinstance(e, DocumentNotFound):
                     raise
                 failures += 1
                 if max_failures is not None and failures >= max_failures:

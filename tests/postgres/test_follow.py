@@ -262,3 +262,62 @@ def test_check_names_a_replica_that_differs(tmp_path, pg_url, schema, capsys):
     query(pg_url, f'CREATE TABLE "{schema}".stray (x int)')
     assert follow_cli.main(args + ["--check"]) == 1
     assert "'stray' is in PostgreSQL but not in the stored state" in capsys.readouterr().err
+
+
+class FlakyBackend(LocalDirBackend):
+    """Storage that is unreachable while `down` is set (every read fails as an outage would)."""
+
+    down = False
+
+    async def get(self, ref):
+        if FlakyBackend.down:
+            from snapshot.errors import BackendError
+
+            raise BackendError("storage unreachable (test outage)")
+        return await super().get(ref)
+
+    async def read_manifest(self):
+        if FlakyBackend.down:
+            from snapshot.errors import BackendError
+
+            raise BackendError("storage unreachable (test outage)")
+        return await super().read_manifest()
+
+
+async def test_survives_a_storage_outage(tmp_path, pg_url, schema):
+    w = writer(tmp_path)
+    await w.acquire()
+    await write(w, 1, 2)
+    opened = []
+
+    async def open_backend():
+        opened.append(1)
+        return FlakyBackend(tmp_path, fsync=False)
+
+    f = Follower(open_backend, None, pg_url, schema=schema, location=f"local:{tmp_path}")
+    stop = asyncio.Event()
+    seen = []
+    task = asyncio.create_task(f.run(interval=0.05, stop=stop, report=seen.append))
+    try:
+        for _ in range(200):
+            if seen and seen[-1].seq == 2:
+                break
+            await asyncio.sleep(0.05)
+        FlakyBackend.down = True
+        await write(w, 3, 6)  # the writer's own backend is not flaky: only the follower's reads fail
+        await asyncio.sleep(0.4)
+        stuck = seen[-1].seq
+        FlakyBackend.down = False
+        for _ in range(200):
+            if seen[-1].seq == 6:
+                break
+            await asyncio.sleep(0.05)
+        assert stuck == 2 and seen[-1].seq == 6 and len(opened) >= 2  # reopened after the outage
+        assert pg_rows(pg_url, schema) == await restored(tmp_path)
+        assert not task.done()
+    finally:
+        FlakyBackend.down = False
+        stop.set()
+        await task
+        await f.close()
+        await w.release()
