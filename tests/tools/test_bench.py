@@ -8,7 +8,8 @@ import json
 from tools.bench.__main__ import main
 from tools.bench.population import users
 
-EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler"}
+EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
+            "stall"}
 
 
 def test_population_is_deterministic_and_shaped_like_the_articles_users():
@@ -57,6 +58,9 @@ def test_bench_smoke_run(tmp_path, capsys):
     assert set(h["ratios"]) == {f"{k}_p99_vs_{b}" for k in ("click", "rating", "mix")
                                 for b in ("postgres_loopback", "postgres_2ms", "article")}
     assert h["postgres"]["version"] and h["postgres"]["driver"].startswith("asyncpg")
+    st = m["stall"]
+    assert st["snapshot_seconds"] > 0 and st["snapshot_bytes"] > 0 and st["longest_stall_ms"] >= 0
+    assert st["click_latency"]["during_snapshot"]["n"] >= 0 and st["ticker_lateness"]["before"]["n"] > 0
     skipped = {name for name in ("restore_emulator", "upload") if "skipped" in m[name]}
     for name in EXPECTED - {"rpo"} - skipped:
         verdicts = [v for v in m[name].values() if isinstance(v, dict) and "meets_target" in v] or [m[name]]

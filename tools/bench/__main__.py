@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _brief_order(name: str) -> int:
     # BRIEF section 5's table
-    order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler"]
+    order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
+             "stall"]
     return order.index(name) if name in order else len(order)
 
 

@@ -139,5 +139,5 @@ def measure(name: str, summary: str):
 
 
 # The measure bodies live in their own module so this file stays the framework.
-# (handler: the clicker vs PostgreSQL vs the article's method)
-from tools.bench import handler, suite  # noqa: E402,F401  (registers the measures)
+# (handler: the clicker vs PostgreSQL vs the article's method; stall: the event loop during a snapshot)
+from tools.bench import handler, stall, suite  # noqa: E402,F401  (registers the measures)
