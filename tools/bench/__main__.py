@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--postgres", metavar="URL", default=None,
                         help="PostgreSQL for the handler baseline (its public.users is replaced); default: start "
                              "a throw-away server from the installed binaries")
+    parser.add_argument("--rpo-seconds", type=float, metavar="S", default=None,
+                        help="how long the rpo measure runs per Telegram mode (default 60; 6 with --quick)")
     parser.add_argument("--handler-replies", type=int, metavar="N", default=None,
                         help="replies per system in the handler measure (default 5000; 300 up to 50000 users)")
     parser.add_argument("--seed", type=int, default=1, metavar="S", help="population seed (default 1)")
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--upload-mib must be at least 1")
     ctx = Context(users=args.users, seed=args.seed, log=(lambda _m: None) if args.quiet else _log,
                   runs=args.repeats, upload_mib=args.upload_mib)
+    ctx.rpo_seconds = args.rpo_seconds if args.rpo_seconds is not None else (6.0 if args.quick else 60.0)
     ctx.postgres_url = args.postgres
     ctx.handler_ops = args.handler_replies
     started = time.time()

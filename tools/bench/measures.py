@@ -48,6 +48,8 @@ class Context:
     runs: int | None = None
     #: payload of the `upload` measure, in MiB.
     upload_mib: int = 200
+    #: seconds the `rpo` measure runs per Telegram mode.
+    rpo_seconds: float = 60.0
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
