@@ -26,7 +26,8 @@ def test_population_is_deterministic_and_shaped_like_the_articles_users():
 
 def test_bench_smoke_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--seed", "3", "--json-out", str(out), "--quiet"]) == 0  # what CI runs
+    plots = tmp_path / "plots"
+    assert main(["--quick", "--seed", "3", "--json-out", str(out), "--quiet", "--plot", str(plots)]) == 0  # CI's run
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert report["users"] == 20000 and report["seed"] == 3
@@ -58,6 +59,10 @@ def test_bench_smoke_run(tmp_path, capsys):
     assert set(h["ratios"]) == {f"{k}_p99_vs_{b}" for k in ("click", "rating", "mix")
                                 for b in ("postgres_loopback", "postgres_2ms", "article")}
     assert h["postgres"]["version"] and h["postgres"]["driver"].startswith("asyncpg")
+    assert {p.name for p in plots.iterdir()} == {"handler_latency.png", "size_vs_users.png", "time_vs_users.png",
+                                                 "stall.png"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())
+    assert len(h["tgsnap"]["mix"]["percentiles_us"]) == 99
     st = m["stall"]
     assert st["snapshot_seconds"] > 0 and st["snapshot_bytes"] > 0 and st["longest_stall_ms"] >= 0
     assert st["click_latency"]["during_snapshot"]["n"] >= 0 and st["ticker_lateness"]["before"]["n"] > 0
@@ -68,5 +73,5 @@ def test_bench_smoke_run(tmp_path, capsys):
 
 
 def test_only_selects_measures(capsys):
-    assert main(["--users", "1000", "--only", "rpo", "--quiet"]) == 0
+    assert main(["--users", "1000", "--only", "rpo", "--rpo-seconds", "0", "--quiet"]) == 0
     assert set(json.loads(capsys.readouterr().out)["measures"]) == {"rpo"}

@@ -53,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--postgres", metavar="URL", default=None,
                         help="PostgreSQL for the handler baseline (its public.users is replaced); default: start "
                              "a throw-away server from the installed binaries")
+    parser.add_argument("--plot", type=Path, metavar="DIR", default=None,
+                        help="also write PNG charts (matplotlib) of this run and any --plot-with reports to DIR")
+    parser.add_argument("--plot-with", type=Path, nargs="+", metavar="FILE", default=[],
+                        help="earlier --json-out reports to chart beside this run (sizes against users)")
     parser.add_argument("--rpo-seconds", type=float, metavar="S", default=None,
-                        help="how long the rpo measure runs per Telegram mode (default 60; 6 with --quick)")
+                        help="how long the rpo measure runs per Telegram mode (default 60; 0 = computed only, "
+                             "the --quick default)")
     parser.add_argument("--handler-replies", type=int, metavar="N", default=None,
                         help="replies per system in the handler measure (default 5000; 300 up to 50000 users)")
     parser.add_argument("--seed", type=int, default=1, metavar="S", help="population seed (default 1)")
@@ -77,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = args.repeats or 1
         args.upload_mib = min(args.upload_mib, 4)
     args.users = args.users or 1_000_000
+    try:  # read before a long run, not after it
+        others = [json.loads(p.read_text()) for p in args.plot_with]
+    except (OSError, ValueError) as e:
+        parser.error(f"--plot-with: {e}")
     if args.users < 100:
         parser.error("--users must be at least 100 (1 %% dirty must be at least one row)")
     if args.repeats is not None and args.repeats < 1:
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--upload-mib must be at least 1")
     ctx = Context(users=args.users, seed=args.seed, log=(lambda _m: None) if args.quiet else _log,
                   runs=args.repeats, upload_mib=args.upload_mib)
-    ctx.rpo_seconds = args.rpo_seconds if args.rpo_seconds is not None else (6.0 if args.quick else 60.0)
+    ctx.rpo_seconds = args.rpo_seconds if args.rpo_seconds is not None else (0.0 if args.quick else 60.0)
     ctx.postgres_url = args.postgres
     ctx.handler_ops = args.handler_replies
     started = time.time()
@@ -116,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json_out is not None:
         args.json_out.write_text(text + "\n")
+    if args.plot is not None:
+        from tools.bench.plot import plot
+
+        for path in plot([report, *others], args.plot):
+            ctx.log(f"wrote {path}")
     return 0
 
 

@@ -71,6 +71,10 @@ def summary(samples: dict[str, list[float]]) -> dict[str, Any]:
         if xs:
             out[kind] = {"n": len(xs), "p50_us": round(q(xs, 50) * 1e6, 1), "p99_us": round(q(xs, 99) * 1e6, 1),
                          "mean_us": round(statistics.fmean(xs) * 1e6, 1)}
+    if out.get("mix"):  # the whole distribution, for --plot: percentiles 1..99 of the mix
+        xs = samples["click"] + samples["rating"]
+        qs = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else xs * 99
+        out["mix"]["percentiles_us"] = [round(v * 1e6, 1) for v in qs]
     return out
 
 
