@@ -321,3 +321,43 @@ async def test_survives_a_storage_outage(tmp_path, pg_url, schema):
         await task
         await f.close()
         await w.release()
+
+
+async def test_beside_a_live_writer_that_compacts_every_pass_equals_a_restore_at_its_seq(tmp_path, pg_url, schema):
+    """The writer keeps writing and snapshotting (which deletes the deltas a follower may be reading) while
+    the follower runs; after every pass PostgreSQL equals the state the writer had at the cursor's seq."""
+    w = writer(tmp_path)
+    await w.acquire()
+    model = sqlite3.connect(":memory:")
+    states: dict[int, list[tuple]] = {0: []}
+    mismatches: list[int] = []
+    seen: list[int] = []
+
+    def check(r) -> None:
+        seen.append(r.seq)
+        if pg_rows(pg_url, schema) != states[r.seq]:
+            mismatches.append(r.seq)
+
+    f = follower(tmp_path, pg_url, schema)
+    stop = asyncio.Event()
+    task = asyncio.create_task(f.run(interval=0.01, stop=stop, report=check))
+    try:
+        for seq in range(1, 25):
+            cs = _changes(seq, time.time())
+            await w.write_delta(cs)
+            apply_changes(model, cs)
+            states[seq] = model.execute("SELECT * FROM users ORDER BY 1").fetchall()
+            if seq % 5 == 0:
+                await w.write_snapshot(model.serialize(), seq, time.time())
+            await asyncio.sleep(0.01)
+        for _ in range(400):
+            if seen and seen[-1] == 24:
+                break
+            await asyncio.sleep(0.02)
+        assert seen[-1] == 24 and not mismatches, (seen, mismatches)
+        assert len(set(seen)) > 5  # it really followed along, not one pass at the end
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await f.close()
+        await w.release()
