@@ -355,7 +355,7 @@ async def test_beside_a_live_writer_that_compacts_every_pass_equals_a_restore_at
                 break
             await asyncio.sleep(0.02)
         assert seen[-1] == 24 and not mismatches, (seen, mismatches)
-        assert len(set(seen)) > 5  # it really followed along, not one pass at the end
+        assert len(set(seen)) >= 3  # it really followed along (and re-seeded across snapshots), not one pass
     finally:
         stop.set()
         await asyncio.gather(task, return_exceptions=True)
