@@ -73,8 +73,14 @@ def _need_psycopg() -> None:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for messages and logs."""
-    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    """The URL with any password replaced by ***, for messages and logs (also an unencoded '@' or '/' in
+    the password: the user info ends at the last '@' before the query)."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        at = rest.split("?", 1)[0].rfind("@")
+        if at >= 0 and ":" in rest[:at]:
+            rest = rest[:at].split(":", 1)[0] + ":***" + rest[at:]
+        url = scheme + sep + rest
     return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
@@ -164,7 +170,7 @@ def pg_type(declared: str | None, classes: Iterable[str], has_nul: bool = False)
     return t if t is not None else _EMPTY_TYPE[aff]
 
 
-_casts = sqlite3.connect(":memory:")
+_casts = sqlite3.connect(":memory:", check_same_thread=False)  # only ever runs one statement at a time
 #: what `reading` turns bytes that are not UTF-8 into (surrogateescape): such text cannot be PostgreSQL text.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
@@ -285,7 +291,7 @@ class TableSpec:
     name: str
     columns: list[Column]
     pk: list[str]
-    #: CREATE INDEX statements (PostgreSQL), schema-qualified at creation time via {schema}.
+    #: (name, unique, [(column, descending)]) for each index to recreate.
     indexes: list[tuple[str, bool, list[tuple[str, bool]]]] = field(default_factory=list)
     #: what could not be carried over (expression/partial indexes, collations, defaults), for the report.
     notes: list[str] = field(default_factory=list)

@@ -132,3 +132,13 @@ def test_clear_errors_never_show_the_password(tmp_path, pg_server, schema, capsy
     want = {"wrong password": "password authentication failed", "unreachable": "cannot connect",
             "bad url": "sslmode", "not postgres": "the only database target is postgresql://"}[case]
     assert want in err
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://bot:p@ss/w:rd@db.example:5432/bot?sslmode=require",
+    "postgres://bot:Hunter2-xyzzy@127.0.0.1/bot",
+    "postgresql://127.0.0.1/bot?user=bot&password=Hunter2-xyzzy",
+])
+def test_redact_hides_every_form_of_password(url):
+    out = pgm.redact(url)
+    assert "Hunter2" not in out and "p@ss" not in out and "w:rd" not in out and "***" in out
