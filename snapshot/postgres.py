@@ -30,7 +30,6 @@ import hashlib
 import math
 import re
 import sqlite3
-import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -237,21 +236,21 @@ def convert(v, t: str):
     raise ValueMismatch(f"a {type(v).__name__} value does not fit a PostgreSQL {t} column")
 
 
-def _canon(v) -> bytes:
-    """Type-tagged bytes of a value as PostgreSQL holds it (as psycopg returns it), for the checksum."""
-    if v is None:
-        return b"z"
-    if type(v) is int:
-        return b"i" + str(v).encode()
-    if type(v) is float:
-        return b"f" + struct.pack(">d", v)
-    if isinstance(v, Decimal):
-        return b"n" + (str(_EXACT.normalize(v)) if v.is_finite() else str(v)).encode()
-    if type(v) is str:
-        return b"s" + v.encode("utf-8", "surrogateescape")
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return b"b" + bytes(v)
+_PLAIN = (int, float, str, bytes, type(None))
+
+
+def _norm(v):
+    """A value as PostgreSQL holds it, in a form whose repr is canonical (for the checksum)."""
+    if isinstance(v, Decimal):  # 1E+300 and 1000…0 are one numeric: compare normalized
+        return ("numeric", str(_EXACT.normalize(v)) if v.is_finite() else str(v))
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if type(v) in _PLAIN:
+        return v
     raise TypeError(f"unexpected value {type(v).__name__} in a checksum")
+
+
+_MASK = (1 << 128) - 1
 
 
 @dataclass
@@ -261,14 +260,14 @@ class Checksum:
     rows: int = 0
     digest: int = 0
 
-    def add(self, row: Iterable) -> None:
-        h = hashlib.blake2b(digest_size=16)
-        for v in row:
-            c = _canon(v)
-            h.update(len(c).to_bytes(8, "big"))
-            h.update(c)
+    def add(self, row: tuple) -> None:
+        # repr of a tuple of int/float/str/bytes/None is unambiguous and exact: it tells 1 from 1.0 from '1'
+        # from b'1', keeps -0.0 and inf, and escapes lone surrogates; one hash per row keeps it cheap.
+        if not all(type(v) in _PLAIN for v in row):
+            row = tuple(_norm(v) for v in row)
+        h = hashlib.blake2b(repr(row).encode(), digest_size=16).digest()
         self.rows += 1
-        self.digest = (self.digest + int.from_bytes(h.digest(), "big")) % (1 << 128)
+        self.digest = (self.digest + int.from_bytes(h, "big")) & _MASK
 
     def __str__(self) -> str:
         return f"{self.rows} row(s), digest {self.digest:032x}"
@@ -452,10 +451,19 @@ def index_statements(schema: str, spec: TableSpec) -> list:
 # ------------------------------------------------------------------------------------------ loading
 
 
+_NATURAL = {BIGINT: int, FLOAT8: float, TEXT: str, BYTEA: bytes}
+
+
 def converted_rows(conn: sqlite3.Connection, spec: TableSpec) -> Iterator[tuple]:
+    """The table's rows converted for its PostgreSQL types. The types were chosen from these very values
+    (`describe`), so a value of its column's natural class needs no conversion or check."""
     types = [c.type for c in spec.columns]
+    natural = tuple(_NATURAL.get(t) for t in types)
     cur = conn.execute(f"SELECT {', '.join(quote(c.name) for c in spec.columns)} FROM {quote(spec.name)}")
     for row in cur:
+        if all(v is None or type(v) is k for v, k in zip(row, natural, strict=True)):
+            yield row
+            continue
         try:
             yield tuple(convert(v, t) for v, t in zip(row, types, strict=True))
         except ValueMismatch as e:  # the type was chosen from these very values: a bug if it happens

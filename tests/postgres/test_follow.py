@@ -350,10 +350,12 @@ async def test_beside_a_live_writer_that_compacts_every_pass_equals_a_restore_at
             if seq % 5 == 0:
                 await w.write_snapshot(model.serialize(), seq, time.time())
             await asyncio.sleep(0.01)
-        for _ in range(400):
-            if seen and seen[-1] == 24:
+        for _ in range(1000):
+            if (seen and seen[-1] == 24) or task.done():
                 break
             await asyncio.sleep(0.02)
+        if task.done():
+            task.result()  # the follower must not have stopped: show why it did
         assert seen[-1] == 24 and not mismatches, (seen, mismatches)
         assert len(set(seen)) >= 3  # it really followed along (and re-seeded across snapshots), not one pass
     finally:
