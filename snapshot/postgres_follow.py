@@ -112,6 +112,7 @@ class Follower:
         self.pg = None
         self.backend: Backend | None = None
         self._reported: set = set()
+        self._known: dict[str, _PgTable] | None = None
 
     async def close_pg(self) -> None:
         pg, self.pg = self.pg, None
@@ -185,12 +186,17 @@ class Follower:
             return await self._seed(pg, backend, p, tip, cursor, why)
         res = StepResult(seq=cursor.seq, tip=tip.seq)
         pos = cursor
+        self._known = None
         for d in p.chain[at:]:  # chain[at] is the delta after chain-list index `at` (base is index 0)
             changes = p.changes[d.ref]
             nxt = pgm.Position(seq=d.seq, hash=d.hash, epoch=d.epoch, storage=tip.storage,
                                captured_at=d.captured_at)
             try:
-                await self._apply(pg, changes, pos, nxt, what=f"delta seq {d.seq}")
+                try:
+                    await self._apply(pg, changes, pos, nxt, what=f"delta seq {d.seq}")
+                except BaseException:
+                    self._known = None  # the transaction rolled back: so did any table it created or altered
+                    raise
             except NeedsReseed as e:
                 s = await self._seed(pg, backend, p, tip, pos, f"delta seq {d.seq}: {e}; re-seeding")
                 s.applied = res.applied
@@ -266,13 +272,17 @@ class Follower:
                 raise pgm.CursorMoved(f"schema {self.schema!r}: the follow cursor moved to seq "
                                       f"{now and now.seq} under this follower (expected {pos.seq}): another "
                                       "follower works on it")
-            tables = await self._tables(cur)
+            # The replica's tables, read once per pass (information_schema is slow): only this follower
+            # changes them, under the schema lock, and it updates the cache as it does.
+            if self._known is None:
+                self._known = await self._tables(cur)
+            tables = self._known
             for t in changes.tables.values():
                 if not len(t) and not t.ddl:
                     continue
                 pt = tables.get(t.name)
                 if pt is None:
-                    pt = await self._create(cur, t, what)
+                    pt = tables[t.name] = await self._create(cur, t, what)
                 await self._apply_table(cur, t, pt, what)
             await pgm.write_cursor(cur, self.schema, nxt)
 
