@@ -363,3 +363,15 @@ async def test_beside_a_live_writer_that_compacts_every_pass_equals_a_restore_at
         await asyncio.gather(task, return_exceptions=True)
         await f.close()
         await w.release()
+
+
+def test_encrypted_storage_follows_with_the_key_and_not_without(tmp_path, pg_url, schema, capsys):
+    from tests.tools.chain import build_sync
+
+    key = bytes(range(32))
+    chain = build_sync(tmp_path / "s", 4, snapshot_at=2, key=key)
+    base = ["--storage-dir", str(tmp_path / "s"), "--to", pg_url, "--schema", schema, "--once"]
+    assert follow_cli.main(base) != 0  # no key: refused, nothing written
+    assert "key" in capsys.readouterr().err.lower()
+    assert follow_cli.main(base + ["--key", key.hex()]) == 0
+    assert [(a, b, c, d) for a, b, c, d in pg_rows(pg_url, schema)] == chain.states[4]
