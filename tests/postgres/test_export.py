@@ -9,6 +9,7 @@ import pytest
 
 from snapshot import postgres as pgm
 from snapshot.backends.local import LocalDirBackend
+from snapshot.errors import ConfigError
 from snapshot.replica import Replica, ReplicaConfig
 from tests.postgres.conftest import PASSWORD, free_port, query
 from tests.tools.chain import build_sync
@@ -142,3 +143,24 @@ def test_clear_errors_never_show_the_password(tmp_path, pg_server, schema, capsy
 def test_redact_hides_every_form_of_password(url):
     out = pgm.redact(url)
     assert "Hunter2" not in out and "p@ss" not in out and "w:rd" not in out and "***" in out
+
+
+def test_odd_schema_table_and_column_names_are_quoted_not_interpreted(pg_url):
+    conn = sqlite3.connect(":memory:")
+    conn.execute('CREATE TABLE "Users ""x""; DROP TABLE y" ("Chat Id" INTEGER PRIMARY KEY, "naMe" TEXT)')
+    conn.execute("INSERT INTO \"Users \"\"x\"\"; DROP TABLE y\" VALUES (1, 'a')")
+    schema = 'My Schema"; --'
+
+    async def go():
+        pg = await pgm.connect(pg_url)
+        try:
+            return await pgm.load_state(pg, conn, schema, replace=False, position=None, url=pg_url)
+        finally:
+            await pg.close()
+
+    report = asyncio.run(go())
+    assert [t.name for t in report.tables] == ['Users "x"; DROP TABLE y']
+    assert query(pg_url, 'SELECT "Chat Id", "naMe" FROM "My Schema""; --"."Users ""x""; DROP TABLE y"') == [(1, "a")]
+    query(pg_url, 'DROP SCHEMA "My Schema""; --" CASCADE')
+    with pytest.raises(ConfigError):
+        pgm.check_schema_name("x" * 64)
