@@ -72,10 +72,22 @@ class StepResult:
     applied: int = 0  # deltas applied in place
     reseeded: str | None = None  # why a (re-)seed happened
     notes: list[str] = field(default_factory=list)
+    #: capture times (unix seconds) of the replica's state and of storage's tip, when known.
+    seq_captured_at: float | None = None
+    tip_captured_at: float | None = None
 
     @property
     def lag(self) -> int:
         return self.tip - self.seq
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How much writing time the replica is behind storage (0 when caught up)."""
+        if self.lag == 0:
+            return 0.0
+        if self.seq_captured_at is None or self.tip_captured_at is None:
+            return None
+        return max(0.0, self.tip_captured_at - self.seq_captured_at)
 
 
 @dataclass
@@ -184,7 +196,8 @@ class Follower:
                                   f"{tip.seq}. Storage lost history the replica has; refusing to go back (use "
                                   "--force to re-seed from storage as it is)")
             return await self._seed(pg, backend, p, tip, cursor, why)
-        res = StepResult(seq=cursor.seq, tip=tip.seq)
+        res = StepResult(seq=cursor.seq, tip=tip.seq, seq_captured_at=cursor.captured_at,
+                         tip_captured_at=tip.captured_at)
         pos = cursor
         self._known = None
         for d in p.chain[at:]:  # chain[at] is the delta after chain-list index `at` (base is index 0)
@@ -203,7 +216,7 @@ class Follower:
                 return s
             pos = nxt
             res.applied += 1
-            res.seq = d.seq
+            res.seq, res.seq_captured_at = d.seq, d.captured_at
         return res
 
     async def check(self) -> CheckResult:
@@ -243,7 +256,8 @@ class Follower:
                                           url=self.url, expect=expect)
         finally:
             restored.conn.close()
-        return StepResult(seq=tip.seq, tip=tip.seq, reseeded=why, notes=report.notes)
+        return StepResult(seq=tip.seq, tip=tip.seq, reseeded=why, notes=report.notes,
+                          seq_captured_at=tip.captured_at, tip_captured_at=tip.captured_at)
 
     async def _tables(self, cur) -> dict[str, _PgTable]:
         await cur.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "

@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet or (not r.applied and not r.reseeded and not args.once):
             return
         what = f"re-seeded ({r.reseeded})" if r.reseeded else f"applied {r.applied} delta(s)"
+        behind = "" if r.lag_seconds is None or not r.lag else f" ({r.lag_seconds:.1f} s of writes)"
         sys.stderr.write(f"{time.strftime('%H:%M:%S')} {what}; at seq {r.seq}, storage at seq {r.tip}, "
-                         f"lag {r.lag}\n")
+                         f"lag {r.lag}{behind}\n")
         for n in r.notes:
             sys.stderr.write(f"note: {n}\n")
 

@@ -375,3 +375,27 @@ def test_encrypted_storage_follows_with_the_key_and_not_without(tmp_path, pg_url
     assert "key" in capsys.readouterr().err.lower()
     assert follow_cli.main(base + ["--key", key.hex()]) == 0
     assert [(a, b, c, d) for a, b, c, d in pg_rows(pg_url, schema)] == chain.states[4]
+
+
+async def test_lag_in_deltas_and_seconds(tmp_path, pg_url, schema):
+    w = writer(tmp_path)
+    await w.acquire()
+    t0 = time.time()
+    for seq in range(1, 3):
+        await w.write_delta(_changes(seq, t0 + seq))
+    f = follower(tmp_path, pg_url, schema)
+    try:
+        s = await f.step()
+        assert (s.lag, s.lag_seconds) == (0, 0.0)
+        for seq in range(3, 6):
+            await w.write_delta(_changes(seq, t0 + 10 * seq))
+        s = await f.step()
+        assert (s.seq, s.lag, s.seq_captured_at, s.tip_captured_at) == (5, 0, t0 + 50, t0 + 50)
+        # behind: the capture times of the replica's seq and of storage's tip give the writing time missing
+        from snapshot.postgres_follow import StepResult
+
+        behind = StepResult(seq=2, tip=5, seq_captured_at=t0 + 2, tip_captured_at=t0 + 50)
+        assert (behind.lag, behind.lag_seconds) == (3, 48.0)
+    finally:
+        await f.close()
+        await w.release()
