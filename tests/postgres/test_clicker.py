@@ -3,6 +3,8 @@ clicker's queries in PostgreSQL's dialect (docs/migrating.md) answer exactly as 
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 
 from bot.users import SCHEMA, Users
@@ -44,9 +46,12 @@ async def test_clicker_queries_on_the_followed_replica_answer_as_the_bot(tmp_pat
             assert await conn.fetchval(PG_CLICK, 107, 99) == users.click(107, 99)
             assert await conn.fetchval(PG_CLICK, 107, 99) == users.click(107, 99)
             assert await conn.fetchval(PG_CLICK, 999, 1) is None and users.click(999, 1) is None
-            await conn.execute(PG_REGISTER, 500, "Новый")
-            await conn.execute(PG_REGISTER, 500, "renamed?")
+            await conn.execute(PG_REGISTER, 500, "Новый", None, time.time())
+            await conn.execute(PG_REGISTER, 500, "renamed?", "nick", time.time())  # keeps the name, learns @nick
             assert await conn.fetchval(PG_NAME, 500) == users.register(500, "Новый") == "Новый"
+            users.register(500, "renamed?", "nick")
+            assert tuple(await conn.fetchrow("SELECT name, username FROM users WHERE chat_id = 500")) == \
+                users.profile(500)[:2] == ("Новый", "nick")
         finally:
             await conn.close()
     finally:

@@ -93,15 +93,22 @@ async def test_writer_crash_takeover_superseded_delta_and_compaction(tmp_path, p
         late = ChangeSet(time.time(), {"users": TableChanges("users", DDL, COLUMNS, ["chatid"],
                                                               [(1, "late write of a fenced writer", 1, None)], [])})
         await LocalDirBackend(tmp_path).put(delta_name(6), encode_delta(late, epoch=1, seq=6, prev=tip[1]))
-        s = await f.step()  # the late delta is the only seq 6 so far: the chain (and the replica) take it
-        assert s.seq == 6 and s.reseeded is None
+        s = await f.step()  # a document of a superseded claim never enters the chain (reader rules)
+        assert s.seq == 5 and s.reseeded is None
         assert pg_rows(pg_url, schema) == await restored(tmp_path)
-        # B writes its own seq 6 on the newer epoch: the chain now prefers it, the replica's seq 6 is off-chain
-        await write(b, 6, 8)
+        await write(b, 6, 7)  # B continues: the replica follows across the takeover in place
         s = await f.step()
-        assert s.reseeded and "superseded" in s.reseeded and s.seq == 8
+        assert (s.seq, s.applied, s.reseeded) == (7, 2, None)
         rows = pg_rows(pg_url, schema)
         assert rows == await restored(tmp_path) and (1, "late write of a fenced writer", 1, None) not in rows
+        # a replica that applied a delta the chain no longer holds at that seq (a superseded attempt: a lost
+        # acknowledgement's first try, replaced by its retry) re-seeds; here its cursor is made to say so
+        query(pg_url, f'UPDATE "{schema}"._tgsnap_follow SET hash = %s', ("ab" * 32,))
+        query(pg_url, f'UPDATE "{schema}".users SET name = %s', ("from the superseded attempt",))
+        await write(b, 8, 8)
+        s = await f.step()
+        assert s.reseeded and "superseded" in s.reseeded and s.seq == 8
+        assert pg_rows(pg_url, schema) == await restored(tmp_path)
         # compaction: a snapshot at the tip folds the deltas the cursor points into
         await write(b, 9, 10)
         r = await restore(LocalDirBackend(tmp_path, fsync=False))

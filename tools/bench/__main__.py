@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
             "results as JSON with ratios against the BRIEF's targets. Timings are wall-clock on this\n"
             "machine; the ratios are what to compare across machines. Progress goes to stderr."
         ),
-        epilog=EXAMPLES + "\nmeasures: " + ", ".join(f"{m.name} ({m.summary})" for m in MEASURES.values()),
+        epilog=EXAMPLES + "\nmeasures: " + ", ".join(f"{m.name} ({m.summary})"
+                                             # BRIEF order, not import order (which depends on who imported first)
+                                             for m in sorted(MEASURES.values(), key=lambda m: _brief_order(m.name))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--users", type=int, default=None, metavar="N",

@@ -37,11 +37,13 @@ CLICK_SHARE = 0.9
 TOP = 15
 
 PG_DDL = ("CREATE TABLE users (chat_id bigint PRIMARY KEY, name text NOT NULL, clicks bigint NOT NULL DEFAULT 0, "
-          "last_message_id bigint NOT NULL DEFAULT 0)")
+          "last_message_id bigint NOT NULL DEFAULT 0, username text, registered_at double precision)")
 PG_INDEX = "CREATE INDEX users_by_clicks ON users (clicks DESC, chat_id ASC)"
 # bot/users.py's queries in PostgreSQL's dialect (docs/migrating.md shows them; tests/postgres runs them
 # against a followed replica beside the bot's own)
-PG_REGISTER = "INSERT INTO users (chat_id, name) VALUES ($1, $2) ON CONFLICT (chat_id) DO NOTHING"
+PG_REGISTER = ("INSERT INTO users (chat_id, name, username, registered_at) VALUES ($1, $2, $3, $4) ON CONFLICT "
+               "(chat_id) DO UPDATE SET username = EXCLUDED.username WHERE users.username IS DISTINCT FROM "
+               "EXCLUDED.username")
 PG_NAME = "SELECT name FROM users WHERE chat_id = $1"
 PG_CLICK = ("UPDATE users SET clicks = clicks + (last_message_id < $2)::int, last_message_id = greatest("
             "last_message_id, $2) WHERE chat_id = $1 RETURNING clicks")
@@ -92,7 +94,8 @@ async def run_tgsnap(ctx: Context, ops) -> dict[str, list[float]]:
     db = sqlite3.connect(":memory:")
     for stmt in SCHEMA:
         db.execute(stmt)
-    db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)", clicker_rows(ctx))
+    db.executemany("INSERT INTO users (chat_id, name, clicks, last_message_id) VALUES (?, ?, ?, ?)",
+                   clicker_rows(ctx))
     db.commit()
     path = Path(tempfile.mkdtemp(prefix="tgsnap-bench-handler-"))
     try:
