@@ -406,3 +406,23 @@ async def test_lag_in_deltas_and_seconds(tmp_path, pg_url, schema):
     finally:
         await f.close()
         await w.release()
+
+
+async def test_cursor_names_the_storage_by_its_id(tmp_path, pg_url, schema):
+    w = writer(tmp_path)
+    await w.acquire()
+    await write(w, 1, 1)
+    f = follower(tmp_path, pg_url, schema)
+    try:
+        await f.step()
+        (storage,) = query(pg_url, f'SELECT storage FROM "{schema}"._tgsnap_follow')[0]
+        location, _, sid = storage.rpartition("|")
+        assert location == f"local:{tmp_path}" and len(sid) == 32  # the manifest's 16-byte storage id, hex
+        # the same storage reached through another path (a moved directory) is still recognised by its id
+        from snapshot import postgres as pgm
+
+        assert pgm.same_storage(storage, f"local:/elsewhere|{sid}")
+        assert not pgm.same_storage(storage, f"local:{tmp_path}|{'0' * 32}")
+    finally:
+        await f.close()
+        await w.release()
