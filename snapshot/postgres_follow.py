@@ -61,8 +61,11 @@ class NeedsReseed(Exception):
 
 
 async def read_chain(backend: Backend, key) -> RestorePlan:
-    """The one place the follower reads storage: the verified chain to the tip (restore's own rules)."""
-    return await plan(backend, key)
+    """The one place the follower reads storage: the verified chain to the tip (restore's own rules),
+    re-read on the newer manifest when a snapshot switch deleted what it was reading (snapshot.reading)."""
+    from snapshot import reading
+
+    return await reading.settled(backend, lambda at: plan(backend, key, manifest=at), key=key)
 
 
 @dataclass
