@@ -444,14 +444,17 @@ class Store:
         error: TimeoutError | None = None
         if self._abandoned:
             return  # a crash already happened: nothing to ship, and the lease is not ours to release
+        fenced: FencedError | None = None
         if self._flusher.fenced is None:
             try:
                 await self._flusher.flush(remaining())
             except TimeoutError as exc:
                 error = exc
                 log.error("tgsnap: closing with %d row(s) not durable: %s", self._pending_rows(), exc)
-            except FencedError:
-                pass
+            except FencedError as exc:
+                fenced = exc
+        elif self._pending_rows():
+            fenced = self._flusher.fenced  # accepted before the fence was found, never shipped
         await self._flusher.stop(remaining())
         if self._flusher.fenced is None:
             try:
@@ -459,6 +462,11 @@ class Store:
             except (BackendError, FencedError) as exc:
                 log.warning("tgsnap: could not release the writer lease (%s); it will expire", exc)
         log.info("tgsnap: store closed")
+        if fenced is not None:
+            # Returning normally would say the accepted writes are durable: a newer writer's claim means
+            # the un-shipped ones never will be.
+            log.error("tgsnap: closed fenced with %d row(s) not durable: %s", self._pending_rows(), fenced)
+            raise copy_error(fenced)
         if error is not None:
             raise error
 

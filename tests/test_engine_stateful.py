@@ -975,8 +975,8 @@ class Writers(RuleBasedStateMachine):
             version, claims = inc.last, self.claims
             try:
                 self.run(inc.store.close(timeout=30))
-                # close() swallows the FencedError of its final flush (core/store.py); a caller can
-                # only see it in `fenced` (tests/adversary/test_holes.py): nothing was acknowledged then
+                # close() raises the FencedError of its final flush; a store fenced earlier with nothing
+                # left to ship closes normally, and its `fenced` says no acknowledgement came of this stop
                 outcome = FencedError("final flush fenced") if inc.store.fenced else None
             except TgsnapError as exc:
                 outcome = exc
