@@ -519,10 +519,21 @@ class Store:
 
 
 #: the first word of a statement that may change the schema (after whitespace and comments).
-_SCHEMA_WORD = re.compile(
+_SCHEMA_RE = re.compile(
     r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*(CREATE|ALTER|DROP|ANALYZE|REINDEX|VACUUM|ROLLBACK)\b",
     re.IGNORECASE | re.DOTALL,
 ).match
+#: first characters that can begin such a statement (or whitespace / a comment before it): INSERT,
+#: UPDATE, SELECT, WITH never pay for the regular expression.
+_MAYBE_SCHEMA = frozenset("CcAaDdRrVv-/")
+_SPACE = frozenset(" \t\r\n\f\v")
+
+
+def _SCHEMA_WORD(sql: str) -> re.Match[str] | None:  # noqa: N802 - reads like the constant it was
+    first = sql[:1]
+    if first in _SPACE:
+        first = sql.lstrip()[:1]
+    return _SCHEMA_RE(sql) if first in _MAYBE_SCHEMA else None
 
 
 def _fresh(exc: Exception) -> Exception:

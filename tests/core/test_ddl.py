@@ -7,12 +7,14 @@ Each test drives the public Store API over the directory backend and restores as
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
 
 from core import ConfigError, Store, StoreConfig
 from snapshot.backends.local import LocalDirBackend
+from snapshot.errors import RestoreError
 from snapshot.replica import ReplicaConfig
 from snapshot.restore import restore
 
@@ -192,3 +194,34 @@ async def test_snapshot_of_a_store_with_no_tables(tmp_path):
     assert receipt.size >= 0
     await store.close()
     assert schema_of(await _restored(tmp_path)) == []
+
+
+async def test_a_schema_change_that_bypassed_store_is_made_durable_by_a_snapshot_at_that_cut(tmp_path, caplog):
+    store = await _open(tmp_path, schema=[USERS])
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Ann')")
+    await store.flush()
+    store._conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, v)")  # not through Store: not recorded
+    store._conn.execute("INSERT INTO raw VALUES (1, 'untracked when written')")
+    store.execute("UPDATE users SET clicks = 1")
+    await store.flush()
+    for _ in range(500):
+        if not store.stats().snapshot_in_progress and store.stats().deltas_since_snapshot == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert "outside Store.execute" in caplog.text
+    store.execute("INSERT INTO raw VALUES (2, 'tracked now')")
+    await store.flush()
+    expected = state_of(store._conn)
+    await store.abandon()
+    assert state_of(await _restored(tmp_path)) == expected
+
+
+async def test_shards_listed_out_of_index_order_are_refused():
+    from snapshot.manifest import ShardEntry, SnapshotEntry
+    from snapshot.restore import fetch_image
+
+    shard = {"raw_size": 1, "sha256": "00" * 32, "compressed_size": 1, "parts": []}
+    snap = SnapshotEntry(base_seq=1, base_hash="00" * 32, captured_at=0.0, epoch=1, image_size=2,
+                         image_sha256="00" * 32, shards=[ShardEntry(index=1, **shard), ShardEntry(index=0, **shard)])
+    with pytest.raises(RestoreError, match="not 0..1 in order"):
+        await fetch_image(None, snap, None)
