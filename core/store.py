@@ -6,7 +6,9 @@
     await store.close()
 
 Writes are ordinary SQL on one connection in autocommit mode. Triggers report the key of every changed
-row (see `core.tracker`); the flush loop (see `core.flusher`) ships them. Reads take no lock.
+row (see `core.tracker`); the flush loop (see `core.flusher`) ships them. Reads take no lock. Schema
+statements (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them at once
+(`_schema_statement`); migrations run at open (`core.migrations`).
 """
 
 from __future__ import annotations
