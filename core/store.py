@@ -165,15 +165,19 @@ class Store:
                     if m.version <= stored:
                         continue
                     log.info("tgsnap: migrating storage from schema version %d to %d", stored, m.version)
-                    async with self.transaction() as tx:
-                        for step in m.steps:
-                            if isinstance(step, str):
-                                tx.execute(step)
-                            else:
-                                result = step(tx)
-                                if hasattr(result, "__await__"):
-                                    await result
-                        tx.execute(f"PRAGMA user_version = {m.version}")
+                    try:
+                        async with self.transaction() as tx:
+                            for step in m.steps:
+                                if isinstance(step, str):
+                                    tx.execute(step)
+                                else:
+                                    result = step(tx)
+                                    if hasattr(result, "__await__"):
+                                        await result
+                            tx.execute(f"PRAGMA user_version = {m.version}")
+                    except (sqlite3.Error, ConfigError) as exc:
+                        raise ConfigError(f"migration {m.version} failed and was rolled back ({exc}); storage "
+                                          f"stays at schema version {stored}") from exc
                     await self.flush()  # the migration is durable (one delta) before the next one runs
                     stored = m.version
                     self._tell_replica_version()
