@@ -263,11 +263,19 @@ class Store:
                 return fn(sql, params)
             finally:
                 tracker.schema_rolled_back()
+                if self._tx_marks is not None and self._tx is None:  # a raw BEGIN ... ROLLBACK
+                    tracker.restore_marks(self._tx_marks)
+                    self._tx_marks = None
         if not (isinstance(params, (tuple, list, dict)) and not params):
             raise ConfigError("a schema statement cannot take parameters (its SQL is replayed as is): "
                               f"{sql.strip()[:120]!r}")
-        if self._tx is not None and self._tx_marks is None:
-            self._tx_marks = tracker.snapshot_marks()
+        # Inside a transaction, a rollback may bring back tables whose marks this statement drops: keep a
+        # copy of the marks from before its first schema statement (extra marks after are harmless).
+        if conn.in_transaction:
+            if self._tx_marks is None:
+                self._tx_marks = tracker.snapshot_marks()
+        elif self._tx is None:
+            self._tx_marks = None
         before = tracker.schema_version()
         if word == "VACUUM":  # cannot run inside a savepoint; changes no schema object
             cur = fn(sql, params)
@@ -361,8 +369,10 @@ class Store:
                 saved, self._tx_marks = self._tx_marks, None
                 if rolled_back:
                     self._tracker.schema_rolled_back()
-                    if saved is not None:
-                        self._tracker.restore_marks(saved)  # positions mean nothing across a schema change
+                if saved is not None:
+                    # Positions mean nothing across a schema change, and a ROLLBACK run by the body may
+                    # have brought back a table whose marks a statement dropped: put them back.
+                    self._tracker.restore_marks(saved)
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None

@@ -225,3 +225,20 @@ async def test_shards_listed_out_of_index_order_are_refused():
                          image_sha256="00" * 32, shards=[ShardEntry(index=1, **shard), ShardEntry(index=0, **shard)])
     with pytest.raises(RestoreError, match="not 0..1 in order"):
         await fetch_image(None, snap, None)
+
+
+async def test_a_drop_undone_by_a_rollback_the_body_ran_keeps_the_earlier_dirty_rows(tmp_path):
+    store = await _open(tmp_path, schema=[USERS])
+    await store.flush()
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'dirty before the transaction')")
+    async with store.transaction() as tx:
+        tx.execute("DROP TABLE users")
+        tx.execute("ROLLBACK")  # the body ends the transaction itself
+    store.execute("BEGIN")
+    store.execute("ALTER TABLE users RENAME TO members")
+    store.execute("ROLLBACK")  # a raw transaction, rolled back
+    assert store.tables == ["users"]
+    await store.flush()
+    expected = state_of(store._conn)
+    await store.abandon()
+    assert state_of(await _restored(tmp_path)) == expected
