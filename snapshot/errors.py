@@ -65,6 +65,17 @@ class DocumentNotFound(BackendError):
         self.ref = ref
 
 
+class OversizeRow(BackendError):
+    """One row (or a change set's schema part) encodes over the backend's document limit: no split of the
+    cut can ship it as deltas. Not retryable as a delta; a snapshot at that cut can hold it (parts are
+    split at any byte). Fields: `table`, `limit`."""
+
+    def __init__(self, message: str, *, table: str | None = None, limit: int | None = None):
+        super().__init__(message, retryable=False)
+        self.table = table
+        self.limit = limit
+
+
 class CorruptDocument(TgsnapError):
     """A document failed verification (magic, version, checksum, truncation, wrong kind, chain link)."""
 

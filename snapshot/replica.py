@@ -39,6 +39,7 @@ from snapshot.errors import (
     ConfigError,
     DocumentNotFound,
     FencedError,
+    OversizeRow,
     StorageBusy,
     TgsnapError,
 )
@@ -129,6 +130,52 @@ class ReplicaStatus:
     snapshot_size: int | None  # stored bytes of the current snapshot
     backend: str
     lease_expires_at: float | None
+
+
+def _split_cut(changes: ChangeSet, fits, limit: int) -> list[ChangeSet]:
+    """`changes` cut into change sets that each `fits`, rows kept in order, halving until they do. The
+    first piece keeps everything but rows (tables without rows, and any other field of the change set);
+    the others carry rows only."""
+    items = [(name, kind, row) for name, t in changes.tables.items()
+             for kind, rows in (("d", t.deletes), ("u", t.upserts)) for row in rows]
+
+    def build(part: list, head: bool) -> ChangeSet:
+        tables = {}
+        for name, t in changes.tables.items():
+            ups = [r for n, k, r in part if n == name and k == "u"]
+            dels = [r for n, k, r in part if n == name and k == "d"]
+            if ups or dels or (head and not len(t)):
+                tables[name] = dataclasses.replace(t, upserts=ups, deletes=dels)
+        if head:
+            return dataclasses.replace(changes, tables=tables)
+        rest = {}
+        for f in dataclasses.fields(changes):
+            if f.name in ("captured_at", "tables", "user_version"):
+                continue  # every piece is at the same cut, so it carries the cut's user_version too
+            if f.default is not dataclasses.MISSING:
+                rest[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                rest[f.name] = f.default_factory()
+        return dataclasses.replace(changes, tables=tables, **rest)
+
+    out: list[ChangeSet] = []
+
+    def split(lo: int, hi: int) -> None:
+        cs = build(items[lo:hi], head=not out)
+        if fits(cs):
+            out.append(cs)
+            return
+        if hi - lo <= 1:
+            table = items[lo][0] if hi > lo else None
+            what = f"a row of table {table!r}" if table is not None else "the change set's schema part"
+            raise OversizeRow(f"{what} alone is over the backend's document limit of {limit} bytes once "
+                              "encoded: it cannot be shipped as a delta (take a snapshot)", table=table, limit=limit)
+        mid = (lo + hi) // 2
+        split(lo, mid)
+        split(mid, hi)
+
+    split(0, len(items))
+    return out
 
 
 class Replica:
@@ -248,8 +295,11 @@ class Replica:
         if ref is None:
             return {}
         try:
-            m, _h = decode_manifest(await self.backend.read_slot(ref), cipher=self.cipher,
-                                    allow_plaintext=self.config.allow_plaintext, ref=f"manifest slot {ref}")
+            # the newest slot through the cheap read (Bot API: getChat; no edit of the rival's message)
+            slot = await self.backend.newest_slot()
+            raw = slot.data if slot is not None and slot.ref == ref else await self.backend.read_slot(ref)
+            m, _h = decode_manifest(raw, cipher=self.cipher, allow_plaintext=self.config.allow_plaintext,
+                                    ref=f"manifest slot {ref}")
         except (TgsnapError, ValueError):
             return {}
         out = {"rival_claim": m.claim_id, "rival_epoch": m.epoch}
@@ -509,35 +559,57 @@ class Replica:
         async with self._delta_lock:
             self._check_live()
             await self._ensure_lease()
-            seq = self._last_seq + 1
-            kw = dict(epoch=self._epoch, seq=seq, prev=self._last_hash, cipher=self.cipher,
-                      level=self.config.zstd_level, storage_id=self._storage, claim_id=self._claim)
+            # a cut split over several documents that failed half-way left entries past the last durable seq
+            self._deltas = [d for d in self._deltas if d.seq <= self._last_seq]
+            first = self._last_seq + 1
+            kw = dict(epoch=self._epoch, cipher=self.cipher, level=self.config.zstd_level,
+                      storage_id=self._storage, claim_id=self._claim)
+            limit = self.backend.info.max_document_size
             if len(changes) > _THREAD_ROWS:
-                data = await asyncio.to_thread(self._encode_delta, changes, kw)
+                docs = await asyncio.to_thread(self._encode_cut, changes, first, self._last_hash, limit, kw)
             else:
-                data = self._encode_delta(changes, kw)
+                docs = self._encode_cut(changes, first, self._last_hash, limit, kw)
             from snapshot.restore import delta_name
 
-            limit = self.backend.info.max_document_size
-            if len(data) > limit:
-                raise BackendError(f"delta seq {seq} is {len(data)} bytes compressed, over backend "
-                                   f"{self.backend.info.name}'s document limit of {limit}: take a snapshot "
-                                   "instead of shipping this many changed rows", retryable=False)
-            entry = DeltaEntry(seq=seq, ref="", size=len(data), hash=document_hash(data).hex(),
-                               epoch=self._epoch, captured_at=float(changes.captured_at))
-            if not self.backend.info.can_discover:
-                # Findable only through the manifest: the delta is durable once a manifest lists it.
-                entry = await self._publish_listed(entry, data)
-            else:
-                entry.ref = ref = await self.backend.put(delta_name(seq), data)
-                self._bytes_shipped += len(data)
-                await self._check_newest(stored=ref)  # store, then check: only then acknowledged
+            entries: list[DeltaEntry] = []
+            for i, data in enumerate(docs):
+                entry = DeltaEntry(seq=first + i, ref="", size=len(data), hash=document_hash(data).hex(),
+                                   epoch=self._epoch, captured_at=float(changes.captured_at))
+                if not self.backend.info.can_discover:
+                    # Findable only through the manifest: durable once a manifest listing it is stored and
+                    # checked (for a split cut: the last piece's; readers never apply a cut without it).
+                    entry = await self._publish_listed(entry, data)
+                else:
+                    entry.ref = await self.backend.put(delta_name(entry.seq), data)
+                    self._bytes_shipped += len(data)
+                entries.append(entry)
+            last = entries[-1]
+            if self.backend.info.can_discover:
+                await self._check_newest(stored=last.ref)  # store, then check: only then acknowledged
                 await self._ensure_lease(margin=self._margin)
-                self._deltas.append(entry)
-                self._tip_ref = ref
-            self._last_seq, self._last_hash = seq, bytes.fromhex(entry.hash)
+                self._deltas.extend(entries)
+                self._tip_ref = last.ref
+            self._last_seq, self._last_hash = last.seq, bytes.fromhex(last.hash)
             self._last_durable_at = time.time()
-            return DeltaReceipt(seq=seq, ref=entry.ref, size=len(data))
+            return DeltaReceipt(seq=last.seq, ref=last.ref, size=sum(e.size for e in entries))
+
+    @classmethod
+    def _encode_cut(cls, changes: ChangeSet, first: int, prev: bytes, limit: int, kw: dict) -> list[bytes]:
+        """The delta documents of one cut: one, or (a change set over the backend's document limit)
+        several consecutive seqs, all but the last flagged `continued`, so a cut never stalls on the
+        limit. A single row over the limit cannot be split: BackendError(retryable=False)."""
+        data = cls._encode_delta(changes, {**kw, "seq": first, "prev": prev})
+        if len(data) <= limit:
+            return [data]
+        pieces = _split_cut(changes, lambda cs: len(cls._encode_delta(cs, {**kw, "seq": first, "prev": prev}))
+                            <= limit, limit)
+        docs = []
+        for i, piece in enumerate(pieces):
+            doc = cls._encode_delta(piece, {**kw, "seq": first + i, "prev": prev,
+                                            "continued": i < len(pieces) - 1})
+            docs.append(doc)
+            prev = document_hash(doc)
+        return docs
 
     @staticmethod
     def _encode_delta(changes: ChangeSet, kw: dict) -> bytes:

@@ -131,6 +131,8 @@ class Candidate:
     src: DeltaEntry | None = None
     storage_id: bytes = NO_ID
     claim_id: bytes = NO_ID
+    #: not the last document of its cut (an oversize change set split over several deltas).
+    continued: bool = False
 
     def entry(self) -> DeltaEntry:
         if self.src is not None:
@@ -404,7 +406,7 @@ async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_
             raise CorruptDocument(ref, f"the manifest lists a delta here, found a {h.kind.label}")
         return None
     c = Candidate(ref, h.seq, h.epoch, h.prev_hash, document_hash(data), len(data), order, listed is not None,
-                  src=listed, storage_id=h.storage_id, claim_id=h.claim_id)
+                  src=listed, storage_id=h.storage_id, claim_id=h.claim_id, continued=h.continued)
     try:
         if listed is not None:
             if c.hash.hex() != listed.hash or c.seq != listed.seq:
@@ -427,14 +429,20 @@ def _select(cands: list[Candidate], base_seq: int, base_hash: bytes, ignored: li
     def children(seq: int, hsh: bytes, epoch: int) -> list[Candidate]:
         return [c for c in by_link.get((seq + 1, hsh), ()) if c.epoch >= epoch]
 
-    # Height of the best chain hanging below each candidate (longest first, processed from the top).
+    # Height of the best chain hanging below each candidate (longest first, processed from the top),
+    # counting only chains that end at a complete cut: a continued delta without its cut's last document
+    # below it has height 0 and loses to any complete sibling (the retry of a split cut that failed
+    # half-way), however many pieces the failed attempt left.
     height: dict[int, int] = {}
     for c in sorted(cands, key=lambda c: -c.seq):
         if c.error is not None:
             height[id(c)] = -1
             continue
-        kids = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] >= 0]
-        height[id(c)] = 1 + max(kids, default=0)
+        kids = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] > 0]
+        if c.continued:
+            height[id(c)] = 1 + max(kids) if kids else 0
+        else:
+            height[id(c)] = 1 + max(kids, default=0)
 
     chain: list[Candidate] = []
     seq, hsh, epoch = base_seq, base_hash, 0
@@ -468,8 +476,30 @@ def _check_chain(chain: list[Candidate], cands: list[Candidate], base_seq: int, 
     tip_epoch = chain[-1].epoch if chain else 0
     tip_ref = chain[-1].ref if chain else "snapshot base"
     chosen = {id(c) for c in chain}
+    by_hash = {c.hash: c for c in cands}
+
+    on_chain = {c.hash for c in chain} | {base_hash}
+
+    def unfinished_cut(c: Candidate) -> bool:
+        # c is, or follows, a piece of a split cut that was superseded before its last document landed: a
+        # branch off the chosen chain (never a branch off nothing: that is a missing delta, named below)
+        found, seen = False, 0
+        while seen <= len(cands):
+            found = found or c.continued
+            if c.prev in on_chain:
+                return found
+            nxt = by_hash.get(c.prev)
+            if nxt is None or id(nxt) in chosen:
+                return False
+            c, seen = nxt, seen + 1
+        return False
+
     for c in sorted(cands, key=lambda c: (c.seq, c.order)):
         if id(c) in chosen:
+            continue
+        if not c.listed and c.error is None and unfinished_cut(c):
+            ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a split cut superseded "
+                           "before its last document landed (its retry is on the chain)")
             continue
         if c.seq <= tip_seq and not c.listed:
             if not any(n.startswith(f"delta {c.ref} ") for n in ignored):
@@ -590,6 +620,12 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                          "continued elsewhere); never applied, never preferred")
     chain = _select(cands, base_seq, base_hash, ignored)
     _check_chain(chain, cands, base_seq, base_hash, ignored)
+    # Only complete cuts count: the documents of a split cut whose last one never landed are not applied,
+    # and a writer continues after the last complete cut (its next seq supersedes them).
+    while chain and chain[-1].continued:
+        c = chain.pop()
+        ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document is "
+                       "missing (an oversize change set split over several deltas, never completed)")
 
     deltas = list(chain)
     if to_seq is not None:
@@ -601,6 +637,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         if to_seq > tip:
             raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {tip}")
         deltas = [c for c in chain if c.seq <= to_seq]
+        while deltas and deltas[-1].continued:
+            deltas.pop()  # point-in-time stops only at the end of a cut
     elif to_time is not None:
         if snap is not None and to_time < snap.captured_at:
             raise RestoreError(f"cannot restore to {when(to_time)}: the earliest restorable point is "
@@ -611,6 +649,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             if c.captured_at > to_time:
                 break
             deltas.append(c)
+        while deltas and deltas[-1].continued:
+            deltas.pop()
     return RestorePlan(manifest=m, snapshot=snap, chain=[c.entry() for c in chain],
                        deltas=[c.entry() for c in deltas], target_seq=to_seq, target_time=to_time,
                        discovered=discovered, ignored=ignored,

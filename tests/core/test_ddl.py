@@ -242,3 +242,17 @@ async def test_a_drop_undone_by_a_rollback_the_body_ran_keeps_the_earlier_dirty_
     expected = state_of(store._conn)
     await store.abandon()
     assert state_of(await _restored(tmp_path)) == expected
+
+
+def test_every_piece_of_a_split_cut_carries_the_cuts_user_version():
+    from snapshot.changes import ChangeSet, TableChanges
+    from snapshot.delta import encode_body
+    from snapshot.replica import _split_cut
+
+    rows = [(i, "x" * 50) for i in range(40)]
+    cs = ChangeSet(1.0, {"t": TableChanges("t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v)", ["id", "v"], ["id"],
+                                           rows)}, schema=["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"],
+                   user_version=7, version_changed=True)
+    pieces = _split_cut(cs, lambda c: len(encode_body(c)) < 1000, 1000)
+    assert len(pieces) > 1 and pieces[0].schema and not any(p.schema for p in pieces[1:])
+    assert {p.user_version for p in pieces} == {7}  # a later piece must not reset it to 0 on apply

@@ -28,6 +28,7 @@ from snapshot.errors import (
     EncryptionError,
     FencedError,
     MissingManifest,
+    OversizeRow,
     RestoreError,
     StorageBusy,
     TgsnapError,
@@ -400,6 +401,7 @@ async def test_a_writer_whose_slot_is_deleted_by_hand_is_fenced(tmp_path):
     TgsnapError("x"), ConfigError("bad"), BackendError("down", retryable=False, retry_after=3.5),
     DocumentNotFound("m17"), CorruptDocument("r1", "payload checksum mismatch"), EncryptionError("key"),
     ChainError("gap"), RestoreError("digest"), MissingManifest("none"), SlotRace("lost", newer="s4"),
+    OversizeRow("too big", table="users", limit=20_000_000),
     StorageBusy("held", writer_id="w", host="h", pid=7, expires_at=12.5, epoch=3),
     FencedError("fenced", rival_claim="ab" * 16, rival_epoch=4, rival_writer="w2", claim="cd" * 16),
 ])
