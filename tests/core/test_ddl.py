@@ -256,3 +256,22 @@ def test_every_piece_of_a_split_cut_carries_the_cuts_user_version():
     pieces = _split_cut(cs, lambda c: len(encode_body(c)) < 1000, 1000)
     assert len(pieces) > 1 and pieces[0].schema and not any(p.schema for p in pieces[1:])
     assert {p.user_version for p in pieces} == {7}  # a later piece must not reset it to 0 on apply
+
+
+async def test_a_failed_delta_follows_renames_made_after_it_even_away_and_back(open_store, replica):
+    from snapshot.errors import BackendError
+
+    store = await open_store()
+    await store.flush()
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Ann')")
+    replica.failures = [BackendError("storage down")]
+    replica.gate = asyncio.Event()
+    flushing = asyncio.create_task(store.flush())
+    await replica.entered.wait()
+    store.execute("ALTER TABLE users RENAME TO members")  # while the delta is in flight...
+    store.execute("ALTER TABLE members RENAME TO users")  # ...and back (this looped forever once)
+    store.execute("ALTER TABLE users RENAME TO people")
+    replica.gate.set()
+    await asyncio.wait_for(flushing, 5)
+    state = replica.state()
+    assert state.execute("SELECT chat_id, name FROM people").fetchall() == [(1, "Ann")]
