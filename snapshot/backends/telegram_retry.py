@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from snapshot.backends.telegram_budget import ChatBudget
-from snapshot.errors import BackendError
+from snapshot.errors import BackendError, TgsnapError
 
 T = TypeVar("T")
-Classify = Callable[[BaseException], BackendError | None]
+#: a library exception → BackendError (retry or not), another TgsnapError (ConfigError: raised at once,
+#: e.g. a refused bot token), or None (not a Telegram failure: re-raised as it is).
+Classify = Callable[[BaseException], TgsnapError | None]
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,12 @@ async def call(op: Callable[[], Awaitable[T]], *, what: str, classify: Classify,
             elif isinstance(exc, TimeoutError):
                 err = BackendError(f"no answer from Telegram within {timeout:g}s", retryable=True)
             else:
-                err = classify(exc)
-                if err is None:
+                classified = classify(exc)
+                if classified is None:
                     raise
+                if not isinstance(classified, BackendError):
+                    raise classified from exc
+                err = classified
             if not err.retryable:
                 if err is exc:
                     raise

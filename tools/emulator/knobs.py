@@ -77,6 +77,10 @@ KNOB_HELP: dict[str, str] = {
     "global_per_second": "messages per second per bot across all chats",
     "global_burst": "how many of those may come at once",
     "clock_offset_s": "shift the world's clock (message dates, the 48 h deletion rule)",
+    "login_flood_logins": "bot logins (auth.importBotAuthorization) per bot allowed in login_flood_window_s",
+    "login_flood_window_s": "the window of login_flood_logins, seconds",
+    "login_flood_wait_s": "FLOOD_WAIT past it; every refused login during the wait adds as much again",
+    "auth_key_duplicated": "one auth key used from two client addresses at once: 406 AUTH_KEY_DUPLICATED, key dead",
 }
 
 
@@ -100,6 +104,14 @@ class Knobs:
     global_burst: int = 30
     # Shifts the world's clock (seconds), e.g. to test the 48 h deleteMessage rule.
     clock_offset_s: float = 0.0
+    # Bot logins (Telegram publishes no number; bot projects' issue threads report FLOOD_WAIT of 1000-3000 s on
+    # auth.importBotAuthorization after a handful of logins in a short time, longer when retried during it).
+    login_flood_logins: int = 5
+    login_flood_window_s: float = 3600.0
+    login_flood_wait_s: float = 1800.0
+    # One auth key in two places at once kills it (Telethon's AuthKeyDuplicatedError text: "used under two
+    # different IP addresses simultaneously"; tdlib issue #701: a copied database run twice).
+    auth_key_duplicated: bool = True
     faults: list[FaultRule] = field(default_factory=list)
     seed: int | None = None
 

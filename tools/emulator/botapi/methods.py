@@ -375,7 +375,8 @@ class BotApiMethods:
             raise bad_request("file_id not specified")
         rec = self.world.file_by_bot_file_id(file_id, bot.user_id)
         if rec is None:
-            raise bad_request("wrong file identifier/HTTP URL specified")
+            # telegram-bot-api Client.cpp: check_remote_file_id fails with the default text "invalid file_id"
+            raise bad_request("invalid file_id")
         if rec.size > self.world.knobs.botapi_download_limit:
             raise bad_request("file is too big")
         return self._render(bot).file(rec)
@@ -424,23 +425,25 @@ class BotApiMethods:
         return True
 
     async def m_deleteMessages(self, bot: User, p: Params) -> Any:
+        # telegram-bot-api (Client.cpp process_delete_messages_query): unknown ids are skipped, then tdlib's
+        # deleteMessages runs on the rest and fails whole ("message can't be deleted") if one of them cannot be
+        # deleted: nothing is deleted then.
         chat = self._chat(bot, p)
         ids = p.json("message_ids")
-        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+        if not isinstance(ids, list) or not ids:
             raise bad_request("message identifiers are not specified")
-        deletable = []
+        if len(ids) > 100:
+            raise bad_request("too many message identifiers specified")
+        found = []
         for mid in ids:
             msg = self.world.get_message(chat.chat_id, int(mid), actor_id=bot.user_id)
-            if msg is None:
-                continue
-            try:
-                self._check_deletable(bot, chat, msg)
-            except BotApiError:
-                continue
-            deletable.append(msg.message_id)
-        if not deletable:
+            if msg is not None:
+                found.append(msg)
+        if not found:
             raise bad_request("message to delete not found")
-        self.world.delete_messages(chat.chat_id, deletable, actor_id=bot.user_id)
+        for msg in found:
+            self._check_deletable(bot, chat, msg)
+        self.world.delete_messages(chat.chat_id, [m.message_id for m in found], actor_id=bot.user_id)
         return True
 
     # --- chat info ------------------------------------------------------------------------------

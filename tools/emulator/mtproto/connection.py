@@ -115,6 +115,7 @@ class Connection:
             log.warning("mtproto: closing %s after a malformed message", self.peer, exc_info=True)
         finally:
             self._closed = True
+            self.front.key_places.gone(self)
             if self._ping_timer is not None:
                 self._ping_timer.cancel()
             for task in tasks:
@@ -282,7 +283,15 @@ class Connection:
             log.warning("mtproto: %s is not supported by the emulator", name)
             self._answer_error(call, RpcError(400, "METHOD_NOT_SUPPORTED_BY_EMULATOR"))
             return
-        user_id = self.front.keys.user_of(call.session.key)
+        key = call.session.key
+        if self.front.knobs.auth_key_duplicated and not self.front.key_places.use(key.key_id, self, self.peer[0]):
+            log.warning("mtproto: auth key %#x used from two addresses at once: AUTH_KEY_DUPLICATED", key.key_id)
+            self.front.keys.kill(key, "AUTH_KEY_DUPLICATED")
+        dead = self.front.keys.dead(key)
+        if dead:
+            self._answer_error(call, RpcError(406, dead))
+            return
+        user_id = self.front.keys.user_of(key)
         if user_id is None and type(inner) not in UNAUTHORIZED_OK:
             self._answer_error(call, RpcError(401, "AUTH_KEY_UNREGISTERED"))
             return

@@ -14,6 +14,7 @@ from ..rpc import RpcError, rpc
 from .messages import render_message
 
 MAX_IDS = 100
+DELETE_WINDOW_S = 48 * 3600
 
 
 @rpc(functions.channels.GetMessagesRequest)
@@ -111,6 +112,12 @@ async def delete_messages(
         require_right(ctx, chat, "can_delete_messages", error="MESSAGE_DELETE_FORBIDDEN")
     elif targets:
         require_right(ctx, chat, "can_post_messages", "can_delete_messages", error="MESSAGE_DELETE_FORBIDDEN")
+    # Bots may delete channel messages only within 48 h of sending, over MTProto as over the Bot API (tdlib's
+    # can_delete_message for bots; Telegram's deleteMessage docs). One message outside it refuses the whole
+    # request: nothing is deleted.
+    user = ctx.world.user(me)
+    if user is not None and user.is_bot and any(ctx.world.now() - m.date >= DELETE_WINDOW_S for m in targets):
+        raise RpcError(400, "MESSAGE_DELETE_FORBIDDEN")
     deleted = world_call(ctx.world.delete_messages, chat.chat_id, [m.message_id for m in targets])
     pts = ctx.world.chat_by_key(chat.key).pts
     return types.messages.AffectedMessages(pts=pts, pts_count=len(deleted))
