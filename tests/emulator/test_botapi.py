@@ -216,3 +216,17 @@ async def test_access_log_never_shows_the_token(tmp_path, caplog):
                 await b.get_me()
     assert "getMe" in caplog.text
     assert demo.bot_token not in caplog.text and demo.bot_token.split(":")[1] not in caplog.text
+
+
+async def test_delete_messages_batch_fails_whole_when_one_cannot_be_deleted(emu, bot, demo):
+    # telegram-bot-api: unknown ids are skipped, then tdlib deletes all of the rest or none
+    chat = demo.storage_chat_id
+    emu.world.knobs.clock_offset_s = -(48 * 3600 + 60)
+    old = await bot.send_message(chat, "old")
+    emu.world.knobs.clock_offset_s = 0
+    young = await bot.send_message(chat, "young")
+    with pytest.raises(TelegramBadRequest, match="message can't be deleted"):
+        await bot.delete_messages(chat, [old.message_id, young.message_id, 999_999])
+    assert emu.world.get_message(chat, young.message_id) is not None
+    assert await bot.delete_messages(chat, [young.message_id, 999_999])
+    assert emu.world.get_message(chat, young.message_id) is None

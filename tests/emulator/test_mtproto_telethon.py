@@ -456,3 +456,52 @@ async def test_fresh_session_logs_in_with_bot_token(emu: Emu) -> None:
     emu.clients.append(again)
     await again.connect()
     assert (await again.get_me()).id == emu.bot_id
+
+
+async def test_bots_cannot_delete_channel_messages_older_than_48_hours(emu: Emu) -> None:
+    client = await emu.client()
+    emu.world.knobs.clock_offset_s = -(48 * 3600 + 60)
+    old = await client.send_message(emu.peer, "old")
+    emu.world.knobs.clock_offset_s = 0
+    young = await client.send_message(emu.peer, "young")
+    with pytest.raises(errors.MessageDeleteForbiddenError):
+        await client.delete_messages(emu.peer, [old.id, young.id])
+    assert emu.world.get_message(emu.chat_id, young.id) is not None  # all or nothing
+    await client.delete_messages(emu.peer, [young.id])
+    assert emu.world.get_message(emu.chat_id, young.id) is None
+
+
+async def test_one_auth_key_from_two_addresses_is_killed(emu: Emu) -> None:
+    here = await emu.client()
+    await here.get_me()
+    string = session_string(emu.world, emu.bot_id, "127.0.0.1", emu.front.port)
+    there = TelegramClient(StringSession(string), api_id=1, api_hash="x" * 32, receive_updates=False,
+                           local_addr=("127.0.0.2", 0))
+    emu.clients.append(there)
+    with pytest.raises(errors.AuthKeyDuplicatedError):
+        await there.connect()
+    with pytest.raises(errors.AuthKeyDuplicatedError):  # dead for good, for the first holder too
+        await here.get_me()
+
+
+async def test_bot_logins_are_flood_limited(emu: Emu) -> None:
+    from tools.emulator.mtproto.handshake import trust_emulator_rsa_key
+
+    trust_emulator_rsa_key(emu.world)
+    emu.world.knobs.update({"login_flood_logins": 2, "login_flood_wait_s": 1500})
+    token = emu.world.user(emu.bot_id).token
+    base = StringSession(session_string(emu.world, emu.bot_id, "127.0.0.1", emu.front.port))
+    waits = []
+    for _ in range(4):
+        fresh = StringSession()
+        fresh.set_dc(base.dc_id, base.server_address, base.port)
+        client = TelegramClient(fresh, api_id=1, api_hash="x" * 32, receive_updates=False, flood_sleep_threshold=0)
+        emu.clients.append(client)
+        await client.connect()
+        try:
+            await client.sign_in(bot_token=token)
+            waits.append(0)
+        except errors.FloodWaitError as e:
+            waits.append(e.seconds)
+    assert waits[:2] == [0, 0]
+    assert waits[2] == 1500 and waits[3] > 2900  # a login during the wait makes it longer
