@@ -12,7 +12,8 @@ import pytest
 from telethon import TelegramClient, errors, functions, types
 from telethon.sessions import StringSession
 
-from tools.emulator.mtproto import parallel, serve_mtproto, session_string
+from snapshot.backends import mtproto_transfer as transfer
+from tools.emulator.mtproto import serve_mtproto, session_string
 from tools.emulator.world import World
 
 pytestmark = pytest.mark.timeout(60)
@@ -225,20 +226,31 @@ async def test_flood_wait_from_the_shared_limiter(emu: Emu) -> None:
     assert [m.text for m in emu.world.history(emu.chat_id, newest_first=False)] == ["1", "2"]
 
 
+async def _no_refresh() -> Any:
+    raise AssertionError("no file reference expires here")
+
+
 async def test_parallel_senders_share_the_auth_key(emu: Emu) -> None:
+    # the production transfer code (snapshot/backends/mtproto_transfer.py), not a copy of it
     client = await emu.client()
-    data = os.urandom(11 * MiB + 5)
-    input_file = await parallel.upload(client, data, "parallel.bin", connections=4)
-    assert isinstance(input_file, types.InputFileBig)
-    sent = await client.send_file(emu.peer, input_file, force_document=True)
-    assert sent.file.size == len(data)
-    assert await parallel.download(client, sent.media.document, connections=3) == data
-    # Small files go through saveFilePart, parts arriving out of order.
-    small = os.urandom(3 * MiB + 100)
-    input_small = await parallel.upload(client, small, "small.bin", connections=3, part_size=256 * 1024)
-    assert isinstance(input_small, types.InputFile)
-    sent_small = await client.send_file(emu.peer, input_small, force_document=True)
-    assert await client.download_media(sent_small, file=bytes) == small
+    pool = transfer.SenderPool(client, 4)
+    try:
+        data = os.urandom(11 * MiB + 5)
+        input_file = await transfer.upload(pool, data, "parallel.bin")
+        assert isinstance(input_file, types.InputFileBig)
+        sent = await client.send_file(emu.peer, input_file, force_document=True)
+        assert sent.file.size == len(data)
+        doc = sent.media.document
+        location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
+        assert await transfer.download(pool, location, doc.size, refresh=_no_refresh, what="parallel.bin") == data
+        # Small files go through saveFilePart, parts arriving out of order.
+        small = os.urandom(3 * MiB + 100)
+        input_small = await transfer.upload(pool, small, "small.bin", part_size=256 * 1024)
+        assert isinstance(input_small, types.InputFile)
+        sent_small = await client.send_file(emu.peer, input_small, force_document=True)
+        assert await client.download_media(sent_small, file=bytes) == small
+    finally:
+        await pool.close()
 
 
 async def test_concurrent_connections_are_really_concurrent(emu: Emu) -> None:
@@ -251,7 +263,11 @@ async def test_concurrent_connections_are_really_concurrent(emu: Emu) -> None:
         original(*args, **kwargs)
 
     emu.front.uploads.save_part = save_part  # type: ignore[method-assign]
-    await parallel.upload(client, os.urandom(2 * MiB), "c.bin", connections=3, part_size=128 * 1024)
+    pool = transfer.SenderPool(client, 3)
+    try:
+        await transfer.upload(pool, os.urandom(2 * MiB), "c.bin", part_size=128 * 1024)
+    finally:
+        await pool.close()
     # The main connection plus three senders were open while the parts arrived.
     assert max(seen) >= 4
 
