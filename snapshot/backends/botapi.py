@@ -263,7 +263,7 @@ class BotApiBackend(Backend):
                         "start from a new one (tgsnap will not guess a replacement)", retryable=False) from None
                 raise
 
-        await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit)
+        await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit, edit_of=mid)
 
     async def read_manifest(self) -> bytes | None:
         chat = await self._get_chat()
@@ -376,7 +376,8 @@ class BotApiBackend(Backend):
         # getFile is bounded by the policy's timeout, the download by one scaled to the file's size
         return await self._call(fetch, f"reading {what}", attempt_timeout=0)
 
-    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None):
+    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None,
+                    edit_of: int | None = None):
         budget = self.budget if budgeted else None
         return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
-                          attempt_timeout=attempt_timeout)
+                          attempt_timeout=attempt_timeout, edit_of=edit_of)

@@ -504,7 +504,7 @@ class MTProtoBackend(Backend):
                     f"the manifest message {mid} in {self.chat_title} was deleted: restore the channel or start "
                     "from a new one (tgsnap will not guess a replacement)", retryable=False) from None
 
-        await self._call(edit, "publishing the manifest", budgeted=True)
+        await self._call(edit, "publishing the manifest", budgeted=True, edit_of=mid)
 
     async def read_manifest(self) -> bytes | None:
         msg = await self._pinned_message()
@@ -712,7 +712,7 @@ class MTProtoBackend(Backend):
         return await self._call(lambda: self._invoke(request), what, budgeted=budgeted)
 
     async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None,
-                    relogin: bool = True):
+                    relogin: bool = True, edit_of: int | None = None):
         if self.client is not None and not self.client.is_connected():
             try:
                 await asyncio.wait_for(self.client.connect(), self.policy.timeout)
@@ -721,13 +721,13 @@ class MTProtoBackend(Backend):
         budget = self.budget if budgeted else None
         try:
             return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
-                              attempt_timeout=attempt_timeout)
+                              attempt_timeout=attempt_timeout, edit_of=edit_of)
         except BackendError as e:
             if not relogin or e.telegram_error not in SESSION_DEAD:
                 raise
             await self._relogin(e.telegram_error)
         return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
-                          attempt_timeout=attempt_timeout)
+                          attempt_timeout=attempt_timeout, edit_of=edit_of)
 
 
 def _fresh_key_at(session: str) -> StringSession:

@@ -25,11 +25,11 @@ class Clock:
 def test_channel_budget_is_about_twenty_per_minute_with_a_small_burst():
     clock = Clock()
     limiter = RateLimiter(Knobs(), clock)
-    allowed = [limiter.check(CHANNEL, 1) is None for _ in range(6)]
-    assert allowed == [True] * 5 + [False]
+    allowed = [limiter.check(CHANNEL, 1) is None for _ in range(5)]
+    assert allowed == [True] * 5
     wait = limiter.check(CHANNEL, 1)
     assert wait == pytest.approx(3.0)
-    clock.t += 3.0
+    clock.t += 3.0  # honoured: no escalation
     assert limiter.check(CHANNEL, 1) is None
     assert limiter.check(CHANNEL, 2) is None  # another bot has its own budget
     assert limiter.check(CHANNEL - 1, 1) is None  # and another channel too
@@ -49,6 +49,35 @@ def test_no_window_of_a_minute_exceeds_burst_plus_rate(gaps):
     for i, start in enumerate(accepted):
         in_window = [t for t in accepted[i:] if t < start + 60]
         assert len(in_window) <= knobs.channel_burst + knobs.channel_per_minute + 1e-9
+
+
+def test_overruns_during_a_penalty_escalate_it():
+    # Telegram: repeated overruns draw retry_after of minutes; a client that honours retry_after sees one wait
+    clock = Clock()
+    limiter = RateLimiter(Knobs(), clock)
+    for _ in range(5):
+        assert limiter.check(CHANNEL, 1) is None
+    waits = [limiter.check(CHANNEL, 1)]
+    for _ in range(8):  # keeps sending into the 429, a second apart
+        clock.t += 1
+        waits.append(limiter.check(CHANNEL, 1))
+    assert waits[0] == pytest.approx(3.0)
+    assert waits[1] > waits[0] and waits[2] > waits[1]
+    assert waits[-1] >= 200 and max(waits) <= Knobs().flood_max_wait_s  # minutes, as reported of Telegram
+    clock.t += waits[-1] - 1
+    assert limiter.check(CHANNEL, 1) is not None  # still inside the penalty, though tokens are back
+    assert limiter.check(CHANNEL - 1, 1) is None  # other chats are not punished
+
+
+def test_edits_of_one_message_have_their_own_bucket():
+    clock = Clock()
+    limiter = RateLimiter(Knobs(channel_per_minute=600, channel_burst=100), clock)
+    accepted = 0
+    for _ in range(60):
+        clock.t += 1
+        if limiter.check(CHANNEL, 1, message_id=7) is None:
+            accepted += 1
+    assert accepted <= Knobs().message_edit_burst + Knobs().message_edits_per_minute
 
 
 def test_private_chats_and_the_global_budget():

@@ -77,6 +77,12 @@ KNOB_HELP: dict[str, str] = {
     "global_per_second": "messages per second per bot across all chats",
     "global_burst": "how many of those may come at once",
     "clock_offset_s": "shift the world's clock (message dates, the 48 h deletion rule)",
+    "flood_escalation": "each refusal within flood_memory_s of earlier ones multiplies the penalty by this",
+    "flood_memory_s": "how long refusals are remembered for escalation, seconds",
+    "flood_max_wait_s": "the longest penalty, seconds",
+    "botapi_flood_hold_s": "a Bot API request over the limit is held (answered late) while its wait stays within this",
+    "message_edits_per_minute": "edits of one message per minute (besides the chat's budget)",
+    "message_edit_burst": "how many of those may come at once",
     "login_flood_logins": "bot logins (auth.importBotAuthorization) per bot allowed in login_flood_window_s",
     "login_flood_window_s": "the window of login_flood_logins, seconds",
     "login_flood_wait_s": "FLOOD_WAIT past it; every refused login during the wait adds as much again",
@@ -102,6 +108,17 @@ class Knobs:
     private_burst: int = 5
     global_per_second: float = 30.0
     global_burst: int = 30
+    # Escalation (Telegram: repeated overruns draw retry_after of minutes; telegram-bot-api/TDLib resend after
+    # FLOOD_WAIT, so a client that ignores it digs deeper).
+    flood_escalation: float = 2.0
+    flood_memory_s: float = 600.0
+    flood_max_wait_s: float = 3600.0
+    # telegram-bot-api waits out FLOOD_WAITs for the bot while a query's total wait is ≤ 60 s (TDLib NetQueryDelayer,
+    # NetQuery::total_timeout_limit_): slowed answers, then 429.
+    botapi_flood_hold_s: float = 60.0
+    # One message edited over and over (~15 a minute without end is the pattern reported to draw penalties).
+    message_edits_per_minute: float = 15.0
+    message_edit_burst: int = 3
     # Shifts the world's clock (seconds), e.g. to test the 48 h deleteMessage rule.
     clock_offset_s: float = 0.0
     # Bot logins (Telegram publishes no number; bot projects' issue threads report FLOOD_WAIT of 1000-3000 s on

@@ -103,10 +103,20 @@ class BotApiMethods:
         need = bad_request("need administrator rights in the channel chat")
         self._require_right(bot, chat, "can_post_messages", need)
 
-    def _spend(self, bot: User, chat: Chat) -> None:
-        wait = self.world.limiter.check(chat.chat_id, bot.user_id)
-        if wait is not None:
-            raise too_many_requests(wait)
+    async def _spend(self, bot: User, chat: Chat, edit_of: int | None = None) -> None:
+        """Take a slot of Telegram's flood control, as telegram-bot-api does: TDLib's NetQueryDelayer waits out a
+        FLOOD_WAIT and resends while the query's total wait stays within `total_timeout_limit_` (60 s by default,
+        td/telegram/net/NetQuery.h), so the bot sees a slow answer; only past that a 429 "retry after N"."""
+        held = 0.0
+        while True:
+            wait = self.world.limiter.check(chat.chat_id, bot.user_id, message_id=edit_of)
+            if wait is None:
+                return
+            if held + wait > self.world.knobs.botapi_flood_hold_s:
+                raise too_many_requests(wait)
+            self.world.limiter.held += 1
+            held += wait
+            await asyncio.sleep(wait)
 
     def _message(self, bot: User, chat: Chat, message_id: int | None, missing: str) -> Message:
         if message_id is None:
@@ -244,7 +254,7 @@ class BotApiMethods:
         markup = self._reply_markup(p)
         reply_to = self._reply_to(bot, chat, p)
         self._can_post(bot, chat)
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         msg = self.world.send_message(chat.chat_id, bot.user_id, text=text, reply_markup=markup,
                                       reply_to_message_id=reply_to)
         return self._render(bot).message(msg)
@@ -256,7 +266,7 @@ class BotApiMethods:
         reply_to = self._reply_to(bot, chat, p)
         self._can_post(bot, chat)
         store = self._document(bot, p, p.raw("document") if p.raw("document") is not None else p.files.get("document"))
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         msg = self.world.send_message(chat.chat_id, bot.user_id, document=store(), caption=caption,
                                       reply_markup=markup, reply_to_message_id=reply_to)
         return self._render(bot).message(msg)
@@ -269,7 +279,7 @@ class BotApiMethods:
         chat, src = self._chat(bot, p), self._chat(bot, p, "from_chat_id")
         original = self._message(bot, src, p.int("message_id"), "message to forward not found")
         self._can_post(bot, chat)
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         forward = original.extra.get("forward") or {
             "from_chat_id": src.chat_id, "message_id": original.message_id,
             "date": original.date, "sender_id": original.sender_id,
@@ -284,7 +294,7 @@ class BotApiMethods:
         caption = self._check_caption(p.str("caption")) if p.has("caption") else original.caption
         markup = self._reply_markup(p)
         self._can_post(bot, chat)
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         msg = self.world.send_message(chat.chat_id, bot.user_id, text=original.text, document=original.document,
                                       caption=caption if original.document else None, reply_markup=markup)
         return {"message_id": msg.message_id}
@@ -320,7 +330,7 @@ class BotApiMethods:
             raise bad_request("there is no text in the message to edit")
         if text == msg.text and markup == msg.reply_markup:
             raise bad_request(NOT_MODIFIED)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, text=text, reply_markup=markup,
                                          actor_id=bot.user_id)
         return self._render(bot).message(edited)
@@ -333,7 +343,7 @@ class BotApiMethods:
             raise bad_request("there is no caption in the message to edit")
         if caption == msg.caption and markup == msg.reply_markup:
             raise bad_request(NOT_MODIFIED)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, caption=caption, reply_markup=markup,
                                          actor_id=bot.user_id)
         return self._render(bot).message(edited)
@@ -343,7 +353,7 @@ class BotApiMethods:
         markup = self._reply_markup(p)
         if markup == msg.reply_markup:
             raise bad_request(NOT_MODIFIED)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, reply_markup=markup, actor_id=bot.user_id)
         return self._render(bot).message(edited)
 
@@ -362,7 +372,7 @@ class BotApiMethods:
                 and caption == msg.caption and markup == msg.reply_markup):
             raise bad_request(NOT_MODIFIED)
         store = self._document(bot, p, ref)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, text=None, document=store(), caption=caption,
                                          reply_markup=markup, actor_id=bot.user_id)
         return self._render(bot).message(edited)

@@ -16,8 +16,8 @@ from ..rpc import RpcError, flood_wait, rpc
 log = logging.getLogger("tools.emulator.mtproto")
 
 
-def _spend_rate_budget(ctx: RpcContext, chat: Chat) -> None:
-    wait = ctx.world.limiter.check(chat.chat_id, ctx.require_user())
+def _spend_rate_budget(ctx: RpcContext, chat: Chat, edit_of: int | None = None) -> None:
+    wait = ctx.world.limiter.check(chat.chat_id, ctx.require_user(), message_id=edit_of)
     if wait is not None:
         raise flood_wait(wait)
 
@@ -165,9 +165,13 @@ async def edit_message(ctx: RpcContext, req: functions.messages.EditMessageReque
         changes["caption" if doc is not None else "text"] = req.message or None
     if not changes:
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")
-    if "document" not in changes and all(getattr(old, field) == value for field, value in changes.items()):
+    # the same document again (InputMediaDocument of the current one) with the same caption changes nothing
+    same_doc = "document" in changes and old.document is not None and changes["document"].id == old.document.id
+    if ("document" not in changes or same_doc) and all(
+        getattr(old, field) == value for field, value in changes.items() if field != "document"
+    ):
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")
-    _spend_rate_budget(ctx, chat)
+    _spend_rate_budget(ctx, chat, edit_of=req.id)
     msg = world_call(ctx.world.edit_message, chat.chat_id, req.id, actor_id=me, **changes)
     rendered = render_message(ctx, msg, chat)
     pts = _fresh_pts(ctx, chat)
