@@ -19,6 +19,7 @@ import asyncio
 import io
 import logging
 import time
+from pathlib import Path
 
 import aiohttp
 from aiogram import Bot
@@ -53,6 +54,8 @@ DELETE_WINDOW_S = 48 * 3600
 DELETE_MARGIN_S = 600
 #: getFile's cap is "20 MB"; stay under both readings of it.
 BOTAPI_MAX_DOCUMENT = 20_000_000
+#: a --local server: "Upload files up to 2000 MB", "Download files without a size limit" (Bot API docs).
+LOCAL_MAX_DOCUMENT = 2000 * 1000 * 1000
 _NOT_MODIFIED = "message is not modified"
 #: getFile answers for a document that is not there (telegram-bot-api Client.cpp: check_remote_file_id's default).
 _GONE_FILE = ("invalid file_id", "wrong file identifier", "file not found")
@@ -115,11 +118,26 @@ class BotApiBackend(Backend):
 
     def __init__(self, token: str, chat: str | int, *, api_url: str | None = None,
                  budget: ChatBudget | BudgetConfig | None = None, policy: RetryPolicy | None = None,
-                 token_var: str = "TGSNAP_BOT_TOKEN") -> None:
+                 token_var: str = "TGSNAP_BOT_TOKEN", local: bool = False,
+                 local_files: tuple[str, str] | None = None) -> None:
         self._chat_arg = channel.parse_chat(chat)
         self._token_var = token_var
+        #: a self-hosted telegram-bot-api started with --local: getFile answers absolute paths on the server's
+        #: disk (read here directly, or through `local_files` = (server dir, the same dir as mounted here)) and
+        #: documents up to 2000 MB can be stored and read back.
+        self.local = local
+        if local and not api_url:
+            raise ConfigError("a --local Bot API server needs its URL: set TGSNAP_BOT_API_URL")
         try:
-            session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
+            if api_url:
+                wrap = {}
+                if local_files:
+                    from aiogram.client.telegram import SimpleFilesPathWrapper
+
+                    wrap = {"wrap_local_file": SimpleFilesPathWrapper(*(Path(p) for p in local_files))}
+                session = AiohttpSession(api=TelegramAPIServer.from_base(api_url, is_local=local, **wrap))
+            else:
+                session = AiohttpSession()
             self.bot = Bot(token, session=session)
         except TokenValidationError:
             raise channel.bad_token(token_var) from None
@@ -141,7 +159,11 @@ class BotApiBackend(Backend):
     @property
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"botapi:{self.chat_title}", can_discover=False,
-                           max_document_size=BOTAPI_MAX_DOCUMENT, manifest_min_interval=0.0)
+                           max_document_size=self._max_document, manifest_min_interval=0.0)
+
+    @property
+    def _max_document(self) -> int:
+        return LOCAL_MAX_DOCUMENT if self.local else BOTAPI_MAX_DOCUMENT
 
     # -- opening and checks ------------------------------------------------------------------------
 
@@ -344,10 +366,10 @@ class BotApiBackend(Backend):
     def _check_size(self, name: str, data: bytes) -> None:
         if not data:
             raise BackendError(f"{name}: Telegram does not store empty documents", retryable=False)
-        if len(data) > BOTAPI_MAX_DOCUMENT:
+        if len(data) > self._max_document:
             raise BackendError(
-                f"{name}: {len(data)} bytes is over the Bot API's getFile limit of {BOTAPI_MAX_DOCUMENT} bytes; "
-                "use smaller snapshot parts or MTProto storage", retryable=False)
+                f"{name}: {len(data)} bytes is over the Bot API's limit of {self._max_document} bytes; "
+                "use smaller snapshot parts, a --local Bot API server or MTProto storage", retryable=False)
 
     async def _download(self, file_id: str, what: str) -> bytes:
         async def fetch() -> bytes:
@@ -363,7 +385,7 @@ class BotApiBackend(Backend):
                 raise
             if not f.file_path:
                 raise BackendError(f"{what}: getFile returned no file path", retryable=True)
-            timeout = self.policy.timeout_for(f.file_size or BOTAPI_MAX_DOCUMENT)
+            timeout = self.policy.timeout_for(f.file_size or self._max_document)
             buf = await asyncio.wait_for(self.bot.download_file(f.file_path, io.BytesIO(), timeout=int(timeout)),
                                          timeout)
             assert isinstance(buf, io.BytesIO)

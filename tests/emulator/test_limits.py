@@ -51,22 +51,37 @@ def test_no_window_of_a_minute_exceeds_burst_plus_rate(gaps):
         assert len(in_window) <= knobs.channel_burst + knobs.channel_per_minute + 1e-9
 
 
-def test_overruns_during_a_penalty_escalate_it():
-    # Telegram: repeated overruns draw retry_after of minutes; a client that honours retry_after sees one wait
+def test_penalties_escalate_for_a_client_that_stays_at_the_limit():
+    # Telegram: repeated overruns draw retry_after of minutes; a client that honours retry_after and slows down
+    # sees one short wait
     clock = Clock()
     limiter = RateLimiter(Knobs(), clock)
     for _ in range(5):
         assert limiter.check(CHANNEL, 1) is None
-    waits = [limiter.check(CHANNEL, 1)]
-    for _ in range(8):  # keeps sending into the 429, a second apart
+    waits = []
+    for _ in range(8):  # comes back the moment each penalty ends, with a burst again
+        wait = limiter.check(CHANNEL, 1)
+        while wait is None:
+            wait = limiter.check(CHANNEL, 1)
+        waits.append(wait)
         clock.t += 1
-        waits.append(limiter.check(CHANNEL, 1))
+        assert limiter.check(CHANNEL, 1) == pytest.approx(wait - 1)  # inside the penalty: refused, not longer
+        clock.t += wait - 1
     assert waits[0] == pytest.approx(3.0)
-    assert waits[1] > waits[0] and waits[2] > waits[1]
-    assert waits[-1] >= 200 and max(waits) <= Knobs().flood_max_wait_s  # minutes, as reported of Telegram
-    clock.t += waits[-1] - 1
-    assert limiter.check(CHANNEL, 1) is not None  # still inside the penalty, though tokens are back
+    assert all(later > earlier for earlier, later in zip(waits, waits[1:], strict=False))
+    assert waits[-1] >= 200  # minutes, as reported of Telegram
     assert limiter.check(CHANNEL - 1, 1) is None  # other chats are not punished
+
+
+def test_an_honest_client_sees_one_short_wait():
+    clock = Clock()
+    limiter = RateLimiter(Knobs(), clock)
+    for _ in range(5):
+        assert limiter.check(CHANNEL, 1) is None
+    assert limiter.check(CHANNEL, 1) == pytest.approx(3.0)
+    for _ in range(30):  # waits retry_after, then one request per 3.5 s: below 20 a minute
+        clock.t += 3.5
+        assert limiter.check(CHANNEL, 1) is None
 
 
 def test_edits_of_one_message_have_their_own_bucket():

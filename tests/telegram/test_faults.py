@@ -50,7 +50,8 @@ async def test_429_storm_delays_but_loses_nothing(emulator, demo, mode):
 
 async def test_budget_keeps_inside_the_emulators_limits(emulator, demo, mode):
     # The defaults (Telegram 20/min burst 5, tgsnap 18/min burst 3) scaled 30x so the test is quick.
-    emulator.world.knobs.update({"rate_limits": True, "channel_per_minute": 20 * 30, "channel_burst": 5})
+    emulator.world.knobs.update({"rate_limits": True, "channel_per_minute": 20 * 30, "channel_burst": 5,
+                                 "message_edits_per_minute": 15 * 30})
     budget = ChatBudget(BudgetConfig(per_minute=18 * 30, burst=3, max_wait=60, edits_per_minute=12 * 30))
     b = await BACKENDS[mode](emulator, demo, budget=budget).open()
     try:

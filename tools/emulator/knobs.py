@@ -80,6 +80,7 @@ KNOB_HELP: dict[str, str] = {
     "flood_escalation": "each refusal within flood_memory_s of earlier ones multiplies the penalty by this",
     "flood_memory_s": "how long refusals are remembered for escalation, seconds",
     "flood_max_wait_s": "the longest penalty, seconds",
+    "botapi_local_mode": "act as a self-hosted telegram-bot-api --local server: absolute file paths, 2000 MB caps",
     "botapi_flood_hold_s": "a Bot API request over the limit is held (answered late) while its wait stays within this",
     "message_edits_per_minute": "edits of one message per minute (besides the chat's budget)",
     "message_edit_burst": "how many of those may come at once",
@@ -99,6 +100,10 @@ class Knobs:
     # Size limits (Telegram: Bot API upload 50 MB, getFile 20 MB, MTProto 2000 MiB).
     botapi_upload_limit: int = 50 * MB
     botapi_download_limit: int = 20 * MB
+    # A self-hosted telegram-bot-api started with --local (Client.cpp local_mode_): getFile answers the file's
+    # absolute path on the server's disk and no size caps but MTProto's 2000 MB apply (core.telegram.org/bots/api
+    # "Using a Local Bot API Server").
+    botapi_local_mode: bool = False
     mtproto_file_limit: int = 2000 * MB
     # Rate limits (Telegram: ~20 msgs/min per group/channel, ~1 msg/s per private chat, ~30 msg/s per bot).
     rate_limits: bool = True

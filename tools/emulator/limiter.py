@@ -5,9 +5,10 @@ chat ~1 per second with a burst, ~30 per second across all chats, and edits of o
 their own (`message_edits_per_minute`).
 
 Penalties escalate, as Telegram's do: a refusal opens a penalty for its chat that refuses everything
-until it ends (tokens or not), and every refusal within `flood_memory_s` of the previous ones multiplies
-the next penalty by `flood_escalation` (up to `flood_max_wait_s`): a client that keeps sending into a
-429 is told to wait seconds, then minutes. A client that honours `retry_after` sees only the first.
+until it ends (tokens or not), and each new penalty within `flood_memory_s` of earlier ones is
+`flood_escalation` times longer (up to `flood_max_wait_s`): a client that comes back at the limit after
+every penalty is told to wait seconds, then minutes. A client that honours `retry_after` and then slows
+down sees one short wait (the tokens refill during the penalty).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RateLimiter:
         chat_key = (bot_id, chat_id)
         until = self._penalty_until.get(chat_key, 0.0)
         if now < until:
-            return self._strike(chat_key, now, until - now)  # an overrun during a penalty
+            return until - now  # inside a penalty: refused whatever the tokens say
         if chat_id < 0:
             chat_rate, chat_burst = k.channel_per_minute / 60.0, k.channel_burst
         else:

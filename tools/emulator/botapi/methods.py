@@ -387,6 +387,8 @@ class BotApiMethods:
         if rec is None:
             # telegram-bot-api Client.cpp: check_remote_file_id fails with the default text "invalid file_id"
             raise bad_request("invalid file_id")
+        if self.world.knobs.botapi_local_mode:  # --local: the path on the server's disk, no 20 MB cap
+            return dict(self._render(bot).file(rec), file_path=str(self.world.file_path(rec.id).resolve()))
         if rec.size > self.world.knobs.botapi_download_limit:
             raise bad_request("file is too big")
         return self._render(bot).file(rec)
