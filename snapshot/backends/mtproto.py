@@ -188,6 +188,9 @@ class MTProtoBackend(Backend):
         self._manifest_pinned = False
         self._top = 0  # highest message id this process has seen in the channel
         self._dates: dict[int, float] = {}  # message id → its date, where seen (the 48 h delete rule)
+        self._lookups: dict[int, list[asyncio.Future]] = {}  # message ids waiting for the next batched look-up
+        self._lookup_scheduled = False
+        self._lookup_tasks: set[asyncio.Task] = set()
         self._manifest_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -649,10 +652,7 @@ class MTProtoBackend(Backend):
     async def _download(self, mid: int, doc: types.Document, what: str) -> bytes:
         assert self.client is not None and self.pool is not None
         if doc.dc_id != self.client.session.dc_id:
-            # a file kept on another DC (not one we uploaded): let Telethon borrow a sender there.
-            return await self._call(lambda: self.client.download_file(
-                types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, ""), bytes,
-                file_size=doc.size), f"reading {what}", attempt_timeout=self.policy.timeout_for(doc.size))
+            return await self._download_elsewhere(mid, doc, doc.dc_id, what)
 
         async def refresh() -> types.InputDocumentFileLocation:
             fresh = _document(await self._message(mid))
@@ -662,15 +662,64 @@ class MTProtoBackend(Backend):
 
         location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
         # each piece has its own timeout inside the transfer; the whole may take as long as the file needs
-        return await self._call(lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
-                                f"reading {what}", attempt_timeout=0)
+        try:
+            return await self._call(
+                lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
+                f"reading {what}", attempt_timeout=0)
+        except transfer.FileMigrated as moved:
+            log.info("%s: %s; reading it from there", self.chat_title, moved)
+            return await self._download_elsewhere(mid, doc, moved.dc, what)
+
+    async def _download_elsewhere(self, mid: int, doc: types.Document, dc: int, what: str) -> bytes:
+        """A file kept on another DC than ours (a media DC, or FILE_MIGRATE_X): Telethon borrows a sender there
+        (auth.exportAuthorization → importAuthorization on that DC) and reads it one piece at a time."""
+        async def fetch() -> bytes:
+            fresh = _document(await self._message(mid)) or doc  # a fresh file reference
+            assert self.client is not None
+            return await self.client.download_file(
+                types.InputDocumentFileLocation(fresh.id, fresh.access_hash, fresh.file_reference, ""), bytes,
+                file_size=fresh.size, dc_id=dc)
+
+        return await self._call(fetch, f"reading {what} from DC {dc}",
+                                attempt_timeout=self.policy.timeout_for(doc.size))
 
     # -- messages ----------------------------------------------------------------------------------
 
     async def _message(self, mid: int) -> types.Message | None:
-        msgs = await self._messages([mid])
-        msg = msgs[0]
+        """One message by id. Look-ups made at the same moment (a restore fetching many documents at once)
+        go out together, up to 100 ids per `channels.getMessages`: Telegram limits look-ups too."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._lookups.setdefault(mid, []).append(fut)
+        if not self._lookup_scheduled:
+            self._lookup_scheduled = True
+            loop.call_soon(lambda: self._lookup_tasks.add(loop.create_task(self._run_lookups())))
+        msg = await fut
         return msg if isinstance(msg, types.Message) else None
+
+    async def _run_lookups(self) -> None:
+        self._lookup_scheduled = False
+        task = asyncio.current_task()
+        try:
+            while self._lookups:
+                ids = sorted(self._lookups)[:100]
+                waiting = {i: self._lookups.pop(i) for i in ids}
+                try:
+                    found = await self._messages(ids)
+                except BaseException as e:  # every waiter of this batch gets the error
+                    for futs in waiting.values():
+                        for f in futs:
+                            if not f.done():
+                                f.set_exception(e)
+                    if isinstance(e, asyncio.CancelledError):
+                        raise
+                    continue
+                for i, msg in zip(ids, found, strict=True):
+                    for f in waiting[i]:
+                        if not f.done():
+                            f.set_result(msg)
+        finally:
+            self._lookup_tasks.discard(task)  # type: ignore[arg-type]
 
     async def _messages(self, ids: list[int]) -> list[object]:
         answer = await self._rpc(

@@ -40,6 +40,15 @@ MAX_FILE = 2000 * 1024 * 1024
 MAX_PARTS = 4000
 
 Location = types.InputDocumentFileLocation
+
+
+class FileMigrated(BackendError):
+    """The file lives on another DC (303 FILE_MIGRATE_X): the pool's connections to the home DC cannot read it."""
+
+    def __init__(self, dc: int, what: str) -> None:
+        super().__init__(f"{what} is kept on DC {dc} (FILE_MIGRATE_{dc})", retryable=False,
+                         telegram_error=f"FILE_MIGRATE_{dc}", telegram_code=303)
+        self.dc = dc
 Refresh = Callable[[], Awaitable[Location]]
 
 
@@ -213,6 +222,8 @@ async def download(pool: SenderPool, location: Location, size: int, *, refresh: 
             except (errors.FileReferenceExpiredError, errors.FileReferenceInvalidError):
                 await fresh_location(loc)
                 continue
+            except errors.FileMigrateError as e:
+                raise FileMigrated(e.new_dc, what) from None
             if not isinstance(result, types.upload.File):
                 raise BackendError(f"{what}: Telegram redirected the download to a CDN, which tgsnap does not "
                                    "support", retryable=False)

@@ -521,3 +521,11 @@ async def test_bot_logins_are_flood_limited(emu: Emu) -> None:
             waits.append(e.seconds)
     assert waits[:2] == [0, 0]
     assert waits[2] == 1500 and waits[3] > 2900  # a login during the wait makes it longer
+
+
+async def test_a_client_of_another_layer_is_refused_clearly(emu: Emu) -> None:
+    from telethon.tl.alltlobjects import LAYER
+
+    client = await emu.client()
+    with pytest.raises(errors.ConnectionLayerInvalidError):
+        await client(functions.InvokeWithLayerRequest(LAYER - 10, functions.help.GetConfigRequest()))

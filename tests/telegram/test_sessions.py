@@ -191,3 +191,42 @@ async def test_a_login_flood_longer_than_allowed_stops_with_the_time_named(emula
         await b.open()
     await b.close()
     assert not caught.value.retryable and caught.value.retry_after == 1500
+
+
+async def test_concurrent_lookups_share_one_get_messages(emulator, demo):
+    import asyncio
+
+    from telethon.tl import functions
+
+    b = await mtproto(emulator, demo).open()
+    try:
+        refs = [await b.put(f"delta-{i:012d}", bytes([i]) * 10) for i in range(1, 31)]
+        sent = []
+        original = b._invoke
+
+        async def counting(request):
+            if isinstance(request, functions.channels.GetMessagesRequest):
+                sent.append(len(request.id))
+            return await original(request)
+
+        b._invoke = counting
+        got = await asyncio.gather(*(b.get(r) for r in refs))
+        assert got == [bytes([i]) * 10 for i in range(1, 31)]
+        assert len(sent) <= 3 and max(sent) == 30  # one batched look-up, not thirty (refreshes aside)
+    finally:
+        await b.close()
+
+
+@pytest.mark.parametrize("reported", [True, False], ids=["media-dc", "file-migrate"])
+async def test_files_on_another_dc_are_read_from_there(emulator, demo, reported):
+    from telethon import TelegramClient
+
+    TelegramClient._config = None  # Telethon caches help.getConfig (DC addresses) per class: this emulator's port
+    b = await mtproto(emulator, demo).open()
+    try:
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        ref = await b.put("snapshot-000000000001-0000-0001", data)
+        emulator.world.knobs.update({"file_dc": 4, "file_dc_reported": reported})
+        assert await b.get(ref) == data
+    finally:
+        await b.close()

@@ -80,6 +80,12 @@ KNOB_HELP: dict[str, str] = {
     "flood_escalation": "each refusal within flood_memory_s of earlier ones multiplies the penalty by this",
     "flood_memory_s": "how long refusals are remembered for escalation, seconds",
     "flood_max_wait_s": "the longest penalty, seconds",
+    "lookups_per_second": "getChat / channels.getFullChannel / channels.getMessages per second per bot",
+    "lookup_burst": "how many of those may come at once",
+    "file_parts_per_second": "upload/download parts (save*FilePart, upload.getFile, getFile) per second per bot",
+    "file_part_burst": "how many of those may come at once",
+    "file_dc": "two-DC mode: files live on this DC (1-5, 0 = off); upload.getFile elsewhere is FILE_MIGRATE_X",
+    "file_dc_reported": "documents name file_dc as their dc_id (as Telegram does); off: only FILE_MIGRATE tells",
     "botapi_local_mode": "act as a self-hosted telegram-bot-api --local server: absolute file paths, 2000 MB caps",
     "botapi_flood_hold_s": "a Bot API request over the limit is held (answered late) while its wait stays within this",
     "message_edits_per_minute": "edits of one message per minute (besides the chat's budget)",
@@ -113,6 +119,15 @@ class Knobs:
     private_burst: int = 5
     global_per_second: float = 30.0
     global_burst: int = 30
+    # Reads are limited too (core.telegram.org/api/errors: FLOOD_WAIT_X may answer any method; Telegram states no
+    # numbers for reads): generous, so only a client that hammers them is refused.
+    lookups_per_second: float = 30.0
+    lookup_burst: int = 60
+    file_parts_per_second: float = 400.0
+    file_part_burst: int = 400
+    # Two DCs: files on another DC than the client's home one (core.telegram.org/api/datacenter, FILE_MIGRATE_X).
+    file_dc: int = 0
+    file_dc_reported: bool = True
     # Escalation (Telegram: repeated overruns draw retry_after of minutes; telegram-bot-api/TDLib resend after
     # FLOOD_WAIT, so a client that ignores it digs deeper).
     flood_escalation: float = 2.0

@@ -69,6 +69,20 @@ class RateLimiter:
             bucket.tokens -= cost
         return None
 
+    def check_read(self, bot_id: int, kind: str) -> float | None:
+        """Reads have limits too (Telegram: FLOOD_WAIT may answer any method): `kind` "lookup" (getChat,
+        channels.getFullChannel, channels.getMessages) or "part" (upload.getFile, save*FilePart, getFile)."""
+        k = self.knobs
+        if not k.rate_limits:
+            return None
+        rate, burst = ((k.lookups_per_second, k.lookup_burst) if kind == "lookup"
+                       else (k.file_parts_per_second, k.file_part_burst))
+        bucket = self._refill(("read", bot_id, kind), rate, burst, self._clock())
+        if bucket.tokens < 1:
+            return (1 - bucket.tokens) / rate if rate > 0 else 3600.0
+        bucket.tokens -= 1
+        return None
+
     def _strike(self, key: tuple[int, int], now: float, wait: float) -> float:
         k = self.knobs
         strikes = self._strikes.setdefault(key, deque())

@@ -103,6 +103,11 @@ class BotApiMethods:
         need = bad_request("need administrator rights in the channel chat")
         self._require_right(bot, chat, "can_post_messages", need)
 
+    def _read(self, bot: User, kind: str) -> None:
+        wait = self.world.limiter.check_read(bot.user_id, kind)
+        if wait is not None:
+            raise too_many_requests(wait)
+
     async def _spend(self, bot: User, chat: Chat, edit_of: int | None = None) -> None:
         """Take a slot of Telegram's flood control, as telegram-bot-api does: TDLib's NetQueryDelayer waits out a
         FLOOD_WAIT and resends while the query's total wait stays within `total_timeout_limit_` (60 s by default,
@@ -380,6 +385,7 @@ class BotApiMethods:
     # --- files ----------------------------------------------------------------------------------
 
     async def m_getFile(self, bot: User, p: Params) -> Any:
+        self._read(bot, "part")
         file_id = p.str("file_id")
         if not file_id:
             raise bad_request("file_id not specified")
@@ -461,6 +467,7 @@ class BotApiMethods:
     # --- chat info ------------------------------------------------------------------------------
 
     async def m_getChat(self, bot: User, p: Params) -> Any:
+        self._read(bot, "lookup")
         return self._render(bot).chat_full_info(self._chat(bot, p))
 
     async def m_getChatMember(self, bot: User, p: Params) -> Any:

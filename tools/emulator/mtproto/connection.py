@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from telethon.errors import TypeNotFoundError
 from telethon.extensions import BinaryReader
 from telethon.tl import functions, types
+from telethon.tl.alltlobjects import LAYER
 from telethon.tl.tlobject import TLRequest
 
 from .context import RpcContext
@@ -270,6 +271,13 @@ class Connection:
         inner, wrappers = unwrap(request)
         for wrapper in wrappers:
             if isinstance(wrapper, functions.InvokeWithLayerRequest):
+                if wrapper.layer != LAYER:
+                    # every object the emulator sends is built from Telethon's layer-LAYER schema: a client of
+                    # another layer would mis-read them, so it is refused clearly (Telegram's own error name)
+                    log.warning("mtproto: a client speaks layer %d; the emulator serves layer %d only",
+                                wrapper.layer, LAYER)
+                    self._answer_error(call, RpcError(400, "CONNECTION_LAYER_INVALID"))
+                    return
                 call.session.layer = wrapper.layer
             elif isinstance(wrapper, functions.InitConnectionRequest):
                 call.session.client_info = {

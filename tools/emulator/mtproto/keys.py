@@ -53,6 +53,11 @@ class KeyRing:
     def dead(self, key: AuthKey) -> str | None:
         return self._dead.get(key.key_id)
 
+    def dc_of(self, key: AuthKey) -> int | None:
+        """The DC a key was authorised for by auth.importAuthorization (None: the home DC)."""
+        rec = self._records().get(str(key.key_id))
+        return rec.get("dc") if rec else None
+
     def user_of(self, key: AuthKey) -> int | None:
         return self._users.get(key.key_id)
 
@@ -63,14 +68,16 @@ class KeyRing:
         self._keys[key.key_id] = key
         self._users[key.key_id] = user_id
 
-    def bind(self, key: AuthKey, user_id: int) -> None:
-        """Log an auth key in as `user_id` (auth.importBotAuthorization / importAuthorization)."""
+    def bind(self, key: AuthKey, user_id: int, dc: int | None = None) -> None:
+        """Log an auth key in as `user_id` (auth.importBotAuthorization / importAuthorization), on `dc`
+        (the DC an exported authorization was made for; None: the home DC)."""
         records = self._records()
         rec = records.get(str(key.key_id))
         if rec is None:
             self.add(key, user_id, "dh")
-            return
-        records[str(key.key_id)] = dict(rec, user_id=user_id)
+            rec = self._records()[str(key.key_id)]
+            records = self._records()
+        records[str(key.key_id)] = dict(rec, user_id=user_id, dc=dc)
         self._world.extra[EXTRA_KEY] = records
         self._users[key.key_id] = user_id
 

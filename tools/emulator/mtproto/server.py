@@ -73,7 +73,7 @@ class MTProtoFront:
         self.uploads = UploadStore(world)
         self.file_refs = FileReferences(world)
         self.random_ids = RandomIds()
-        self.exported_authorizations: dict[int, tuple[bytes, int]] = {}
+        self.exported_authorizations: dict[int, tuple[bytes, int, int]] = {}
         self.logins = LoginFloods()
         self.key_places = KeyPlaces()
         self._server: asyncio.Server | None = None

@@ -48,7 +48,7 @@ async def export_authorization(
 ) -> types.auth.ExportedAuthorization:
     token_id = struct.unpack("<q", os.urandom(8))[0]
     token = os.urandom(32)
-    ctx.front.exported_authorizations[token_id] = (token, ctx.require_user())
+    ctx.front.exported_authorizations[token_id] = (token, ctx.require_user(), req.dc_id)
     return types.auth.ExportedAuthorization(id=token_id, bytes=token)
 
 
@@ -60,7 +60,7 @@ async def import_authorization(
     if entry is None or entry[0] != req.bytes:
         raise RpcError(400, "AUTH_BYTES_INVALID")
     user = ctx.world.user(entry[1])
-    ctx.front.keys.bind(ctx.session.key, entry[1])
+    ctx.front.keys.bind(ctx.session.key, entry[1], dc=entry[2])
     return types.auth.Authorization(user=render.user(user, viewer_id=user.user_id))
 
 

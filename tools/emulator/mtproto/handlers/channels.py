@@ -10,16 +10,23 @@ from .. import render
 from ..context import RpcContext
 from ..peers import channel as resolve_channel
 from ..peers import require_right, world_call
-from ..rpc import RpcError, rpc
+from ..rpc import RpcError, flood_wait, rpc
 from .messages import render_message
 
 MAX_IDS = 100
 DELETE_WINDOW_S = 48 * 3600
 
 
+def _lookup_budget(ctx: RpcContext) -> None:
+    wait = ctx.world.limiter.check_read(ctx.require_user(), "lookup")
+    if wait is not None:
+        raise flood_wait(wait)
+
+
 @rpc(functions.channels.GetMessagesRequest)
 async def get_messages(ctx: RpcContext, req: functions.channels.GetMessagesRequest) -> types.messages.ChannelMessages:
     me = ctx.require_user()
+    _lookup_budget(ctx)
     chat = resolve_channel(ctx, req.channel)
     if len(req.id) > MAX_IDS:
         raise RpcError(400, "LIMIT_INVALID")
@@ -76,6 +83,7 @@ async def get_channels(ctx: RpcContext, req: functions.channels.GetChannelsReque
 @rpc(functions.channels.GetFullChannelRequest)
 async def get_full_channel(ctx: RpcContext, req: functions.channels.GetFullChannelRequest) -> types.messages.ChatFull:
     me = ctx.require_user()
+    _lookup_budget(ctx)
     chat = resolve_channel(ctx, req.channel)
     pinned = ctx.world.pinned_message(chat.chat_id)
     members = ctx.world.members(chat.chat_id)

@@ -9,6 +9,7 @@ from telethon.tl import functions, types
 
 from ...records import Chat, FileRecord, Message
 from .. import render
+from ..config import DC_ID
 from ..context import RpcContext
 from ..peers import chat_of, require_right, world_call
 from ..rpc import RpcError, flood_wait, rpc
@@ -36,7 +37,9 @@ def _chats_and_users(ctx: RpcContext, chat: Chat) -> tuple[list[Any], list[Any]]
 
 def render_message(ctx: RpcContext, msg: Message, chat: Chat) -> types.Message:
     ref = ctx.front.file_refs.issue(msg.document) if msg.document is not None else None
-    return render.message(msg, chat, viewer_id=ctx.require_user(), file_reference=ref)
+    k = ctx.world.knobs
+    file_dc = k.file_dc if k.file_dc and k.file_dc_reported else DC_ID
+    return render.message(msg, chat, viewer_id=ctx.require_user(), file_reference=ref, file_dc=file_dc)
 
 
 def updates_for(ctx: RpcContext, chat: Chat, updates: list[Any]) -> types.Updates:
