@@ -529,3 +529,17 @@ async def test_a_client_of_another_layer_is_refused_clearly(emu: Emu) -> None:
     client = await emu.client()
     with pytest.raises(errors.ConnectionLayerInvalidError):
         await client(functions.InvokeWithLayerRequest(LAYER - 10, functions.help.GetConfigRequest()))
+
+
+async def test_upload_media_then_send_the_document(emu: Emu) -> None:
+    client = await emu.client()
+    data = os.urandom(5000)
+    handle = await client.upload_file(data, file_name="m.bin")
+    media = types.InputMediaUploadedDocument(handle, "application/octet-stream",
+                                             [types.DocumentAttributeFilename("m.bin")])
+    got = await client(functions.messages.UploadMediaRequest(emu.peer, media))
+    assert isinstance(got, types.MessageMediaDocument) and got.document.size == len(data)
+    assert emu.world.history(emu.chat_id) == []  # nothing was sent
+    doc = got.document
+    sent = await client.send_file(emu.peer, types.InputDocument(doc.id, doc.access_hash, doc.file_reference))
+    assert await client.download_media(sent, file=bytes) == data

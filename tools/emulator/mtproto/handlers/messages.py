@@ -210,3 +210,15 @@ async def update_pinned_message(ctx: RpcContext, req: functions.messages.UpdateP
     # No service message: the world keeps none, and Telethon treats a pin without one as
     # "already pinned" (it returns None instead of a service Message).
     return updates_for(ctx, chat, [update] if ids else [])
+
+
+@rpc(functions.messages.UploadMediaRequest)
+async def upload_media(ctx: RpcContext, req: functions.messages.UploadMediaRequest) -> types.MessageMediaDocument:
+    """Turn uploaded parts into a stored document without sending it (Telegram: messages.uploadMedia returns
+    the MessageMedia; the document is then sent or used in an edit as an InputMediaDocument)."""
+    chat = chat_of(ctx, req.peer)
+    require_right(ctx, chat, "can_post_messages")
+    rec = document_of(ctx, req.media)
+    k = ctx.world.knobs
+    file_dc = k.file_dc if k.file_dc and k.file_dc_reported else DC_ID
+    return types.MessageMediaDocument(document=render.document(rec, ctx.front.file_refs.issue(rec), file_dc))
