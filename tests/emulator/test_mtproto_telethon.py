@@ -543,3 +543,16 @@ async def test_upload_media_then_send_the_document(emu: Emu) -> None:
     doc = got.document
     sent = await client.send_file(emu.peer, types.InputDocument(doc.id, doc.access_hash, doc.file_reference))
     assert await client.download_media(sent, file=bytes) == data
+
+
+async def test_a_pin_adds_a_service_message_with_an_id_of_its_own(emu: Emu) -> None:
+    client = await emu.client()
+    post = await client.send_message(emu.peer, "pin me")
+    service = await client.pin_message(emu.peer, post.id, notify=False)
+    assert isinstance(service.action, types.MessageActionPinMessage) and service.id == post.id + 1
+    assert service.reply_to.reply_to_msg_id == post.id
+    got = await client(functions.channels.GetMessagesRequest(
+        types.InputChannel(emu.channel_id, 0), [types.InputMessageID(service.id)]))
+    assert isinstance(got.messages[0], types.MessageService)
+    nxt = await client.send_message(emu.peer, "next")
+    assert nxt.id == post.id + 2

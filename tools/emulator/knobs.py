@@ -86,6 +86,7 @@ KNOB_HELP: dict[str, str] = {
     "file_part_burst": "how many of those may come at once",
     "file_dc": "two-DC mode: files live on this DC (1-5, 0 = off); upload.getFile elsewhere is FILE_MIGRATE_X",
     "file_dc_reported": "documents name file_dc as their dc_id (as Telegram does); off: only FILE_MIGRATE tells",
+    "pin_service_messages": "a pin in a channel adds a service message (with a message id of its own)",
     "botapi_local_mode": "act as a self-hosted telegram-bot-api --local server: absolute file paths, 2000 MB caps",
     "botapi_flood_hold_s": "a Bot API request over the limit is held (answered late) while its wait stays within this",
     "message_edits_per_minute": "edits of one message per minute (besides the chat's budget)",
@@ -125,6 +126,9 @@ class Knobs:
     lookup_burst: int = 60
     file_parts_per_second: float = 400.0
     file_part_burst: int = 400
+    # Telegram adds a service message to a channel on every pin (messageActionPinMessage; Bot API Message
+    # .pinned_message); it takes a message id like a post.
+    pin_service_messages: bool = True
     # Two DCs: files on another DC than the client's home one (core.telegram.org/api/datacenter, FILE_MIGRATE_X).
     file_dc: int = 0
     file_dc_reported: bool = True

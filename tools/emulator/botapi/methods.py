@@ -407,6 +407,7 @@ class BotApiMethods:
                             bad_request("not enough rights to manage pinned messages in the chat"))
         msg = self._message(bot, chat, p.int("message_id"), "message to pin not found")
         self.world.pin_message(chat.chat_id, msg.message_id, actor_id=bot.user_id)
+        self.world.pin_service_message(chat.chat_id, msg.message_id, bot.user_id)
         return True
 
     async def m_unpinChatMessage(self, bot: User, p: Params) -> Any:

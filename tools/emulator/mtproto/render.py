@@ -90,7 +90,19 @@ def document(rec: FileRecord, file_reference: bytes, dc_id: int = DC_ID) -> type
 
 
 def message(msg: Message, chat: Chat, *, viewer_id: int, file_reference: bytes | None,
-            file_dc: int = DC_ID) -> types.Message:
+            file_dc: int = DC_ID) -> types.Message | types.MessageService:
+    service = msg.extra.get("service")
+    if service and "pinned_message_id" in service:
+        return types.MessageService(
+            id=msg.message_id,
+            peer_id=peer(chat, viewer_id),
+            date=when(msg.date),
+            action=types.MessageActionPinMessage(),
+            out=msg.sender_id == viewer_id,
+            post=chat.is_channel,
+            from_id=None if chat.is_channel else types.PeerUser(msg.sender_id),
+            reply_to=types.MessageReplyHeader(reply_to_msg_id=service["pinned_message_id"]),
+        )
     media: Any = None
     if msg.document is not None:
         assert file_reference is not None

@@ -198,6 +198,7 @@ async def update_pinned_message(ctx: RpcContext, req: functions.messages.UpdateP
             raise RpcError(400, "MESSAGE_ID_INVALID")
         world_call(ctx.world.pin_message, chat.chat_id, req.id, actor_id=me)
         ids = [req.id]
+    service = None if req.unpin else ctx.world.pin_service_message(chat.chat_id, req.id, me)
     pts = _fresh_pts(ctx, chat)
     if chat.is_channel:
         update: Any = types.UpdatePinnedChannelMessages(
@@ -207,9 +208,9 @@ async def update_pinned_message(ctx: RpcContext, req: functions.messages.UpdateP
         update = types.UpdatePinnedMessages(
             peer=render.peer(chat, me), messages=ids, pts=pts, pts_count=0, pinned=not req.unpin
         )
-    # No service message: the world keeps none, and Telethon treats a pin without one as
-    # "already pinned" (it returns None instead of a service Message).
-    return updates_for(ctx, chat, [update] if ids else [])
+    # With the service message Telethon's pin_message returns it (without one: None, "already pinned").
+    new = [types.UpdateNewChannelMessage(render_message(ctx, service, chat), pts, 1)] if service else []
+    return updates_for(ctx, chat, ([update] if ids else []) + new)
 
 
 @rpc(functions.messages.UploadMediaRequest)
