@@ -167,6 +167,8 @@ class MTProtoBackend(Backend):
         self.login_max_wait = login_max_wait
         self.logins = 0  # auth.importBotAuthorization calls this backend made
         self._local_addr = local_addr  # the source address of our connections (a multi-homed host)
+        self._relogin_lock = asyncio.Lock()
+        self._logins_done = 0  # re-logins while running (a generation: see _relogin)
         if not (api_id and api_hash) and not session:
             raise ConfigError("MTProto storage needs TGSNAP_API_ID and TGSNAP_API_HASH (from my.telegram.org)")
         self._api = (api_id, api_hash) if api_id and api_hash else _PLACEHOLDER_API
@@ -216,9 +218,9 @@ class MTProtoBackend(Backend):
         except BaseException:
             await self._drop_client()
             raise
-        client = self.client
-        assert client is not None
-        me = await self._call(client.get_me, "getMe")
+        assert self.client is not None
+        # self.client, not a local: a re-login inside a call replaces the client
+        me = await self._call(lambda: self.client.get_me(), "getMe")
         if me is None or not me.bot:
             raise ConfigError("the MTProto session is not a bot's: tgsnap logs in with a bot token "
                               f"({self._token_var}); clear TGSNAP_MTPROTO_SESSION to log in afresh")
@@ -233,7 +235,8 @@ class MTProtoBackend(Backend):
             assert self._channel is not None
             self.budget = shared_budget(me.id, utils.get_peer_id(types.PeerChannel(self._channel.channel_id)),
                                         config)
-        self.pool = transfer.SenderPool(client, self.connections, timeout=self.policy.timeout)
+        if self.pool is None or self.pool.client is not self.client:
+            self.pool = transfer.SenderPool(self.client, self.connections, timeout=self.policy.timeout)
         pinned = await self._pinned_message()
         if pinned is None:
             await self._refuse_unpinned_storage()
@@ -356,8 +359,18 @@ class MTProtoBackend(Backend):
         if self.session_slot is not None and self.client is not None:
             self.session_slot.save(StringSession.save(self.client.session))
 
-    async def _relogin(self, reason: str) -> None:
-        """The session died while running (AUTH_KEY_DUPLICATED: someone else used the key): a fresh key."""
+    async def _relogin(self, reason: str, generation: int | None = None) -> None:
+        """The session died while running (AUTH_KEY_DUPLICATED: someone else used the key): a fresh key.
+
+        Calls that fail together log in once: a call that started before the last re-login (`generation`)
+        just tries again on the new key."""
+        async with self._relogin_lock:
+            if generation is not None and generation != self._logins_done:
+                return
+            await self._relogin_now(reason)
+            self._logins_done += 1
+
+    async def _relogin_now(self, reason: str) -> None:
         log.warning("Telegram refused the MTProto session while running (%s): logging in again on a new key",
                     reason)
         if not self._token:
@@ -634,6 +647,7 @@ class MTProtoBackend(Backend):
 
     async def _upload(self, data: bytes, fname: str):
         for attempt in (1, 2):
+            generation = self._logins_done
             assert self.pool is not None
             try:
                 return await transfer.upload(self.pool, data, fname)
@@ -644,7 +658,7 @@ class MTProtoBackend(Backend):
                 if err is None:
                     raise
                 if attempt == 1 and isinstance(err, BackendError) and err.telegram_error in SESSION_DEAD:
-                    await self._relogin(err.telegram_error)
+                    await self._relogin(err.telegram_error, generation)
                     continue
                 raise err from e
         raise AssertionError("unreachable")
@@ -768,13 +782,14 @@ class MTProtoBackend(Backend):
             except (OSError, TimeoutError) as e:
                 raise BackendError(f"{what}: cannot reach Telegram over MTProto: {e}", retryable=True) from None
         budget = self.budget if budgeted else None
+        generation = self._logins_done
         try:
             return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
                               attempt_timeout=attempt_timeout, edit_of=edit_of)
         except BackendError as e:
             if not relogin or e.telegram_error not in SESSION_DEAD:
                 raise
-            await self._relogin(e.telegram_error)
+            await self._relogin(e.telegram_error, generation)
         return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
                           attempt_timeout=attempt_timeout, edit_of=edit_of)
 
