@@ -8,21 +8,24 @@ Telegram punishes both ways of getting sessions wrong:
 
 So a session is **saved once per host** in a directory (`TGSNAP_MTPROTO_SESSION_DIR`, default
 `$XDG_STATE_HOME/tgsnap/sessions`, i.e. `~/.local/state/tgsnap/sessions`), and **each process takes
-its own slot**: `mtproto-<bot id>-<n>.session`, held under an exclusive `flock` on its `.lock` file for
+its own slot**: `mtproto-<bot id>-<host>-<n>.session`, held under an exclusive `flock` on its `.lock` file for
 as long as the process runs. A second process on the same host (a deploy overlap, an operator's tool
 beside the bot) finds slot 0 locked and takes slot 1: its own key, logged in once, then reused by every
 later process that gets slot 1. A crashed process's lock dies with it; a frozen one keeps its slot and
 the newcomer takes another — never the frozen one's key.
 
-A session file records the machine it was made on (`/etc/machine-id`, else the host name): a file that
-reaches another host (a copied volume, a directory shared over the network) is not used there; that
-host logs in afresh. Files are created 0600 in a 0700 directory: a session is a secret like the token.
+A session file records the machine it was made on (`/etc/machine-id`, else the host name), and its name
+carries a short hash of it: a file that reaches another host (a copied volume, a directory shared over the
+network) is not used there, and two hosts sharing one directory never take each other's slots (they would
+otherwise overwrite each other's sessions and log in on every start). Files are created 0600 in a 0700
+directory: a session is a secret like the token.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -56,10 +59,10 @@ def this_host() -> str:
 class SessionSlot:
     """One process's session slot; `load`/`save`/`discard` its session, `release` on close."""
 
-    def __init__(self, directory: Path, bot: str, index: int, fd: int) -> None:
+    def __init__(self, directory: Path, stem: str, index: int, fd: int) -> None:
         self.directory = directory
         self.index = index
-        self.path = directory / f"mtproto-{bot}-{index}.session"
+        self.path = directory / f"{stem}-{index}.session"
         self._fd: int | None = fd
 
     def __repr__(self) -> str:
@@ -103,8 +106,9 @@ def claim_slot(directory: Path, bot: str) -> SessionSlot:
     except OSError as e:
         raise ConfigError(f"cannot create the MTProto session directory {directory}: {e}; set "
                           "TGSNAP_MTPROTO_SESSION_DIR to a writable directory on this host") from None
+    stem = f"mtproto-{bot}-{hashlib.sha256(this_host().encode()).hexdigest()[:8]}"
     for index in range(MAX_SLOTS):
-        lock = directory / f"mtproto-{bot}-{index}.lock"
+        lock = directory / f"{stem}-{index}.lock"
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
@@ -114,6 +118,6 @@ def claim_slot(directory: Path, bot: str) -> SessionSlot:
         except BlockingIOError:
             os.close(fd)
             continue
-        return SessionSlot(directory, bot, index, fd)
+        return SessionSlot(directory, stem, index, fd)
     raise ConfigError(f"{MAX_SLOTS} processes of bot {bot} already hold MTProto sessions in {directory}: "
                       "stop some, or give each a storage bot of its own (TGSNAP_STORAGE_BOT_TOKEN)")

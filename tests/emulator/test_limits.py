@@ -166,3 +166,14 @@ def test_loopback_only_and_tokens_redacted():
     assert redact("/bot123:ABCdef/sendMessage") == "/bot<redacted>/sendMessage"
     assert redact("/file/bot123:ABC/documents/file_1.json") == "/file/bot<redacted>/documents/file_1.json"
     assert redact("/control/bots") == "/control/bots"
+
+
+def test_every_knob_has_a_row_in_the_fidelity_tables():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text()
+    missing = [name for name in Knobs.settable() if f"`{name}`" not in doc]
+    assert missing == [], f"docs/emulator.md lacks rows for {missing}"
+    from tools.emulator.knobs import KNOB_HELP
+
+    assert set(Knobs.settable()) <= set(KNOB_HELP)  # and --help explains each

@@ -140,9 +140,12 @@ def test_a_session_file_from_another_host_is_not_used(tmp_path, monkeypatch):
     slot = sessions.claim_slot(tmp_path, "42")
     slot.save("secret-session")
     assert slot.load() == "secret-session"
+    assert slot.path.stat().st_mode & 0o077 == 0
     monkeypatch.setattr(sessions, "this_host", lambda: "machine-id:another")
-    assert slot.load() is None
-    assert (tmp_path / "mtproto-42-0.session").stat().st_mode & 0o077 == 0
+    assert slot.load() is None  # the file itself, copied elsewhere
+    there = sessions.claim_slot(tmp_path, "42")  # another host sharing the directory: its own slots
+    assert there.index == 0 and there.path != slot.path and there.load() is None
+    there.release()
     slot.release()
 
 
