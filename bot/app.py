@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -31,8 +31,8 @@ from bot.handlers import routers
 from bot.polling import Poller
 from bot.retry import RetryAfter
 from bot.takeover import open_store
+from bot.users import MIGRATIONS, Users
 from bot.users import SCHEMA as USERS_SCHEMA
-from bot.users import Users
 from core import Store
 from snapshot.backend import Backend
 from snapshot.settings import StorageSettings
@@ -120,7 +120,8 @@ class Clicker:
             raise
         started = time.monotonic()
         try:
-            store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress())
+            store = await open_store(backend, SCHEMA, settings.store_config(storage), progress=RestoreProgress(),
+                                     migrations=MIGRATIONS)
         except BaseException:
             await backend.close()
             await bot.session.close()
@@ -194,8 +195,11 @@ async def serve(settings: BotSettings, storage: StorageSettings, *,
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Installed before the restore: a signal during it stops the bot cleanly once it is up.
         loop.add_signal_handler(sig, stop.set)
+    metrics_addr, verify_every = settings.metrics_addr, settings.self_verify_interval  # bad values: exit 2 now
+    observers: list[Callable[[], Awaitable[None]]] = []
     try:
         clicker = await Clicker.start(settings, storage)
+        observers = await _start_observers(clicker, storage, metrics_addr, verify_every)
         fenced = asyncio.create_task(_wait_fenced(clicker.store))
         stopping = asyncio.create_task(stop.wait())
         log.info("serving; stop with Ctrl+C or SIGTERM")
@@ -217,8 +221,35 @@ async def serve(settings: BotSettings, storage: StorageSettings, *,
         await clicker.stop()
         return 1 if failed else 0
     finally:
+        for stop_observer in observers:
+            await stop_observer()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _start_observers(clicker: Clicker, storage: StorageSettings, metrics_addr: tuple[str, int] | None,
+                           verify_every: float) -> list[Callable[[], Awaitable[None]]]:
+    """The metrics server and the self-verifier, when configured; returns how to stop them."""
+    from bot.metrics import MetricsConfig, MetricsServer, Verification
+    from core.selfcheck import SelfCheck, SelfVerifier
+
+    stops: list[Callable[[], Awaitable[None]]] = []
+    server = None
+    if metrics_addr is not None:
+        server = MetricsServer(clicker.store.stats, MetricsConfig(host=metrics_addr[0], port=metrics_addr[1]))
+        host, port = await server.start()
+        stops.append(server.stop)
+        log.info("health and metrics on http://%s:%d/ (/healthz, /readyz, /metrics)", host, port)
+    if verify_every > 0:
+        def record(result: SelfCheck) -> None:
+            if server is not None and result.ok is not None:
+                server.record_verification(Verification(result.ok, result.at, result.seq, result.detail))
+
+        verifier = SelfVerifier(clicker.store, clicker.backend, storage.encryption_key, interval=verify_every,
+                                on_result=record)
+        verifier.start()
+        stops.insert(0, verifier.stop)
+    return stops
 
 
 async def _wait_fenced(store: Store, every: float = 1.0) -> None:

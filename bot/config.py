@@ -80,12 +80,23 @@ BOT_OPTIONS = [
            default="none; the demo user in local mode", metavar="IDS"),
     Option("TGSNAP_FLUSH_INTERVAL", "seconds between delta flushes: the most a crash can lose",
            default=f"{StoreConfig().flush_interval:g}", metavar="SECONDS"),
+    Option("TGSNAP_TAKEOVER_WAIT", "seconds a starting bot waits for another live writer's lease before it "
+                                   "gives up (never less than one lease period and 5 s)",
+           default=f"{ReplicaConfig().lease_seconds + 5:g}", metavar="SECONDS"),
     Option("TGSNAP_DATA_DIR", "where local mode keeps the emulator's world; parent of the default storage "
                               "directory", default=f"`./{DEFAULT_DATA_DIR}`", metavar="DIR"),
     Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
 ]
 
-OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS
+#: the health and metrics endpoint and the self-verification schedule (bot/metrics.py, core/selfcheck.py).
+METRICS_OPTIONS = [
+    Option("TGSNAP_METRICS_ADDR", "HOST:PORT serving /healthz, /readyz and Prometheus /metrics",
+           default="none: not served", metavar="HOST:PORT"),
+    Option("TGSNAP_SELF_VERIFY_INTERVAL", "seconds between background restores of the storage compared with "
+                                          "the live state (0 = never)", default="0", metavar="SECONDS"),
+]
+
+OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS + METRICS_OPTIONS
 
 
 @dataclass
@@ -94,6 +105,7 @@ class BotSettings:
     values: dict[str, str] = field(default_factory=dict, repr=False)
     admin_ids: frozenset[int] = frozenset()
     flush_interval: float = StoreConfig().flush_interval
+    takeover_wait: float = 0.0  # bot/takeover.py waits at least a lease period + 5 s anyway
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
 
@@ -106,6 +118,25 @@ class BotSettings:
     def default_storage_dir(self) -> Path:
         return self.data_dir / "storage"
 
+    @property
+    def metrics_addr(self) -> tuple[str, int] | None:
+        """Where /healthz, /readyz and /metrics are served (None: not at all); ConfigError if malformed."""
+        from bot.metrics import parse_addr
+
+        text = self.values.get("TGSNAP_METRICS_ADDR")
+        return parse_addr(text) if text else None
+
+    @property
+    def self_verify_interval(self) -> float:
+        text = self.values.get("TGSNAP_SELF_VERIFY_INTERVAL", "0")
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise ConfigError(f"TGSNAP_SELF_VERIFY_INTERVAL must be a number of seconds (0 = never), got {text!r}")
+        return value
+
     def storage_settings(self, **overrides: object) -> StorageSettings:
         """Storage settings from the values, `overrides` winning (local mode passes the emulator's)."""
         env = dict(self.values)
@@ -114,7 +145,8 @@ class BotSettings:
 
     def store_config(self, storage: StorageSettings) -> StoreConfig:
         return StoreConfig(flush_interval=self.flush_interval,
-                           replica=ReplicaConfig(encryption_key=storage.encryption_key))
+                           replica=ReplicaConfig(encryption_key=storage.encryption_key,
+                                                 takeover_wait=self.takeover_wait))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -124,7 +156,8 @@ def parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS)):
+    for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS),
+                           ("health and metrics", METRICS_OPTIONS)):
         group = p.add_argument_group(title)
         for option in options:
             extra = " (visible in `ps`: prefer the environment)" if option.secret else ""
@@ -166,6 +199,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings.admin_ids = parse_admin_ids(values["TGSNAP_ADMIN_IDS"])
     if "TGSNAP_FLUSH_INTERVAL" in values:
         settings.flush_interval = _positive_float("TGSNAP_FLUSH_INTERVAL", values["TGSNAP_FLUSH_INTERVAL"])
+    if "TGSNAP_TAKEOVER_WAIT" in values:
+        settings.takeover_wait = _positive_float("TGSNAP_TAKEOVER_WAIT", values["TGSNAP_TAKEOVER_WAIT"])
     if "TGSNAP_DATA_DIR" in values:
         settings.data_dir = Path(values["TGSNAP_DATA_DIR"])
     if "TGSNAP_LOG_LEVEL" in values:

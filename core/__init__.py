@@ -8,6 +8,7 @@ See docs/architecture.md.
 
 from core.config import StoreConfig
 from core.errors import StoreClosed, TransactionConflict
+from core.migrations import Migration
 from core.stats import StoreStats
 from core.store import Store
 from core.transaction import Transaction
@@ -16,6 +17,7 @@ from snapshot.errors import ConfigError, FencedError
 __all__ = [
     "ConfigError",
     "FencedError",
+    "Migration",
     "Store",
     "StoreClosed",
     "StoreConfig",

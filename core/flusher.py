@@ -25,8 +25,9 @@ from collections.abc import Callable
 
 from core.config import StoreConfig
 from core.tracker import Tracker
+from snapshot import image as image_mod
 from snapshot.changes import ChangeSet
-from snapshot.errors import BackendError, FencedError
+from snapshot.errors import BackendError, FencedError, copy_error
 from snapshot.replica import Replica, SnapshotReceipt
 
 log = logging.getLogger("tgsnap.core")
@@ -117,7 +118,7 @@ class Flusher:
 
     async def flush(self, within: float | None) -> None:
         if self.fenced is not None:
-            raise FencedError(str(self.fenced))
+            raise copy_error(self.fenced)
         target = self._flush_target()
         if target is None:
             return
@@ -141,7 +142,7 @@ class Flusher:
 
     async def snapshot(self, within: float | None) -> SnapshotReceipt:
         if self.fenced is not None:
-            raise FencedError(str(self.fenced))
+            raise copy_error(self.fenced)
         if not self.running:
             from core.errors import StoreClosed
 
@@ -245,9 +246,16 @@ class Flusher:
         if not (self.maybe_dirty() or want_snapshot):
             return
         await self._outside_transaction()
+        if self._snapshot_task is None and self._tracker.schema_drifted():
+            # A schema change that bypassed Store (a raw connection) is in no delta: an image at this
+            # cut is the only way it becomes durable.
+            want_snapshot = True
         # ---- one synchronous step: the consistent cut ----
+        # The image first: capture() only writes TEMP tables, so the image equals the state after this
+        # capture; and a failing serialize then leaves every mark in place. (The other order took the
+        # marks and lost them when serialize raised, and a later capture satisfied their waiters.)
+        image = image_mod.capture(self._conn) if want_snapshot else None
         changes = self._tracker.capture()
-        image = self._conn.serialize() if want_snapshot else None
         requests = list(self._snapshot_requests) if want_snapshot else []
         self._capture_no += 1
         number = self._capture_no
@@ -261,6 +269,8 @@ class Flusher:
                 self._start_snapshot(image, self._replica.status().last_seq, changes.captured_at, requests)
             return
         self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
+        if changes.version_changed:
+            self._replica.schema_version = changes.user_version  # type: ignore[attr-defined]
         try:
             receipt = await self._replica.write_delta(changes)
         except FencedError:
@@ -380,8 +390,6 @@ def _settle(futures: list[asyncio.Future[SnapshotReceipt]], exc: BaseException) 
 
 
 def _copy(exc: BaseException) -> BaseException:
-    # One exception object raised in many tasks would collect everyone's tracebacks.
-    try:
-        return type(exc)(*exc.args)
-    except Exception:
-        return exc
+    # One exception object raised in many tasks would collect everyone's tracebacks; the copy keeps
+    # every field (retryable, retry_after, ref, ...).
+    return copy_error(exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -22,12 +23,13 @@ from typing import Any
 from core.config import StoreConfig
 from core.errors import StoreClosed, TransactionConflict
 from core.flusher import Flusher
-from core.schema import application_tables, declared_objects, quote, read_table
+from core.migrations import Migration, check_order, describe_difference, newest, table_shape
+from core.schema import application_tables, declared_objects, quote
 from core.stats import StoreStats
 from core.tracker import Tracker
 from core.transaction import Transaction
 from snapshot.backend import Backend
-from snapshot.errors import BackendError, ConfigError, FencedError
+from snapshot.errors import BackendError, ConfigError, FencedError, copy_error
 from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
 
 log = logging.getLogger("tgsnap.core")
@@ -63,6 +65,8 @@ class Store:
         self._tx_idle.set()
         self._tx: Transaction | None = None
         self._tx_task: asyncio.Task[Any] | None = None
+        #: marks as they were before the open transaction's first schema statement (restored on rollback).
+        self._tx_marks: dict[str, dict[Any, None]] | None = None
         #: why writes are refused (fenced, closing), or None while the store accepts writes.
         self._refusal: Exception | None = None
         #: True when execute() must take the slow path: a transaction is open or writes are refused.
@@ -80,16 +84,20 @@ class Store:
         schema: Iterable[str] = (),
         config: StoreConfig | None = None,
         progress: Progress | None = None,
+        migrations: Iterable[Migration] | None = None,
     ) -> Store:
-        """Take the writer lease, restore the latest state, create missing declared tables, start flushing.
+        """Take the writer lease, restore the latest state, migrate, create missing declared objects, start
+        flushing.
 
-        `schema` holds CREATE TABLE (and CREATE INDEX / VIEW) statements; a declared object that storage
-        already has is kept as stored. Every application table must have an explicit PRIMARY KEY whose
-        columns cannot be NULL (`ConfigError` names the table otherwise).
+        `schema` holds CREATE TABLE (and CREATE INDEX / VIEW / TRIGGER) statements: the schema this code
+        expects. Objects storage lacks are created; a declared table that storage holds in another form is
+        refused (ConfigError) unless `migrations` (see `core.migrations`) bring it there. Every
+        application table must have an explicit PRIMARY KEY whose columns cannot be NULL.
         """
         config = config or StoreConfig()
         replica = Replica(backend, config.replica, writer_id=config.writer_id)
-        return await cls.open_replica(replica, schema=schema, config=config, progress=progress)
+        return await cls.open_replica(replica, schema=schema, config=config, progress=progress,
+                                      migrations=migrations)
 
     @classmethod
     async def open_replica(
@@ -98,59 +106,118 @@ class Store:
         schema: Iterable[str] = (),
         config: StoreConfig | None = None,
         progress: Progress | None = None,
+        migrations: Iterable[Migration] | None = None,
     ) -> Store:
         """`open` with a replica built by the caller (tests, tools that wrap the backend)."""
         config = config or StoreConfig()
         statements = list(schema)
+        steps = check_order(migrations) if migrations is not None else None
         declared_objects(statements)  # a bad schema fails here, before the lease is taken
         restored = await replica.acquire(progress)
         store = cls(replica, restored, config)
         try:
-            store._prepare(statements)
+            store._prepare()
+            store._flusher.start()
+            await store._migrate(statements, steps)
         except BaseException:
+            await store._flusher.abandon()
             await replica.release()
             raise
-        store._flusher.start()
         log.info(
-            "tgsnap: store open at seq %d with %d table(s), writer lease taken",
+            "tgsnap: store open at seq %d with %d table(s), schema version %d, writer lease taken",
             restored.seq,
             len(store._tracker.tables),
+            store.schema_version,
         )
         return store
 
-    def _prepare(self, statements: list[str]) -> None:
+    def _prepare(self) -> None:
         conn = self._conn
         if conn.in_transaction:
             conn.execute("COMMIT")
         conn.execute(f"PRAGMA foreign_keys = {'ON' if self._config.foreign_keys else 'OFF'}")
-        existing = {
-            (typ, name.lower()): sql for typ, name, sql in conn.execute("SELECT type, name, sql FROM sqlite_schema")
-        }
-        done: set[str] = set()
-        for typ, name, ddl, sql in declared_objects(statements):
-            stored = existing.get((typ, name.lower()))
-            if stored is None:
-                if ddl not in done:
-                    conn.execute(ddl)
-                    done.add(ddl)
-            elif typ == "table" and _normalize(stored) != _normalize(sql):
-                log.warning("tgsnap: table %r in storage differs from its declaration; keeping storage's", name)
         for (trigger,) in conn.execute(
             "SELECT name FROM main.sqlite_schema WHERE type = 'trigger' AND name LIKE '\\_tgsnap\\_%' ESCAPE '\\'"
         ).fetchall():
             conn.execute(f"DROP TRIGGER main.{quote(trigger)}")  # tracking lives in TEMP, never in images
-        for name in application_tables(conn):
-            self._tracker.install(read_table(conn, name))
+        self._tracker.sync()
         # What was restored is what storage holds: nothing is dirty yet, whatever marks the image carried.
         self._tracker.clear()
+        self._tracker.set_baseline()
         self._flusher.changes_mark = conn.total_changes
+        self._tell_replica_version()
+
+    async def _migrate(self, statements: list[str], migrations: list[Migration] | None) -> None:
+        conn = self._conn
+        stored = self.schema_version
+        fresh = not application_tables(conn)
+        if migrations is not None:
+            known = newest(migrations)
+            if stored > known:
+                raise ConfigError(
+                    f"storage has schema version {stored}, newer than this code knows ({known}): it was "
+                    f"written by a newer release of the application; run that release (or add its migrations)"
+                )
+            if not fresh:
+                for m in migrations:
+                    if m.version <= stored:
+                        continue
+                    log.info("tgsnap: migrating storage from schema version %d to %d", stored, m.version)
+                    async with self.transaction() as tx:
+                        for step in m.steps:
+                            if isinstance(step, str):
+                                tx.execute(step)
+                            else:
+                                result = step(tx)
+                                if hasattr(result, "__await__"):
+                                    await result
+                        tx.execute(f"PRAGMA user_version = {m.version}")
+                    await self.flush()  # the migration is durable (one delta) before the next one runs
+                    stored = m.version
+                    self._tell_replica_version()
+        # Declared objects: missing ones are created (recorded like any schema statement); a declared
+        # table that exists in another form is refused, never silently kept.
+        live = {(t, n.lower()) for t, n in conn.execute("SELECT type, name FROM sqlite_schema")}
+        scratch = sqlite3.connect(":memory:")
+        try:
+            done: set[str] = set()
+            for typ, name, ddl, _sql in declared_objects(statements):
+                if ddl not in done:
+                    scratch.execute(ddl)
+                if (typ, name.lower()) not in live:
+                    if ddl not in done:
+                        self._schema_statement(conn.execute, ddl, ())
+                elif typ == "table" and table_shape(conn, name) != table_shape(scratch, name):
+                    raise ConfigError(describe_difference(conn, scratch, name) + (
+                        "; add a migration that changes it (Store.open(..., migrations=[...]))"
+                        if migrations is None or not fresh else ""))
+                done.add(ddl)
+        finally:
+            scratch.close()
+        if migrations is not None and fresh and newest(migrations) != self.schema_version:
+            self.execute(f"PRAGMA user_version = {newest(migrations)}")
+        # Declared objects created here ship with the first delta (they are re-created by every open
+        # until then), so open does not wait for them.
+        self._tell_replica_version()
+
+    @property
+    def schema_version(self) -> int:
+        """`PRAGMA user_version`: the version of the newest migration applied to this storage."""
+        return self._conn.execute("PRAGMA main.user_version").fetchone()[0]
+
+    def _tell_replica_version(self) -> None:
+        # The replica records it in the manifest (format 3); older replicas simply carry the attribute.
+        self._replica.schema_version = self.schema_version  # type: ignore[attr-defined]
 
     # ---- SQL -------------------------------------------------------------------------------------
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
-        """Run one statement (autocommit). Writes are tracked whatever their form."""
+        """Run one statement (autocommit). Writes are tracked whatever their form; schema statements
+        (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them."""
         if self._guard:
             return self._guarded(self._conn.execute, sql, params)
+        if _SCHEMA_WORD(sql):
+            return self._schema_statement(self._conn.execute, sql, params)
         cur = self._conn.execute(sql, params)
         flusher = self._flusher
         if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
@@ -164,7 +231,7 @@ class Store:
 
     def _run_tracked(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
         try:
-            cur = fn(sql, params)
+            cur = self._schema_statement(fn, sql, params) if _SCHEMA_WORD(sql) else fn(sql, params)
         except sqlite3.OperationalError as exc:
             if self._refusal is not None and "readonly" in str(exc):
                 raise _fresh(self._refusal) from exc
@@ -174,6 +241,49 @@ class Store:
             flusher.dirty_since = time.time()
         if self._tx is not None and not self._conn.in_transaction:
             self._tx.left_transaction = True
+        return cur
+
+    def _schema_statement(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
+        """A statement that may change the schema: run it, follow it, record it; or refuse it unchanged.
+
+        It runs inside a SAVEPOINT; if a table it leaves cannot be tracked (no PRIMARY KEY: `CREATE TABLE
+        ... AS SELECT` makes such tables, a NULL-able key, a virtual table) it is rolled back and
+        ConfigError says why, so nothing untracked is ever acknowledged.
+        """
+        word = _SCHEMA_WORD(sql).group(1).upper()  # type: ignore[union-attr]
+        conn, tracker = self._conn, self._tracker
+        if word == "ROLLBACK":
+            try:
+                return fn(sql, params)
+            finally:
+                tracker.schema_rolled_back()
+        if not (isinstance(params, (tuple, list, dict)) and not params):
+            raise ConfigError("a schema statement cannot take parameters (its SQL is replayed as is): "
+                              f"{sql.strip()[:120]!r}")
+        if self._tx is not None and self._tx_marks is None:
+            self._tx_marks = tracker.snapshot_marks()
+        before = tracker.schema_version()
+        if word == "VACUUM":  # cannot run inside a savepoint; changes no schema object
+            cur = fn(sql, params)
+            tracker.sync()
+            tracker.expected_schema_version = tracker.schema_version()
+            return cur
+        conn.execute("SAVEPOINT tgsnap_schema")
+        try:
+            cur = fn(sql, params)
+            after = tracker.schema_version()
+            if after != before:
+                tracker.sync()
+        except BaseException:
+            conn.execute("ROLLBACK TO tgsnap_schema")
+            conn.execute("RELEASE tgsnap_schema")
+            tracker.sync()  # the TEMP triggers made inside were rolled back too
+            raise
+        conn.execute("RELEASE tgsnap_schema")
+        if after != before:
+            tracker.record_schema(sql.strip(), after)
+            if self._flusher.dirty_since is None:  # something to ship even if no row changed
+                self._flusher.dirty_since = time.time()
         return cur
 
     def _guarded(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
@@ -242,13 +352,19 @@ class Store:
                 # ended the transaction itself (COMMIT through tx.execute) they stay: extra marks are
                 # harmless, missing ones are not.
                 self._tracker.end(committed=not rolled_back or tx.left_transaction)
+                saved, self._tx_marks = self._tx_marks, None
+                if rolled_back:
+                    self._tracker.schema_rolled_back()
+                    if saved is not None:
+                        self._tracker.restore_marks(saved)  # positions mean nothing across a schema change
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
                 self._tx_idle.set()
 
     def declare(self, ddl: str) -> None:
-        """Create a table (or index, view) at runtime if missing; tables are checked and tracked."""
+        """Create a table (or index, view, trigger) at runtime if missing; tables are checked and tracked,
+        and the statement is recorded for the next delta like any schema statement."""
         self._check_writable()
         conn = self._conn
         if self._tx_task is not None or conn.in_transaction:
@@ -266,18 +382,7 @@ class Store:
         exists = {(typ, name.lower()) for typ, name in conn.execute("SELECT type, name FROM sqlite_schema")}
         if all((typ, name.lower()) in exists for typ, name, _, _ in objects):
             return
-        conn.execute("SAVEPOINT tgsnap_declare")
-        try:
-            conn.execute(ddl)
-            for typ, name, _, _ in objects:
-                if typ == "table":
-                    self._tracker.install(read_table(conn, name))
-        except BaseException:
-            conn.execute("ROLLBACK TO tgsnap_declare")
-            conn.execute("RELEASE tgsnap_declare")
-            raise
-        conn.execute("RELEASE tgsnap_declare")
-        self._flusher.changes_mark = conn.total_changes
+        self._schema_statement(conn.execute, ddl, ())
 
     # ---- durability ------------------------------------------------------------------------------
 
@@ -413,9 +518,13 @@ class Store:
         )
 
 
-def _normalize(sql: str) -> str:
-    return " ".join(sql.split()).rstrip(";").lower()
+#: the first word of a statement that may change the schema (after whitespace and comments).
+_SCHEMA_WORD = re.compile(
+    r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*(CREATE|ALTER|DROP|ANALYZE|REINDEX|VACUUM|ROLLBACK)\b",
+    re.IGNORECASE | re.DOTALL,
+).match
 
 
 def _fresh(exc: Exception) -> Exception:
-    return type(exc)(*exc.args)
+    """A copy to raise (one object raised in many places would collect everyone's tracebacks)."""
+    return copy_error(exc)  # type: ignore[return-value]

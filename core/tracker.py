@@ -24,12 +24,43 @@ delete).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Hashable
 
-from core.schema import INTERNAL_PREFIX, TableSchema, quote
-from snapshot.changes import ChangeSet, TableChanges, Value
+from core.schema import INTERNAL_PREFIX, TableSchema, application_tables, quote, read_table
+from snapshot.changes import ChangeSet, RawText, TableChanges, Value
+from snapshot.errors import ConfigError
+
+log = logging.getLogger("tgsnap.core")
+
+
+def _text_or_raw(data: bytes) -> str | RawText:
+    """text_factory for a capture that met TEXT that is not valid UTF-8: keep those bytes exactly."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return RawText(data)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str) -> list[tuple[Value, ...]]:
+    """Rows of `sql`; TEXT that is not valid UTF-8 comes back as RawText instead of failing the capture.
+
+    The fast path keeps `text_factory = str` (C code); only a capture that meets such a value pays a
+    Python call per text value, for that table.
+    """
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    saved = conn.text_factory
+    conn.text_factory = _text_or_raw
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.text_factory = saved
 
 
 class _TableTracking:
@@ -116,6 +147,19 @@ class Tracker:
         #: while store.transaction() is open: mark counts at BEGIN, and re-marks to apply at its end.
         self._tx_start: dict[str, int] | None = None
         self._deferred: list[ChangeSet] = []
+        #: schema statements run since the last capture: (schema_version after it, SQL), in order.
+        self.schema_log: list[tuple[int, str]] = []
+        #: `PRAGMA schema_version` the recorded statements explain; another value at capture means a
+        #: schema change that bypassed Store (the capture then follows it, see `capture`).
+        self.expected_schema_version = 0
+        self._captured_uv = 0
+        #: old name -> new name of tables renamed since tracking began (a failed delta's keys follow).
+        self._renamed: dict[str, str] = {}
+        #: root page of each tracked table (RENAME keeps it), to follow a renamed table's marks.
+        self._roots: dict[str, int] = {}
+        self._carried: dict[str, dict[Hashable, None]] = {}
+        #: set when capture met a schema change Store did not record; the flusher forces a snapshot.
+        self.unexplained_schema_change = False
         # Tables in temp must stay in memory (the default may spill them to a file).
         conn.execute("PRAGMA temp_store = MEMORY")
         # Rows deleted by REPLACE conflict resolution fire DELETE triggers only with this on.
@@ -147,6 +191,61 @@ class Tracker:
         conn.execute("RELEASE tgsnap_install")
         self._tables[schema.name] = tracking
 
+    def _drop_machinery(self, tracking: _TableTracking) -> None:
+        conn = self._conn
+        for name in tracking.triggers:
+            conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+        conn.execute(f"DROP TABLE IF EXISTS temp.{quote(INTERNAL_PREFIX + 'keys_' + tracking.schema.name)}")
+
+    def sync(self) -> None:
+        """Make tracking match the main schema after a schema change (or the rollback of one).
+
+        New tables are tracked; a table whose columns changed gets new triggers and capture SQL (its marks
+        stay); a renamed table (found by its root page, which RENAME keeps) takes its marks along; a dropped
+        table's marks go (the replayed DROP removes its rows). Raises ConfigError for a table that cannot be
+        tracked (no primary key, NULL-able key, virtual): the caller rolls the statement back.
+        """
+        conn = self._conn
+        reserved = conn.execute("SELECT type, name FROM main.sqlite_schema WHERE lower(name) LIKE ? ESCAPE '!'",
+                                (INTERNAL_PREFIX.replace("_", "!_") + "%",)).fetchone()
+        if reserved is not None:
+            raise ConfigError(f"{reserved[0]} {reserved[1]!r}: names starting with {INTERNAL_PREFIX!r} are reserved "
+                              "for tgsnap")
+        current = {name: read_table(conn, name) for name in application_tables(conn)}
+        roots = {name: page for name, page in conn.execute("SELECT name, rootpage FROM main.sqlite_schema "
+                                                          "WHERE type = 'table'")}
+        temp_triggers = {n for (n,) in conn.execute("SELECT name FROM temp.sqlite_schema WHERE type = 'trigger'")}
+        page_to_new = {roots[n]: n for n in current if n not in self._tables}
+        for name in [n for n in self._tables if n not in current]:
+            old = self._tables.pop(name)
+            self._drop_machinery(old)
+            new = page_to_new.get(self._roots.get(name))
+            if new is not None:
+                self._renamed[name] = new
+                if old.marks:
+                    self._carried[new] = old.marks  # renamed: the marks name rows that now live under `new`
+        for name, schema in current.items():
+            t = self._tables.get(name)
+            if t is None or t.schema != schema or not set(t.triggers) <= temp_triggers:
+                carried = self._carried.pop(name, None)
+                if t is not None and t.schema.name == name:
+                    self._drop_machinery(t)
+                self.install(schema)
+                if carried:
+                    self._tables[name].marks.update(carried)  # same key shape: same table
+        self._carried.clear()
+        self._roots = {n: roots[n] for n in current}
+
+    def snapshot_marks(self) -> dict[str, dict[Hashable, None]]:
+        """A copy of every table's marks (restored by `restore_marks` when a schema change rolls back)."""
+        return {name: dict(t.marks) for name, t in self._tables.items()}
+
+    def restore_marks(self, saved: dict[str, dict[Hashable, None]]) -> None:
+        for name, marks in saved.items():
+            t = self._tables.get(name)
+            if t is not None:
+                t.marks.update(marks)
+
     # ---- transactions ------------------------------------------------------------------------------
 
     def begin(self) -> None:
@@ -166,7 +265,44 @@ class Tracker:
     # ---- state ---------------------------------------------------------------------------------
 
     def any_dirty(self) -> bool:
-        return bool(self._deferred) or any(t.marks for t in self._tables.values())
+        return (bool(self._deferred) or bool(self.schema_log) or any(t.marks for t in self._tables.values())
+                or self._user_version() != self._captured_uv)
+
+    # ---- schema changes ----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        return self._conn.execute("PRAGMA main.schema_version").fetchone()[0]
+
+    def _user_version(self) -> int:
+        return self._conn.execute("PRAGMA main.user_version").fetchone()[0]
+
+    def schema_drifted(self) -> bool:
+        """The schema cookie moved without a recorded statement (a change that bypassed Store)."""
+        return self.schema_version() != self.expected_schema_version
+
+    def record_schema(self, statement: str, version_after: int) -> None:
+        """A schema statement ran (and changed `PRAGMA schema_version` to `version_after`)."""
+        self.schema_log.append((version_after, statement))
+        self.expected_schema_version = version_after
+
+    def schema_rolled_back(self) -> None:
+        """A ROLLBACK (TO) ran: forget recorded statements it undid, and follow the schema back.
+
+        The schema cookie only grows while statements run and returns to its earlier value on rollback,
+        so every recorded statement that left a higher cookie than the current one was undone.
+        """
+        now = self.schema_version()
+        if now == self.expected_schema_version:
+            return
+        self.schema_log = [(v, sql) for v, sql in self.schema_log if v <= now]
+        self.expected_schema_version = now
+        self.sync()
+
+    def set_baseline(self) -> None:
+        """What storage holds now is the reference: no schema statement pending, user_version shipped."""
+        self.schema_log = []
+        self.expected_schema_version = self.schema_version()
+        self._captured_uv = self._user_version()
 
     def dirty_count(self) -> int:
         return sum(len(t.marks) for t in self._tables.values()) + sum(len(c) for c in self._deferred)
@@ -188,6 +324,21 @@ class Tracker:
         if retry is not None:
             self.remark(retry)
         changes = ChangeSet(captured_at=time.time())
+        actual = self.schema_version()
+        if actual != self.expected_schema_version:
+            # Not through Store.execute/transaction (a raw connection): follow it so capture keeps
+            # working; it is not recorded, so only a snapshot makes it durable (the flusher forces one).
+            log.error("tgsnap: the schema changed outside Store.execute/transaction(); tracking follows it, "
+                      "a snapshot is forced to make it durable")
+            self.sync()
+            self.expected_schema_version = actual
+            self.unexplained_schema_change = True
+        changes.schema = [sql for _, sql in self.schema_log]
+        self.schema_log = []
+        uv = self._user_version()
+        changes.user_version = uv
+        changes.version_changed = uv != self._captured_uv
+        self._captured_uv = uv
         dirty = [(name, t) for name, t in self._tables.items() if t.marks]
         if not dirty:
             return changes
@@ -204,8 +355,8 @@ class Tracker:
                     keys = t.take()
                     taken.append((t, keys))
                     conn.executemany(t.load_keys, keys)
-                    upserts = conn.execute(t.select_upserts).fetchall()
-                    deletes = conn.execute(t.select_deletes).fetchall()
+                    upserts = _fetch_all(conn, t.select_upserts)
+                    deletes = _fetch_all(conn, t.select_deletes)
                     conn.execute(t.clear_keys)
                     if upserts or deletes:
                         changes.tables[name] = TableChanges(
@@ -220,6 +371,7 @@ class Tracker:
                 conn.execute("ROLLBACK")
                 for t, keys in taken:
                     t.remark(keys)
+                self._unship_schema(changes)
                 raise
             conn.execute("COMMIT")
         finally:
@@ -237,7 +389,10 @@ class Tracker:
             # After the transaction ends, so a rollback cannot take these marks with its own.
             self._deferred.append(changes)
             return
+        self._unship_schema(changes)
         for name, tc in changes.tables.items():
+            while name in self._renamed:
+                name = self._renamed[name]
             t = self._tables.get(name)
             if t is None:
                 continue
@@ -245,6 +400,14 @@ class Tracker:
             keys: list[tuple[Value, ...]] = [tuple(row[i] for i in pos) for row in tc.upserts]
             keys.extend(tuple(k) for k in tc.deletes)
             t.remark(keys)
+
+    def _unship_schema(self, changes: ChangeSet) -> None:
+        """A change set did not reach storage: its schema statements go back before the newer ones, and
+        its user_version counts as not shipped."""
+        if changes.schema:
+            self.schema_log[:0] = [(0, sql) for sql in changes.schema]  # cookie 0: no rollback undoes them
+            changes.schema = []
+        self._captured_uv = None  # type: ignore[assignment]
 
     def _ddl(self, name: str) -> str:
         row = self._conn.execute("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (name,))

@@ -1,6 +1,8 @@
-"""Replay a ChangeSet onto a SQLite connection, idempotently.
+"""Replay a ChangeSet onto a SQLite connection.
 
-Deletes first, then `INSERT OR REPLACE` of full row images, in one transaction. Replay must reproduce
+In one transaction: the schema statements first (in the order the writer ran them), then per table
+deletes, then `INSERT OR REPLACE` of full row images, then `PRAGMA user_version`. The row part is
+idempotent; the schema part is replayed exactly once per delta by restore's chain. Replay must reproduce
 the writer's rows, not re-run its side effects, so foreign keys are off and the application's triggers
 are dropped for the duration and recreated from their own SQL; tgsnap's own objects (names starting
 `_tgsnap_`) are left exactly as they are.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from snapshot.changes import ChangeSet
+from snapshot.changes import ChangeSet, RawText
 from snapshot.errors import RestoreError
 
 INTERNAL_PREFIX = "_tgsnap_"
@@ -27,7 +29,7 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
 def apply_changes(conn: sqlite3.Connection, changes: ChangeSet, *, what: str = "delta") -> None:
     """Apply `changes` to `conn` (main schema). Raises RestoreError naming `what` on a schema mismatch."""
     tables = [t for t in changes.tables.values() if len(t) or t.ddl]
-    if not tables:
+    if not tables and not changes.schema and changes.user_version is None:
         return
     if conn.in_transaction:
         raise RestoreError("cannot apply a delta inside an open transaction; commit first")
@@ -39,6 +41,12 @@ def apply_changes(conn: sqlite3.Connection, changes: ChangeSet, *, what: str = "
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            for i, stmt in enumerate(changes.schema, 1):
+                try:
+                    conn.execute(stmt)
+                except sqlite3.Error as e:
+                    raise RestoreError(f"{what}: schema statement {i} of {len(changes.schema)} failed ({e}): "
+                                       f"{stmt[:200]!r}") from None
             existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             triggers = [(n, sql) for n, sql in conn.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL")
@@ -67,9 +75,14 @@ def apply_changes(conn: sqlite3.Connection, changes: ChangeSet, *, what: str = "
                 if t.upserts:
                     cols = ", ".join(quote(c) for c in t.columns)
                     marks = ", ".join("?" * len(t.columns))
-                    conn.executemany(f"INSERT OR REPLACE INTO {qt} ({cols}) VALUES ({marks})", t.upserts)
+                    plain = [r for r in t.upserts if not any(type(v) is RawText for v in r)]
+                    conn.executemany(f"INSERT OR REPLACE INTO {qt} ({cols}) VALUES ({marks})", plain)
+                    if len(plain) != len(t.upserts):
+                        _upsert_raw(conn, qt, cols, [r for r in t.upserts if any(type(v) is RawText for v in r)])
             for _name, sql in triggers:
                 conn.execute(sql)
+            if changes.user_version is not None:
+                conn.execute(f"PRAGMA user_version = {int(changes.user_version)}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -80,3 +93,12 @@ def apply_changes(conn: sqlite3.Connection, changes: ChangeSet, *, what: str = "
         conn.isolation_level = saved_isolation
         if fk:
             conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _upsert_raw(conn: sqlite3.Connection, qt: str, cols: str, rows: list[tuple]) -> None:
+    """Rows holding TEXT that is not valid UTF-8: bound as a blob and cast, so the bytes land unchanged
+    and `typeof()` is text (a bytes parameter alone would store a BLOB)."""
+    for row in rows:
+        marks = ", ".join("CAST(? AS TEXT)" if type(v) is RawText else "?" for v in row)
+        params = [bytes(v) if type(v) is RawText else v for v in row]
+        conn.execute(f"INSERT OR REPLACE INTO {qt} ({cols}) VALUES ({marks})", params)

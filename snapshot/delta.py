@@ -3,13 +3,19 @@
 Little-endian, length-prefixed, one tag byte per value, so every SQLite value survives bit for bit:
 NULL, 64-bit integers, floats (including -0.0, infinities and NaN payloads), text of any Unicode
 (NUL included) and blobs.
+
+Two grammars; the body version is the envelope version of the document carrying it. Version 1 has
+rows only. Version 2 adds, before the tables, `PRAGMA user_version` and the schema statements run since
+the previous cut, and a value tag for TEXT whose bytes are not valid UTF-8 (`RawText`). Writers write
+version 2; both are read.
 """
 
 from __future__ import annotations
 
 import struct
 
-from snapshot.changes import ChangeSet, TableChanges, Value
+from snapshot import envelope
+from snapshot.changes import ChangeSet, RawText, TableChanges, Value
 from snapshot.envelope import GENESIS, Kind, encode
 from snapshot.errors import CorruptDocument
 
@@ -18,10 +24,16 @@ TAG_INT = 1
 TAG_FLOAT = 2
 TAG_TEXT = 3
 TAG_BLOB = 4
+#: body version 2: TEXT whose bytes are not valid UTF-8, stored as those bytes.
+TAG_RAW_TEXT = 5
+
+#: body grammars this code reads; it writes the newest.
+BODY_VERSIONS = (1, 2)
 
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
-_HEAD = struct.Struct("<dI")  # captured_at, table count
+_HEAD = struct.Struct("<dI")  # version 1: captured_at, table count
+_HEAD2 = struct.Struct("<diI")  # captured_at, user_version, schema statement count
 _COUNTS = struct.Struct("<II")
 _INT = struct.Struct("<Bq")
 _FLOAT = struct.Struct("<Bd")
@@ -39,7 +51,7 @@ def _str(s: str, out: list) -> None:
     out.append(b)
 
 
-def _values(rows: list[tuple[Value, ...]], width: int, table: str, what: str, out: list) -> None:
+def _values(rows: list[tuple[Value, ...]], width: int, table: str, what: str, out: list, version: int) -> None:
     append = out.append
     for row in rows:
         if len(row) != width:
@@ -66,13 +78,31 @@ def _values(rows: list[tuple[Value, ...]], width: int, table: str, what: str, ou
                 b = bytes(v)
                 append(_pack_len(TAG_BLOB, len(b)))
                 append(b)
+            elif t is RawText:
+                if version < 2:
+                    raise ValueError(f"table {table!r}: TEXT that is not valid UTF-8 needs delta body version 2")
+                append(_pack_len(TAG_RAW_TEXT, len(v)))
+                append(bytes(v))
             else:
                 raise ValueError(f"table {table!r}: {t.__name__} is not a SQLite value")
 
 
-def encode_body(changes: ChangeSet) -> bytes:
-    """The uncompressed delta body."""
-    out: list = [_HEAD.pack(float(changes.captured_at), len(changes.tables))]
+def encode_body(changes: ChangeSet, version: int = 2) -> bytes:
+    """The uncompressed delta body in grammar `version` (1 cannot carry schema changes or RawText)."""
+    if version == 1:
+        if changes.schema:
+            raise ValueError("schema statements need delta body version 2")
+        out: list = [_HEAD.pack(float(changes.captured_at), len(changes.tables))]
+    elif version == 2:
+        uv = changes.user_version or 0
+        if not -(2**31) <= uv < 2**31:
+            raise ValueError(f"user_version {uv} does not fit SQLite's 32 bits")
+        out = [_HEAD2.pack(float(changes.captured_at), uv, len(changes.schema))]
+        for stmt in changes.schema:
+            _str(stmt, out)
+        out.append(_U32.pack(len(changes.tables)))
+    else:
+        raise ValueError(f"delta body version {version} cannot be written (known: {BODY_VERSIONS})")
     for name, t in changes.tables.items():
         if name != t.name:
             raise ValueError(f"change set key {name!r} differs from its table name {t.name!r}")
@@ -85,18 +115,19 @@ def encode_body(changes: ChangeSet) -> bytes:
         for c in t.pk:
             _str(c, out)
         out.append(_COUNTS.pack(len(t.upserts), len(t.deletes)))
-        _values(t.upserts, len(t.columns), t.name, "upsert", out)
-        _values(t.deletes, len(t.pk), t.name, "delete", out)
+        _values(t.upserts, len(t.columns), t.name, "upsert", out, version)
+        _values(t.deletes, len(t.pk), t.name, "delete", out, version)
     return b"".join(out)
 
 
 class _Reader:
-    __slots__ = ("buf", "pos", "ref")
+    __slots__ = ("buf", "pos", "ref", "version")
 
-    def __init__(self, buf: bytes, ref: str | None):
+    def __init__(self, buf: bytes, ref: str | None, version: int):
         self.buf = buf
         self.pos = 0
         self.ref = ref
+        self.version = version
 
     def fail(self, why: str) -> CorruptDocument:
         return CorruptDocument(self.ref, f"delta body is malformed at byte {self.pos}: {why}")
@@ -126,6 +157,7 @@ class _Reader:
         unpack_q = struct.Struct("<q").unpack_from
         unpack_d = _F64.unpack_from
         unpack_n = _U32.unpack_from
+        raw_ok = self.version >= 2
         rows: list[tuple[Value, ...]] = []
         try:
             for _ in range(count):
@@ -155,6 +187,20 @@ class _Reader:
                             raise IndexError
                         row.append(buf[pos:pos + n])
                         pos += n
+                    elif tag == TAG_RAW_TEXT and raw_ok:
+                        (n,) = unpack_n(buf, pos)
+                        pos += 4
+                        if pos + n > end:
+                            raise IndexError
+                        raw = buf[pos:pos + n]
+                        try:
+                            raw.decode("utf-8")
+                        except UnicodeDecodeError:
+                            row.append(RawText(raw))
+                        else:  # a writer never uses this tag for valid UTF-8: one value, one spelling
+                            self.pos = pos - 5
+                            raise self.fail("a non-UTF-8 text value holds valid UTF-8") from None
+                        pos += n
                     else:
                         self.pos = pos - 1
                         raise self.fail(f"unknown value tag {tag}")
@@ -169,12 +215,24 @@ class _Reader:
         return rows
 
 
-def decode_body(body: bytes, ref: str | None = None) -> ChangeSet:
-    r = _Reader(body, ref)
-    r.need(_HEAD.size)
-    captured_at, ntables = _HEAD.unpack_from(body, 0)
-    r.pos = _HEAD.size
-    cs = ChangeSet(captured_at=captured_at)
+def decode_body(body: bytes, ref: str | None = None, *, version: int = 2) -> ChangeSet:
+    """Parse a body of grammar `version` (the envelope version of its document)."""
+    if version not in BODY_VERSIONS:
+        raise CorruptDocument(ref, f"delta body version {version} is newer than this tgsnap knows "
+                                   f"({max(BODY_VERSIONS)}); upgrade tgsnap")
+    r = _Reader(body, ref, version)
+    if version == 1:
+        r.need(_HEAD.size)
+        captured_at, ntables = _HEAD.unpack_from(body, 0)
+        r.pos = _HEAD.size
+        cs = ChangeSet(captured_at=captured_at)
+    else:
+        r.need(_HEAD2.size)
+        captured_at, user_version, nschema = _HEAD2.unpack_from(body, 0)
+        r.pos = _HEAD2.size
+        cs = ChangeSet(captured_at=captured_at, user_version=user_version)
+        cs.schema = [r.text() for _ in range(nschema)]
+        ntables = r.u32()
     for _ in range(ntables):
         name = r.text()
         ddl = r.text()
@@ -194,6 +252,8 @@ def decode_body(body: bytes, ref: str | None = None) -> ChangeSet:
 
 
 def encode_delta(changes: ChangeSet, *, epoch: int, seq: int, prev: bytes = GENESIS, cipher=None,
-                 level: int = 3) -> bytes:
-    """A complete delta document (envelope + compressed body)."""
-    return encode(Kind.DELTA, encode_body(changes), epoch=epoch, seq=seq, prev=prev, cipher=cipher, level=level)
+                 level: int = 3, **envelope_fields) -> bytes:
+    """A complete delta document (envelope + compressed body); the body grammar is the envelope's version."""
+    version = envelope_fields.get("version", envelope.FORMAT_VERSION)
+    body = encode_body(changes, version=version)
+    return encode(Kind.DELTA, body, epoch=epoch, seq=seq, prev=prev, cipher=cipher, level=level, **envelope_fields)

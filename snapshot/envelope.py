@@ -1,9 +1,15 @@
 """The document envelope every stored document wears: delta, snapshot part and manifest alike.
 
-A fixed 112-byte little-endian header (see docs/formats.md, "Envelope") followed by the payload. The
-payload is the body, zstd-compressed when the `compressed` flag is set, then AES-256-GCM-encrypted when
-the `encrypted` flag is set. The header says what the document is, where it sits in the chain and how to
-check it, and carries its own CRC so a damaged header is told apart from a damaged payload.
+A fixed little-endian header (see docs/formats.md, "Envelope") followed by the payload. The payload is
+the body, zstd-compressed when the `compressed` flag is set, then AES-256-GCM-encrypted when the
+`encrypted` flag is set. The header says what the document is, where it sits in the chain, which
+storage and which claim (writer incarnation) wrote it, and how to check it; it carries its own CRC so a
+damaged header is told apart from a damaged payload.
+
+Two versions exist. Version 1 (112-byte header) has no storage or claim identity; it is still read so
+storage written by older tgsnap restores. Version 2 (144-byte header) is what writers write: the
+storage id and claim id let a reader refuse documents of a fork, of a foreign storage, or of a fenced
+writer whose late upload landed after its successor's claim (docs/formats.md, "Claim protocol").
 """
 
 from __future__ import annotations
@@ -20,15 +26,30 @@ from snapshot.cipher import KEY_ID_SIZE, OVERHEAD, Cipher
 from snapshot.errors import CorruptDocument, EncryptionError
 
 MAGIC = b"TGSN"
-FORMAT_VERSION = 1
+#: the version writers write; readers accept 1 ..= FORMAT_VERSION.
+FORMAT_VERSION = 2
 #: hash standing in for "no predecessor" (the first delta ever links to it).
 GENESIS = bytes(32)
+#: the storage / claim id of documents that have none (version 1 documents).
+NO_ID = bytes(16)
+ID_SIZE = 16
 
-# magic, version, kind, flags, epoch, seq, payload length, payload sha256, predecessor, key id, reserved
-_HEAD = struct.Struct("<4sHBBQQQ32s32s8sI")
+# v1: magic, version, kind, flags, epoch, seq, payload length, payload sha256, predecessor, key id, reserved
+_HEAD_V1 = struct.Struct("<4sHBBQQQ32s32s8sI")
+# v2: ... key id, storage id, claim id, reserved
+_HEAD_V2 = struct.Struct("<4sHBBQQQ32s32s8s16s16sI")
 _CRC = struct.Struct("<I")
-HEADER_SIZE = _HEAD.size + _CRC.size  # 112
-assert HEADER_SIZE == 112
+HEADER_SIZE_V1 = _HEAD_V1.size + _CRC.size  # 112
+HEADER_SIZE_V2 = _HEAD_V2.size + _CRC.size  # 144
+#: the header size of what writers write (version FORMAT_VERSION).
+HEADER_SIZE = HEADER_SIZE_V2
+assert HEADER_SIZE_V1 == 112 and HEADER_SIZE_V2 == 144
+_HEADS = {1: _HEAD_V1, 2: _HEAD_V2}
+
+
+def header_size(version: int) -> int:
+    """Header bytes (CRC included) of a document of envelope `version`."""
+    return _HEADS[version].size + _CRC.size
 
 
 class Kind(enum.IntEnum):
@@ -43,11 +64,14 @@ class Kind(enum.IntEnum):
 
 FLAG_COMPRESSED = 0x01
 FLAG_ENCRYPTED = 0x02
-_KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED
+#: a delta that is not the last document of its cut (an oversize change set split over several
+#: documents); version 2 only, deltas only.
+FLAG_CONTINUED = 0x04
+_KNOWN_FLAGS = {1: FLAG_COMPRESSED | FLAG_ENCRYPTED, 2: FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_CONTINUED}
 
 
 def overhead(encrypted: bool) -> int:
-    """Bytes a document adds around its (compressed) body."""
+    """Bytes a document adds around its (compressed) body, as writers write it."""
     return HEADER_SIZE + (OVERHEAD if encrypted else 0)
 
 
@@ -62,6 +86,10 @@ class Header:
     payload_sha256: bytes
     prev_hash: bytes
     key_id: bytes
+    #: random id of the storage (fixed at its first claim); NO_ID in version 1 documents.
+    storage_id: bytes = NO_ID
+    #: random id of the claim (writer incarnation) that wrote the document; NO_ID in version 1.
+    claim_id: bytes = NO_ID
 
     @property
     def compressed(self) -> bool:
@@ -72,8 +100,16 @@ class Header:
         return bool(self.flags & FLAG_ENCRYPTED)
 
     @property
+    def continued(self) -> bool:
+        return bool(self.flags & FLAG_CONTINUED)
+
+    @property
+    def header_size(self) -> int:
+        return header_size(self.version)
+
+    @property
     def size(self) -> int:
-        return HEADER_SIZE + self.payload_len
+        return self.header_size + self.payload_len
 
 
 @dataclass(frozen=True)
@@ -91,61 +127,106 @@ def document_hash(data: bytes | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _aad(head: bytes) -> bytes:
+def _aad(head: bytes, version: int) -> bytes:
     # Everything in the header known before encryption: all but the payload checksum (and the CRC).
-    return head[0:32] + head[64:108]
+    if version == 1:
+        return head[0:32] + head[64:108]
+    return head[0:32] + head[64:140]
+
+
+def _check_id(name: str, value: bytes) -> bytes:
+    value = bytes(value)
+    if len(value) != ID_SIZE:
+        raise ValueError(f"{name} must be {ID_SIZE} bytes, got {len(value)}")
+    return value
 
 
 def encode(kind: Kind, body: bytes | memoryview, *, epoch: int, seq: int, prev: bytes = GENESIS,
-           cipher: Cipher | None = None, compress: bool = True, level: int = 3) -> bytes:
-    """Wrap `body` into a stored document."""
+           cipher: Cipher | None = None, compress: bool = True, level: int = 3,
+           storage_id: bytes = NO_ID, claim_id: bytes = NO_ID, continued: bool = False,
+           version: int = FORMAT_VERSION) -> bytes:
+    """Wrap `body` into a stored document.
+
+    `storage_id` and `claim_id` (16 bytes each) say which storage and which claim wrote it; writers
+    always pass both. `continued` marks a delta that is not the last of its cut. `version=1` writes the
+    old 112-byte header (no ids, no continued flag): only for tests and fixtures of old storage.
+    """
     if len(prev) != 32:
         raise ValueError("predecessor hash must be 32 bytes")
+    storage_id, claim_id = _check_id("storage_id", storage_id), _check_id("claim_id", claim_id)
+    if version not in _HEADS:
+        raise ValueError(f"envelope version {version} cannot be written (known: 1, 2)")
     flags = 0
+    if continued:
+        if version < 2 or kind != Kind.DELTA:
+            raise ValueError("only a version 2 delta can be marked continued")
+        flags |= FLAG_CONTINUED
+    if version == 1 and (storage_id != NO_ID or claim_id != NO_ID):
+        raise ValueError("a version 1 envelope has no storage id or claim id")
     payload: bytes | memoryview = body
     if compress:
         payload = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(body)
         flags |= FLAG_COMPRESSED
     kid = bytes(KEY_ID_SIZE)
+
+    def pack(length: int, sha: bytes) -> bytes:
+        if version == 1:
+            return _HEAD_V1.pack(MAGIC, 1, int(kind), flags, epoch, seq, length, sha, prev, kid, 0)
+        return _HEAD_V2.pack(MAGIC, 2, int(kind), flags, epoch, seq, length, sha, prev, kid,
+                             storage_id, claim_id, 0)
+
     if cipher is not None:
         flags |= FLAG_ENCRYPTED
         kid = cipher.key_id
-        length = len(payload) + OVERHEAD
-        pre = _HEAD.pack(MAGIC, FORMAT_VERSION, int(kind), flags, epoch, seq, length, bytes(32), prev, kid, 0)
-        payload = cipher.encrypt(bytes(payload), _aad(pre))
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, int(kind), flags, epoch, seq, len(payload),
-                      hashlib.sha256(payload).digest(), prev, kid, 0)
+        pre = pack(len(payload) + OVERHEAD, bytes(32))
+        payload = cipher.encrypt(bytes(payload), _aad(pre, version))
+    head = pack(len(payload), hashlib.sha256(payload).digest())
     return b"".join((head, _CRC.pack(zlib.crc32(head)), payload))
 
 
 def read_header(data: bytes | memoryview, ref: str | None = None) -> Header:
-    """Parse and check the header alone (magic, version, size, CRC); the payload is not touched."""
+    """Parse and check the header alone; the payload is not touched.
+
+    Order (docs/formats.md): size and magic, version, size for that version's header, CRC, kind and
+    flags (and, in version 2, the reserved word).
+    """
     n = len(data)
     if n < len(MAGIC) or bytes(data[:4]) != MAGIC:
         raise CorruptDocument(ref, "not a tgsnap document (bad magic; expected b'TGSN' at offset 0)")
     if n < 6:
-        raise CorruptDocument(ref, f"truncated: {n} bytes, the header alone needs {HEADER_SIZE}")
+        raise CorruptDocument(ref, f"truncated: {n} bytes, the header alone needs at least {HEADER_SIZE_V1}")
     (version,) = struct.unpack_from("<H", data, 4)
+    if version == 0:
+        raise CorruptDocument(ref, "format version 0 does not exist: the header is corrupt")
     if version > FORMAT_VERSION:
         raise CorruptDocument(ref, f"format version {version} is newer than this reader supports "
                                    f"({FORMAT_VERSION}): written by a newer tgsnap (upgrade tgsnap to read it), "
                                    "or the header is corrupt")
-    if n < HEADER_SIZE:
-        raise CorruptDocument(ref, f"truncated: {n} bytes, the header alone needs {HEADER_SIZE}")
-    head = bytes(data[:_HEAD.size])
-    (crc,) = _CRC.unpack_from(data, _HEAD.size)
+    st = _HEADS[version]
+    hsize = st.size + _CRC.size
+    if n < hsize:
+        raise CorruptDocument(ref, f"truncated: {n} bytes, the version {version} header alone needs {hsize}")
+    head = bytes(data[:st.size])
+    (crc,) = _CRC.unpack_from(data, st.size)
     if zlib.crc32(head) != crc:
         raise CorruptDocument(ref, "header checksum mismatch: the header is corrupt")
-    _magic, version, kind, flags, epoch, seq, plen, psha, prev, kid, _reserved = _HEAD.unpack(head)
-    if version == 0:
-        raise CorruptDocument(ref, "format version 0 does not exist: the header is corrupt")
+    if version == 1:
+        _magic, _v, kind, flags, epoch, seq, plen, psha, prev, kid, _reserved = st.unpack(head)
+        sid = cid = NO_ID
+    else:
+        _magic, _v, kind, flags, epoch, seq, plen, psha, prev, kid, sid, cid, reserved = st.unpack(head)
+        if reserved:
+            raise CorruptDocument(ref, f"reserved header word is 0x{reserved:08x}, must be zero: "
+                                       "the header is corrupt")
     try:
         kind = Kind(kind)
     except ValueError:
         raise CorruptDocument(ref, f"unknown document kind {kind}") from None
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~_KNOWN_FLAGS[version]:
         raise CorruptDocument(ref, f"unknown flags 0x{flags:02x}: written by a newer tgsnap?")
-    return Header(version, kind, flags, epoch, seq, plen, psha, prev, kid)
+    if flags & FLAG_CONTINUED and kind != Kind.DELTA:
+        raise CorruptDocument(ref, f"a {kind.label} cannot carry the continued flag: the header is corrupt")
+    return Header(version, kind, flags, epoch, seq, plen, psha, prev, kid, sid, cid)
 
 
 def decode(data: bytes | memoryview, *, ref: str | None = None, cipher: Cipher | None = None,
@@ -167,7 +248,7 @@ def decode(data: bytes | memoryview, *, ref: str | None = None, cipher: Cipher |
         raise CorruptDocument(ref, f"{n - h.size} unexpected bytes after the payload ({n} stored, "
                                    f"the header says {h.size})")
     mv = memoryview(data)
-    payload = mv[HEADER_SIZE:]
+    payload = mv[h.header_size:]
     if hashlib.sha256(payload).digest() != h.payload_sha256:
         raise CorruptDocument(ref, "payload checksum mismatch: the payload is corrupt")
     if h.encrypted:
@@ -177,7 +258,7 @@ def decode(data: bytes | memoryview, *, ref: str | None = None, cipher: Cipher |
         if cipher.key_id != h.key_id:
             raise EncryptionError(f"{what} was encrypted with a different key (key id {h.key_id.hex()}; the "
                                   f"configured key has id {cipher.key_id.hex()}): wrong TGSNAP_ENCRYPTION_KEY")
-        body = cipher.decrypt(payload, _aad(bytes(mv[:_HEAD.size])), what=what)
+        body = cipher.decrypt(payload, _aad(bytes(mv[:h.header_size - _CRC.size]), h.version), what=what)
     else:
         if cipher is not None and not allow_plaintext:
             raise EncryptionError(f"{what} is not encrypted but an encryption key is configured: refusing "

@@ -1,10 +1,47 @@
-"""Every error tgsnap raises on purpose. Each names what is wrong and, where it can, what to do."""
+"""Every error tgsnap raises on purpose. Each names what is wrong and, where it can, what to do.
+
+Errors carry structured fields (`retryable`, `ref`, the holder of a lease, the rival of a fenced
+claim) so callers never parse messages. Every error survives `copy.copy` and `pickle` with its message
+and fields intact: `__reduce__` rebuilds the object from its `args` and `__dict__` without calling
+`__init__` again (which would re-wrap the message or lose keyword-only fields).
+"""
 
 from __future__ import annotations
 
 
+def copy_error(exc: BaseException) -> BaseException:
+    """A fresh copy of `exc` (no traceback), with every field it carries: its args and its `__dict__`
+    (`retryable`, `retry_after`, `ref`, structured fields) and its cause. Works for any exception, not
+    only tgsnap's: rebuilding through the constructor (`type(exc)(*exc.args)`) is wrong for any class
+    whose constructor takes other arguments than it stores in `args`; this never calls `__init__`.
+
+    One exception object raised in many tasks would collect everyone's tracebacks, so waiters each get a
+    copy.
+    """
+    try:
+        new = type(exc).__new__(type(exc), *exc.args)
+        new.args = exc.args
+        new.__dict__.update(exc.__dict__)
+    except Exception:
+        return exc
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
+
+
+def _rebuild(cls, args, state):
+    obj = cls.__new__(cls)
+    obj.args = args
+    obj.__dict__.update(state)
+    return obj
+
+
 class TgsnapError(Exception):
     """Base of every deliberate tgsnap error."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class ConfigError(TgsnapError):
@@ -34,6 +71,17 @@ class DocumentNotFound(BackendError):
         self.ref = ref
 
 
+class OversizeRow(BackendError):
+    """One row (or a change set's schema part) encodes over the backend's document limit: no split of the
+    cut can ship it as deltas. Not retryable as a delta; a snapshot at that cut can hold it (parts are
+    split at any byte). Fields: `table`, `limit`."""
+
+    def __init__(self, message: str, *, table: str | None = None, limit: int | None = None):
+        super().__init__(message, retryable=False)
+        self.table = table
+        self.limit = limit
+
+
 class CorruptDocument(TgsnapError):
     """A document failed verification (magic, version, checksum, truncation, wrong kind, chain link)."""
 
@@ -56,9 +104,38 @@ class RestoreError(TgsnapError):
     """Restore could not rebuild a verified state (digest mismatch, missing part, ...)."""
 
 
+class MissingManifest(ConfigError):
+    """Storage holds documents but no manifest: writers refuse to start a new, empty storage over them."""
+
+
 class StorageBusy(TgsnapError):
-    """Another live writer holds the storage lease; names the holder and when the lease expires."""
+    """Another writer holds the storage (a live lease, or a claim that won the race); names the holder.
+
+    Fields (None when unknown): `writer_id`, `host`, `pid`, `expires_at` (unix time the holder's lease
+    runs out), `epoch` (the holder's epoch).
+    """
+
+    def __init__(self, message: str, *, writer_id: str | None = None, host: str | None = None,
+                 pid: int | None = None, expires_at: float | None = None, epoch: int | None = None):
+        super().__init__(message)
+        self.writer_id = writer_id
+        self.host = host
+        self.pid = pid
+        self.expires_at = expires_at
+        self.epoch = epoch
 
 
 class FencedError(TgsnapError):
-    """This writer lost the storage to a newer epoch and must stop accepting writes."""
+    """This writer's claim was superseded: it acknowledges nothing more and deletes nothing.
+
+    Fields (None when unknown): `rival_claim` (hex claim id of the newer claim), `rival_epoch`,
+    `rival_writer` (its writer id), `claim` (hex id of this writer's own claim).
+    """
+
+    def __init__(self, message: str, *, rival_claim: str | None = None, rival_epoch: int | None = None,
+                 rival_writer: str | None = None, claim: str | None = None):
+        super().__init__(message)
+        self.rival_claim = rival_claim
+        self.rival_epoch = rival_epoch
+        self.rival_writer = rival_writer
+        self.claim = claim

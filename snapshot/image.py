@@ -82,7 +82,8 @@ def build(image: bytes, *, shard_size: int, level: int = 3, parallelism: int = 4
     return Built(len(image), digest, shards)
 
 
-def _inflate(index: int, frame: bytes, raw_size: int, sha256: bytes) -> bytes:
+def inflate_shard(index: int, frame: bytes, raw_size: int, sha256: bytes) -> bytes:
+    """One shard's zstd frame decompressed and checked against its size and SHA-256 (restore, verify)."""
     try:
         raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=raw_size)
     except zstandard.ZstdError as e:
@@ -102,7 +103,7 @@ def assemble(frames: list[tuple[bytes, int, bytes]], *, image_size: int, image_s
     own = executor is None
     pool = executor or ThreadPoolExecutor(max_workers=max(1, parallelism))
     try:
-        futures = [pool.submit(_inflate, i, f, n, h) for i, (f, n, h) in enumerate(frames)]
+        futures = [pool.submit(inflate_shard, i, f, n, h) for i, (f, n, h) in enumerate(frames)]
         raws = [f.result() for f in futures]
     finally:
         if own:

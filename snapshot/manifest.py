@@ -1,7 +1,10 @@
 """The manifest: the one mutable entry point that says where the current state lives.
 
 A versioned JSON object inside an envelope of kind MANIFEST (see docs/formats.md, "Manifest"): the writer
-lease, the current snapshot (its shards and their parts) and the delta chain after it.
+lease, the current snapshot (its shards and their parts) and the delta chain after it. Format 3 adds the
+claim protocol's fields: which storage (`storage_id`) and which claim (`claim_id`) wrote it, whether it
+is a bare claim or a full manifest (`state`), the slot the claim was made over (`claimed_from`), and
+the schema version of the state it describes.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from snapshot.envelope import GENESIS, Kind, decode, encode
 from snapshot.errors import CorruptDocument
 
 #: newest manifest format this code reads. Format 2 adds delta entries stored inside the manifest
-#: (`inline`) or inside a pack document (`pack`, `offset`); a writer emits 2 only when it uses them.
-MANIFEST_FORMAT = 2
+#: (`inline`) or inside a pack document (`pack`, `offset`). Format 3 (what writers write) adds
+#: `storage_id`, `claim_id`, `state`, `claimed_from` and `schema_version`.
+MANIFEST_FORMAT = 3
+#: `state` of a manifest that only stakes a claim (no snapshot, no deltas: follow `claimed_from`).
+STATE_CLAIM = "claim"
+#: `state` of a manifest that says where the state lives.
+STATE_FULL = "full"
 #: how errors name the manifest document.
 MANIFEST_REF = "manifest"
 
@@ -30,6 +38,11 @@ class Lease:
     epoch: int
     expires_at: float
     released: bool = False
+    #: who the holder process is, for same-host takeover only (snapshot/proc_identity.py): this boot's
+    #: id, the PID namespace `pid` is counted in, the process's start time. Absent: unknown (no proof).
+    boot_id: str | None = None
+    pid_ns: str | None = None
+    start_time: int | None = None
 
     def live(self, now: float) -> bool:
         return not self.released and now < self.expires_at
@@ -109,6 +122,8 @@ class DeltaEntry:
 
 #: the optional format-2 fields of a delta entry, left out of the JSON when unset.
 _V2_FIELDS = ("inline", "pack", "offset")
+#: the format-3 fields of a manifest.
+_V3_FIELDS = ("storage_id", "claim_id", "state", "claimed_from", "schema_version")
 
 
 @dataclass
@@ -123,6 +138,27 @@ class Manifest:
     last_ref: str | None = None
     #: the oldest format that can hold it is written (see `to_json`).
     format: int = 1
+    #: format 3: hex storage id and claim id (None in older formats).
+    storage_id: str | None = None
+    claim_id: str | None = None
+    #: format 3: STATE_CLAIM or STATE_FULL; older formats are always full.
+    state: str = STATE_FULL
+    #: format 3: the slot ref this claim was made over (None: the storage was empty).
+    claimed_from: str | None = None
+    #: format 3: PRAGMA user_version of the state (None: not known).
+    schema_version: int | None = None
+
+    @property
+    def is_claim(self) -> bool:
+        return self.state == STATE_CLAIM
+
+    @property
+    def claim(self) -> bytes | None:
+        return bytes.fromhex(self.claim_id) if self.claim_id else None
+
+    @property
+    def storage(self) -> bytes | None:
+        return bytes.fromhex(self.storage_id) if self.storage_id else None
 
     @property
     def base_seq(self) -> int:
@@ -139,7 +175,11 @@ class Manifest:
     def to_json(self) -> bytes:
         d = asdict(self)
         # Format 1 readers can read what uses no format-2 field: write the oldest format that suffices.
-        d["format"] = max(self.format, 2 if self.needs_v2 else 1)
+        d["format"] = max(self.format, 2 if self.needs_v2 else 1,
+                          3 if self.claim_id is not None or self.state != STATE_FULL else 1)
+        if d["format"] < 3:
+            for k in _V3_FIELDS:
+                del d[k]
         for e in d["deltas"]:
             for k in _V2_FIELDS:
                 if e[k] is None:
@@ -167,12 +207,31 @@ class Manifest:
             deltas = [_known(DeltaEntry, e) for e in d.get("deltas", [])]
             m = cls(epoch=d["epoch"], generation=d["generation"], created_at=d["created_at"], lease=lease,
                     snapshot=snap, deltas=deltas, last_ref=d.get("last_ref"), format=d["format"])
+            if d["format"] >= 3:
+                m.storage_id, m.claim_id = d["storage_id"], d["claim_id"]
+                m.state, m.claimed_from = d["state"], d.get("claimed_from")
+                m.schema_version = d.get("schema_version")
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptDocument(ref, f"manifest does not follow the schema ({e!r})") from None
         m._check(ref)
         return m
 
     def _check(self, ref: str | None) -> None:
+        if self.format >= 3:
+            for name in ("storage_id", "claim_id"):
+                v = getattr(self, name)
+                if not isinstance(v, str) or len(v) != 32 or v != v.lower():
+                    raise CorruptDocument(ref, f"manifest's {name} {v!r} is not 32 lowercase hex digits")
+                bytes.fromhex(v)
+            if self.state not in (STATE_CLAIM, STATE_FULL):
+                raise CorruptDocument(ref, f"manifest state {self.state!r} is neither 'claim' nor 'full'")
+            if self.claimed_from is not None and not isinstance(self.claimed_from, str):
+                raise CorruptDocument(ref, "manifest's claimed_from is not a slot ref")
+            if self.schema_version is not None and (not isinstance(self.schema_version, int)
+                                                    or isinstance(self.schema_version, bool)):
+                raise CorruptDocument(ref, "manifest's schema_version is not an integer")
+            if self.is_claim and (self.snapshot is not None or self.deltas):
+                raise CorruptDocument(ref, "a claim manifest lists a snapshot or deltas")
         seqs = [e.seq for e in self.deltas]
         if seqs != sorted(seqs) or any(s <= self.base_seq for s in seqs):
             raise CorruptDocument(ref, "manifest's delta list is not ascending after the snapshot base")
@@ -207,13 +266,19 @@ def _known(cls, d: dict, **override):
 
 
 def encode_manifest(m: Manifest, *, cipher=None, prev: bytes = GENESIS) -> bytes:
-    return encode(Kind.MANIFEST, m.to_json(), epoch=m.epoch, seq=m.generation, prev=prev, cipher=cipher)
+    ids = {}
+    if m.storage_id is not None and m.claim_id is not None:
+        ids = {"storage_id": bytes.fromhex(m.storage_id), "claim_id": bytes.fromhex(m.claim_id)}
+    return encode(Kind.MANIFEST, m.to_json(), epoch=m.epoch, seq=m.generation, prev=prev, cipher=cipher, **ids)
 
 
-def decode_manifest(data: bytes, *, cipher=None, allow_plaintext: bool = False) -> tuple[Manifest, bytes]:
-    """The manifest and its document hash."""
-    doc = decode(data, ref=MANIFEST_REF, cipher=cipher, expect=Kind.MANIFEST, allow_plaintext=allow_plaintext)
-    m = Manifest.from_json(doc.body)
+def decode_manifest(data: bytes, *, cipher=None, allow_plaintext: bool = False,
+                    ref: str | None = MANIFEST_REF) -> tuple[Manifest, bytes]:
+    """The manifest and its document hash. `ref` names it in errors (a slot ref)."""
+    doc = decode(data, ref=ref, cipher=cipher, expect=Kind.MANIFEST, allow_plaintext=allow_plaintext)
+    m = Manifest.from_json(doc.body, ref)
     if m.epoch != doc.header.epoch or m.generation != doc.header.seq:
-        raise CorruptDocument(MANIFEST_REF, "manifest body disagrees with its envelope (epoch/generation)")
+        raise CorruptDocument(ref, "manifest body disagrees with its envelope (epoch/generation)")
+    if m.format >= 3 and (doc.header.storage_id.hex() != m.storage_id or doc.header.claim_id.hex() != m.claim_id):
+        raise CorruptDocument(ref, "manifest body disagrees with its envelope (storage id / claim id)")
     return m, doc.hash

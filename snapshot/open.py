@@ -28,19 +28,19 @@ def _split(value: str | None) -> list[str]:
 
 
 async def open_backend(settings: StorageSettings, *, budget: BudgetConfig | None = None,
-                       connections: int = 6) -> Backend:
+                       connections: int = 6, create: bool = True) -> Backend:
     """The backend `settings` describe, opened and checked.
 
     `budget` overrides the per-chat rate budget of the Telegram backends (default: 18 sends+edits per
     minute, burst 3, per bot and channel); `connections` is the number of parallel MTProto transfer
-    connections per channel.
+    connections per channel. `create=False`: a local directory is opened as it is, nothing created.
     """
     settings.validate()
     if settings.mode == "local":
         from snapshot.backends.local import LocalDirBackend
 
         assert settings.local_dir is not None
-        return LocalDirBackend(settings.local_dir)
+        return LocalDirBackend(settings.local_dir, create=create)
     chats = _split(settings.storage_chat)
     token_var = "TGSNAP_STORAGE_BOT_TOKEN" if settings.storage_bot_token else "TGSNAP_BOT_TOKEN"
     tokens = _split(settings.storage_bot_token or settings.bot_token)

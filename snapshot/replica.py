@@ -1,11 +1,20 @@
 """The writer side of storage: ships deltas and snapshots through a Backend, keeps the hash chain, the
-manifest and the writer lease. `core.Store` owns one Replica.
+manifest and the claim. `core.Store` owns one Replica.
 
-Nothing is acknowledged before it is findable: a delta is durable when `put` returned and, on backends
-that cannot discover documents (Bot API), when a manifest listing it is published. A snapshot becomes
-current only through the manifest switch after every part is stored (and read back). Before every
-manifest publication the writer re-reads the manifest and stops with FencedError if a newer epoch owns
-the storage. See docs/formats.md for the formats and the rules a reader applies.
+Single writer without compare-and-swap (docs/formats.md, "Claim protocol"): `acquire` creates a new
+manifest slot, newer than every other, holding a *claim*; checks that it is still the newest; only then
+reads its predecessor (through the slot the claim names), restores, and publishes its full manifest in
+its own slot. From then on every acknowledgement is **store, then check**: a delta `put`, a manifest
+replacement (inline delta, snapshot switch, renewal, release) counts only after a check made after the
+store found our slot still the newest. A newcomer's claim is ordered by the backend against our stores:
+a store before its claim is read by the newcomer's restore; a store after it is never acknowledged by
+us (the check sees the newer slot) and never applied by readers (its claim id is not the newcomer's).
+A failed check fences for good (FencedError naming the rival), and a fenced writer deletes nothing.
+Nothing in this rests on clocks; the lease only tells a polite newcomer to wait.
+
+Nothing is acknowledged before it is findable: on backends that cannot discover documents (Bot API), a
+delta is durable once a manifest listing it is stored and checked. A snapshot becomes current only
+through the manifest switch after every part is stored (and read back).
 """
 
 from __future__ import annotations
@@ -20,19 +29,32 @@ import uuid
 from dataclasses import dataclass
 
 from snapshot import image as image_mod
-from snapshot.backend import Backend
+from snapshot import proc_identity
+from snapshot.backend import Backend, SlotRace
 from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher
-from snapshot.delta import encode_delta
+from snapshot.delta import encode_body
 from snapshot.envelope import GENESIS, Kind, document_hash, encode, overhead
-from snapshot.errors import BackendError, ConfigError, FencedError, StorageBusy, TgsnapError
+from snapshot.errors import (
+    BackendError,
+    ConfigError,
+    DocumentNotFound,
+    FencedError,
+    OversizeRow,
+    StorageBusy,
+    TgsnapError,
+)
 from snapshot.manifest import (
+    MANIFEST_FORMAT,
+    STATE_CLAIM,
+    STATE_FULL,
     DeltaEntry,
     Lease,
     Manifest,
     PartEntry,
     ShardEntry,
     SnapshotEntry,
+    decode_manifest,
     encode_manifest,
 )
 from snapshot.restored import Progress, Restored
@@ -68,8 +90,8 @@ class ReplicaConfig:
     delete_superseded: bool = True
     #: with a key configured, accept plaintext documents on restore (migrating to encryption).
     allow_plaintext: bool = False
-    #: seconds to wait after claiming an expired lease before checking the claim stuck (no backend
-    #: offers compare-and-swap); None: min(1 s, lease_seconds / 10).
+    #: no longer used: claims are arbitrated by the backend's slot order, not by waiting (kept so
+    #: existing configurations still load).
     claim_settle: float | None = None
     #: backends that cannot discover (Bot API): deltas ride inside the manifest while together they stay
     #: under this many stored bytes, so a delta costs one manifest edit; past it, the inline deltas and the
@@ -111,6 +133,52 @@ class ReplicaStatus:
     lease_expires_at: float | None
 
 
+def _split_cut(changes: ChangeSet, fits, limit: int) -> list[ChangeSet]:
+    """`changes` cut into change sets that each `fits`, rows kept in order, halving until they do. The
+    first piece keeps everything but rows (tables without rows, and any other field of the change set);
+    the others carry rows only."""
+    items = [(name, kind, row) for name, t in changes.tables.items()
+             for kind, rows in (("d", t.deletes), ("u", t.upserts)) for row in rows]
+
+    def build(part: list, head: bool) -> ChangeSet:
+        tables = {}
+        for name, t in changes.tables.items():
+            ups = [r for n, k, r in part if n == name and k == "u"]
+            dels = [r for n, k, r in part if n == name and k == "d"]
+            if ups or dels or (head and not len(t)):
+                tables[name] = dataclasses.replace(t, upserts=ups, deletes=dels)
+        if head:
+            return dataclasses.replace(changes, tables=tables)
+        rest = {}
+        for f in dataclasses.fields(changes):
+            if f.name in ("captured_at", "tables"):
+                continue
+            if f.default is not dataclasses.MISSING:
+                rest[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                rest[f.name] = f.default_factory()
+        return dataclasses.replace(changes, tables=tables, **rest)
+
+    out: list[ChangeSet] = []
+
+    def split(lo: int, hi: int) -> None:
+        cs = build(items[lo:hi], head=not out)
+        if fits(cs):
+            out.append(cs)
+            return
+        if hi - lo <= 1:
+            table = items[lo][0] if hi > lo else None
+            what = f"a row of table {table!r}" if table is not None else "the change set's schema part"
+            raise OversizeRow(f"{what} alone is over the backend's document limit of {limit} bytes once "
+                              "encoded: it cannot be shipped as a delta (take a snapshot)", table=table, limit=limit)
+        mid = (lo + hi) // 2
+        split(lo, mid)
+        split(mid, hi)
+
+    split(0, len(items))
+    return out
+
+
 class Replica:
     def __init__(self, backend: Backend, config: ReplicaConfig | None = None, *, writer_id: str | None = None):
         self.backend = backend
@@ -146,6 +214,14 @@ class Replica:
         self._bytes_shipped = 0
         self._age_origin = time.time()
         self._orphans: list[str] = []
+        #: our manifest slot (None before the claim), storage id and claim id (16 bytes each).
+        self._slot: str | None = None
+        self._claimed_from: str | None = None
+        self._storage = bytes(16)
+        self._claim = bytes(16)
+        self._fence_fields: dict = {}
+        #: PRAGMA user_version of the state, written into every manifest (core sets it).
+        self.schema_version: int | None = None
         self._delta_lock = asyncio.Lock()
         self._manifest_lock = asyncio.Lock()
         self._snapshot_lock = asyncio.Lock()
@@ -168,99 +244,126 @@ class Replica:
         return self._fenced is not None
 
     @property
-    def _margin(self) -> float:
-        # Stop acknowledging this long before the lease runs out, so a successor waiting for expiry never
-        # overlaps with us even with a little clock skew.
-        return min(5.0, self.config.lease_seconds / 5)
+    def claim_id(self) -> bytes:
+        """This writer's claim id (zeros before `acquire`)."""
+        return self._claim
+
+    @property
+    def storage_id(self) -> bytes:
+        return self._storage
+
+    @property
+    def slot(self) -> str | None:
+        """The ref of this writer's manifest slot."""
+        return self._slot
 
     def _check_live(self) -> None:
         if self._fenced is not None:
-            raise FencedError(self._fenced)
+            raise FencedError(self._fenced, **self._fence_fields)
         if self._released:
-            raise FencedError(f"writer {self.writer_id} released the storage lease; it accepts no more writes")
+            raise FencedError(f"writer {self.writer_id} released the storage lease; it accepts no more writes",
+                              claim=self._claim.hex())
         if not self._acquired:
             raise TgsnapError("the replica has not acquired the storage yet: call acquire() first")
 
-    def _fence(self, reason: str) -> FencedError:
+    def _fence(self, reason: str, **fields) -> FencedError:
         self._fenced = reason
-        return FencedError(reason)
+        self._fence_fields = {"claim": self._claim.hex(), **fields}
+        return FencedError(reason, **self._fence_fields)
 
     # -- manifest --------------------------------------------------------------------------------------
 
     def _lease(self, now: float, released: bool = False) -> Lease:
         return Lease(writer_id=self.writer_id, host=self.host, pid=self.pid, epoch=self._epoch,
-                     expires_at=now if released else now + self.config.lease_seconds, released=released)
+                     expires_at=now if released else now + self.config.lease_seconds, released=released,
+                     **proc_identity.identity())
 
     def _compose(self, now: float, *, snapshot: SnapshotEntry | None, extra: DeltaEntry | None,
-                 released: bool, deltas: list[DeltaEntry] | None = None, last_ref: str | None = None) -> Manifest:
+                 released: bool, deltas: list[DeltaEntry] | None = None, last_ref: str | None = None,
+                 state: str = STATE_FULL) -> Manifest:
         base = snapshot.base_seq if snapshot else 0
         listed = self._deltas if deltas is None else deltas
         deltas = [d for d in listed if d.seq > base] + ([extra] if extra else [])
         last_ref = last_ref or (extra.ref if extra else self._tip_ref)
-        m = Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
-                     lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref)
-        m.format = 2 if m.needs_v2 else 1
-        return m
+        if state == STATE_CLAIM:
+            snapshot, deltas, last_ref = None, [], None
+        return Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
+                        lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref,
+                        format=MANIFEST_FORMAT, storage_id=self._storage.hex(), claim_id=self._claim.hex(),
+                        state=state, claimed_from=self._claimed_from, schema_version=self.schema_version)
 
-    async def _check_fence(self, *, strict: bool = False) -> None:
-        """FencedError if a newer epoch (or another writer at ours) holds the storage. `strict`: the
-        manifest must be exactly our own claim (after publishing, to catch a concurrent claim)."""
-        from snapshot.restore import read_current_manifest
+    async def _rival(self, ref: str | None) -> dict:
+        """What a newer slot says about its claimer (best effort: the fence stands either way)."""
+        if ref is None:
+            return {}
+        try:
+            # the newest slot through the cheap read (Bot API: getChat; no edit of the rival's message)
+            slot = await self.backend.newest_slot()
+            raw = slot.data if slot is not None and slot.ref == ref else await self.backend.read_slot(ref)
+            m, _h = decode_manifest(raw, cipher=self.cipher, allow_plaintext=self.config.allow_plaintext,
+                                    ref=f"manifest slot {ref}")
+        except (TgsnapError, ValueError):
+            return {}
+        out = {"rival_claim": m.claim_id, "rival_epoch": m.epoch}
+        if m.lease is not None:
+            out["rival_writer"] = m.lease.writer_id
+            out["_lease"] = m.lease
+        return out
 
-        m, _h = await read_current_manifest(self.backend, self.cipher, self.config.allow_plaintext)
-        if m is None:
-            raise self._fence(f"the manifest vanished from storage {self.backend.info.name}: refusing to write")
-        lease = m.lease
-        lost = m.epoch > self._epoch or (lease is not None and lease.writer_id != self.writer_id
-                                         and lease.epoch >= self._epoch)
-        if strict:
-            lost = lost or lease is None or lease.writer_id != self.writer_id or m.epoch != self._epoch
-        if lost:
-            holder = lease.describe() if lease else f"epoch {m.epoch}"
-            raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: storage now belongs "
-                              f"to {holder}; this writer stops accepting writes")
-
-    @property
-    def _settle(self) -> float:
-        # Longer than a publish round trip: a rival claim made from the same stale view lands by then.
-        if self.config.claim_settle is not None:
-            return self.config.claim_settle
-        return min(1.0, self.config.lease_seconds / 10)
+    async def _check_newest(self, *, stored: str | None = None) -> None:
+        """The check of "store, then check": FencedError (for good) unless our slot is still the newest,
+        as read after the store that just returned."""
+        try:
+            newer = await self.backend.newer_slot(self._slot, stored=stored)  # type: ignore[arg-type]
+        except DocumentNotFound:
+            raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: its manifest slot "
+                              f"{self._slot} vanished from storage {self.backend.info.name}; this writer stops "
+                              "accepting writes") from None
+        if newer is None:
+            return
+        rival = await self._rival(newer)
+        lease = rival.pop("_lease", None)
+        holder = lease.describe() if lease is not None else f"the claim in slot {newer}"
+        raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}, claim {self._claim.hex()}) was fenced: "
+                          f"storage {self.backend.info.name} now belongs to {holder} (slot {newer}, claim "
+                          f"{rival.get('rival_claim') or '?'}); this writer stops accepting writes and "
+                          "deletes nothing", **rival)
 
     async def _publish(self, *, snapshot: SnapshotEntry | None = None, extra: DeltaEntry | None = None,
-                       released: bool = False, check: bool = True, deltas: list[DeltaEntry] | None = None,
+                       released: bool = False, deltas: list[DeltaEntry] | None = None,
                        last_ref: str | None = None) -> Manifest:
-        """Publish our view (plus `extra` / a new `snapshot`; `deltas` replaces the delta list). Updates
-        state only on success."""
+        """Store our view in our slot (plus `extra` / a new `snapshot`; `deltas` replaces the delta list),
+        then check our slot is still the newest. Updates state only once stored; FencedError if the
+        check fails (then nothing of it counts)."""
         async with self._manifest_lock:
             interval = self.backend.info.manifest_min_interval
             wait = self._last_publish + interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             if self._released:
-                raise FencedError(f"writer {self.writer_id} released the storage lease; it publishes nothing more")
-            if check:
-                await self._check_fence()
+                raise FencedError(f"writer {self.writer_id} released the storage lease; it publishes nothing more",
+                                  claim=self._claim.hex())
+            if self._fenced is not None:
+                raise FencedError(self._fenced, **self._fence_fields)
             now = time.time()
-            # A lease renewed after it ran out may race a successor that saw it expired: verify after.
-            lapsed = (check and not released and self._lease_expires_at is not None
-                      and now >= self._lease_expires_at - self._margin)
             self._generation += 1
             new_snap = snapshot if snapshot is not None else self._snapshot
             m = self._compose(now, snapshot=new_snap, extra=extra, released=released, deltas=deltas,
                               last_ref=last_ref)
             data = encode_manifest(m, cipher=self.cipher, prev=self._manifest_hash)
-            await self.backend.publish_manifest(data)
+            try:
+                await self.backend.replace_slot(self._slot, data)  # type: ignore[arg-type]
+            except DocumentNotFound:
+                raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: its manifest slot "
+                                  f"{self._slot} vanished from storage {self.backend.info.name}") from None
             self._manifest_hash = document_hash(data)
             self._last_publish = time.monotonic()
-            self._lease_expires_at = m.lease.expires_at if m.lease else None
             self._bytes_shipped += len(data)
+            await self._check_newest()
+            self._lease_expires_at = m.lease.expires_at if m.lease else None
             self._released = released
             if deltas is not None:
                 self._deltas = [d for d in deltas if d.seq > (new_snap.base_seq if new_snap else 0)]
-            if lapsed:
-                await asyncio.sleep(self._settle)
-                await self._check_fence(strict=True)
             if snapshot is not None:
                 self._snapshot = snapshot
                 self._deltas = [d for d in self._deltas if d.seq > snapshot.base_seq]
@@ -271,7 +374,12 @@ class Replica:
         return m
 
     async def _delete_quietly(self, refs: list[str]) -> None:
-        if not refs or not self.config.delete_superseded:
+        if not refs or not self.config.delete_superseded or self._fenced is not None:
+            return
+        try:
+            # A fenced writer deletes nothing: check again right before (a successor may read these).
+            await self._check_newest()
+        except (FencedError, BackendError):
             return
         try:
             await self.backend.delete(refs)
@@ -284,7 +392,7 @@ class Replica:
         from snapshot.restore import garbage
 
         try:
-            refs = await garbage(self.backend, snap)
+            refs = await garbage(self.backend, snap, self._claim)
         except BackendError:
             return
         await self._delete_quietly(refs)
@@ -296,79 +404,155 @@ class Replica:
         if left < (self.config.lease_seconds / 2 if margin is None else margin):
             await self._publish()
 
+    @property
+    def _margin(self) -> float:
+        # Renew this long before the lease runs out, so a polite newcomer keeps waiting.
+        return min(5.0, self.config.lease_seconds / 5)
+
     # -- the contract ----------------------------------------------------------------------------------
 
+    def _busy(self, message: str, lease: Lease | None) -> StorageBusy:
+        if lease is None:
+            return StorageBusy(message)
+        return StorageBusy(message, writer_id=lease.writer_id, host=lease.host, pid=lease.pid,
+                           expires_at=lease.expires_at, epoch=lease.epoch)
+
+    async def _lost_race(self, what: str, newer: str | None) -> StorageBusy:
+        rival = await self._rival(newer)
+        lease = rival.get("_lease")
+        holder = lease.describe() if lease is not None else f"the claim in slot {newer}"
+        return self._busy(f"lost the claim race for storage {self.backend.info.name} ({what}): it now belongs "
+                          f"to {holder}", lease)
+
     async def acquire(self, progress: Progress | None = None) -> Restored:
-        """Take the writer lease (waiting up to `takeover_wait` for a live holder; then StorageBusy naming
-        it), bump the epoch, restore the latest state, publish the manifest with our lease."""
-        from snapshot.restore import execute, plan, read_current_manifest, when
+        """Claim the storage (waiting up to `takeover_wait` for a live holder; then StorageBusy naming
+        it), restore everything acknowledged before the claim, publish our full manifest, and check.
+
+        StorageBusy: a live lease, or another newcomer's claim won. MissingManifest: documents but no
+        manifest. FencedError never (a claim lost while restoring is StorageBusy: we never served)."""
+        from snapshot.restore import execute, plan, read_head, refuse_orphaned_documents, when
 
         if self._acquired:
             raise TgsnapError("this replica already holds the storage")
         t0 = time.monotonic()
         deadline = t0 + self.config.takeover_wait
         while True:
-            m, mhash = await read_current_manifest(self.backend, self.cipher, self.config.allow_plaintext)
+            slot = await self.backend.newest_slot()
+            m, mhash = (None, GENESIS)
+            if slot is None:
+                await refuse_orphaned_documents(self.backend)
+            else:
+                m, mhash = decode_manifest(slot.data, cipher=self.cipher, allow_plaintext=self.config.allow_plaintext,
+                                           ref=f"manifest slot {slot.ref}")
             lease = m.lease if m else None
             now = time.time()
             if lease is None or lease.writer_id == self.writer_id or not lease.live(now):
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StorageBusy(
+                raise self._busy(
                     f"storage {self.backend.info.name} is held by writer {lease.describe()} until "
                     f"{when(lease.expires_at)}; stop that writer (it releases the lease on a clean shutdown), "
-                    f"wait for the lease to expire, or raise takeover_wait")
+                    f"wait for the lease to expire, or raise takeover_wait", lease)
             await asyncio.sleep(max(0.01, min(remaining, lease.expires_at - now, 0.25)))
 
         self._epoch = max(m.epoch, lease.epoch if lease else 0) + 1 if m else 1
         self._generation = m.generation if m else 0
         self._manifest_hash = mhash
-        self._snapshot = m.snapshot if m else None
-        self._deltas = list(m.deltas) if m else []
-        self._tip_ref = m.last_ref if m else None
-        # Claim first, restore second: from here on an old writer's next manifest check finds our epoch.
-        await self._publish(check=False)
-        if lease is not None and not lease.released and lease.writer_id != self.writer_id:
-            await asyncio.sleep(self._settle)  # taking over an expired lease: let a rival claim land
+        self._claim = os.urandom(16)
+        self._storage = (m.storage if m is not None else None) or os.urandom(16)
+        self._claimed_from = slot.ref if slot is not None else None
+        self.schema_version = m.schema_version if m is not None else None
+        # 1. the claim: a new slot, newer than every other
+        self._generation += 1
+        now = time.time()
+        claim = self._compose(now, snapshot=None, extra=None, released=False, state=STATE_CLAIM)
+        data = encode_manifest(claim, cipher=self.cipher, prev=mhash)
         try:
-            await self._check_fence(strict=True)
-        except FencedError as e:
-            self._fenced = None
-            raise StorageBusy(f"lost the takeover race: {e}") from None
-
+            self._slot = await self.backend.create_slot(data, after=self._claimed_from)
+        except SlotRace as e:
+            raise await self._lost_race("another newcomer claimed first", e.newer) from None
+        except BackendError:
+            # A lost answer: the slot may exist. Ours if the newest slot holds our claim id.
+            self._slot = await self._find_own_claim()
+            if self._slot is None:
+                raise
+        self._manifest_hash = document_hash(data)
+        self._lease_expires_at = claim.lease.expires_at if claim.lease else None
+        self._last_publish = time.monotonic()
+        self._bytes_shipped += len(data)
+        # 2. check it is the newest: else another claim was made after ours and won
+        newer = await self.backend.newer_slot(self._slot)
+        if newer is not None:
+            raise await self._lost_race("a newer claim followed ours", newer)
+        # 3. only now read the predecessor: everything acknowledged before our claim is in it (or found
+        # after it by discovery with its claim id); nothing acknowledged after it can exist.
         try:
-            p = await plan(self.backend, self.cipher, progress=progress,
-                           parallelism=self.config.parallelism * 2, allow_plaintext=self.config.allow_plaintext)
+            head = await read_head(self.backend, self.cipher, self.config.allow_plaintext, start=self._slot)
+            p = await plan(self.backend, self.cipher, progress=progress, parallelism=self.config.parallelism * 2,
+                           allow_plaintext=self.config.allow_plaintext, head=head)
             restored = await execute(p, self.backend, self.cipher, progress=progress,
                                      parallelism=self.config.parallelism * 2,
                                      allow_plaintext=self.config.allow_plaintext)
         except BaseException:
-            # We cannot serve: hand the lease back so a fixed retry need not wait for it to expire.
+            # We cannot serve: hand the claim's lease back so a fixed retry need not wait for it to expire.
             try:
-                await self._publish(released=True)
+                self._generation += 1
+                back = self._compose(time.time(), snapshot=None, extra=None, released=True, state=STATE_CLAIM)
+                await self.backend.replace_slot(self._slot, encode_manifest(back, cipher=self.cipher,
+                                                                            prev=self._manifest_hash))
             except Exception:
                 pass
-            self._released = False
             raise
+        full = p.manifest
+        if full is not None and full.schema_version is not None:
+            self.schema_version = full.schema_version
         self._snapshot = p.snapshot
         self._deltas = list(p.chain)
         self._last_seq, self._last_hash, _e = p.tip
-        if p.chain:
-            self._tip_ref = p.chain[-1].ref
+        self._tip_ref = full.last_ref if full else None
+        docs = [d.document for d in p.chain if d.document is not None]
+        if docs:
+            self._tip_ref = max([*docs, *([self._tip_ref] if self._tip_ref else [])],
+                                key=self._order_or_zero)
         self._last_durable_at = p.chain[-1].captured_at if p.chain else (
             p.snapshot.captured_at if p.snapshot else None)
         self._age_origin = (p.snapshot.captured_at if p.snapshot else
                             p.chain[0].captured_at if p.chain else time.time())
+        # 4. publish the full manifest in our slot, then check: only then serve
         self._acquired = True
-        if [d.ref for d in p.chain] != [d.ref for d in (m.deltas if m else [])]:
-            try:
-                await self._publish()  # list what discovery found, so the next reader needs less of it
-            except BackendError:
-                pass  # an optimisation only: discovery finds them again
+        try:
+            await self._publish()
+        except FencedError as e:
+            self._acquired = False
+            restored.conn.close()
+            raise self._busy(f"lost storage {self.backend.info.name} to a newer claim while restoring: {e}",
+                             None) from None
+        except BaseException:
+            self._acquired = False
+            raise
         restored.epoch = self._epoch
         restored.elapsed = time.monotonic() - t0
         return restored
+
+    def _order_or_zero(self, ref: str) -> tuple:
+        try:
+            return self.backend.order_key(ref)
+        except ValueError:
+            return ()
+
+    async def _find_own_claim(self) -> str | None:
+        try:
+            slot = await self.backend.newest_slot()
+        except BackendError:
+            return None
+        if slot is None:
+            return None
+        try:
+            m, _h = decode_manifest(slot.data, cipher=self.cipher, allow_plaintext=self.config.allow_plaintext)
+        except TgsnapError:
+            return None
+        return slot.ref if m.claim == self._claim else None
 
     async def write_delta(self, changes: ChangeSet) -> DeltaReceipt:
         """Store `changes` as the next delta. On BackendError nothing advanced: the caller keeps the rows
@@ -377,34 +561,61 @@ class Replica:
         async with self._delta_lock:
             self._check_live()
             await self._ensure_lease()
-            seq = self._last_seq + 1
-            kw = dict(epoch=self._epoch, seq=seq, prev=self._last_hash, cipher=self.cipher,
-                      level=self.config.zstd_level)
+            # a cut split over several documents that failed half-way left entries past the last durable seq
+            self._deltas = [d for d in self._deltas if d.seq <= self._last_seq]
+            first = self._last_seq + 1
+            kw = dict(epoch=self._epoch, cipher=self.cipher, level=self.config.zstd_level,
+                      storage_id=self._storage, claim_id=self._claim)
+            limit = self.backend.info.max_document_size
             if len(changes) > _THREAD_ROWS:
-                data = await asyncio.to_thread(encode_delta, changes, **kw)
+                docs = await asyncio.to_thread(self._encode_cut, changes, first, self._last_hash, limit, kw)
             else:
-                data = encode_delta(changes, **kw)
+                docs = self._encode_cut(changes, first, self._last_hash, limit, kw)
             from snapshot.restore import delta_name
 
-            limit = self.backend.info.max_document_size
-            if len(data) > limit:
-                raise BackendError(f"delta seq {seq} is {len(data)} bytes compressed, over backend "
-                                   f"{self.backend.info.name}'s document limit of {limit}: take a snapshot "
-                                   "instead of shipping this many changed rows", retryable=False)
-            entry = DeltaEntry(seq=seq, ref="", size=len(data), hash=document_hash(data).hex(),
-                               epoch=self._epoch, captured_at=float(changes.captured_at))
-            if not self.backend.info.can_discover:
-                # Findable only through the manifest: the delta is durable once a manifest lists it.
-                entry = await self._publish_listed(entry, data)
-            else:
-                entry.ref = ref = await self.backend.put(delta_name(seq), data)
-                self._bytes_shipped += len(data)
+            entries: list[DeltaEntry] = []
+            for i, data in enumerate(docs):
+                entry = DeltaEntry(seq=first + i, ref="", size=len(data), hash=document_hash(data).hex(),
+                                   epoch=self._epoch, captured_at=float(changes.captured_at))
+                if not self.backend.info.can_discover:
+                    # Findable only through the manifest: durable once a manifest listing it is stored and
+                    # checked (for a split cut: the last piece's; readers never apply a cut without it).
+                    entry = await self._publish_listed(entry, data)
+                else:
+                    entry.ref = await self.backend.put(delta_name(entry.seq), data)
+                    self._bytes_shipped += len(data)
+                entries.append(entry)
+            last = entries[-1]
+            if self.backend.info.can_discover:
+                await self._check_newest(stored=last.ref)  # store, then check: only then acknowledged
                 await self._ensure_lease(margin=self._margin)
-                self._deltas.append(entry)
-                self._tip_ref = ref
-            self._last_seq, self._last_hash = seq, bytes.fromhex(entry.hash)
+                self._deltas.extend(entries)
+                self._tip_ref = last.ref
+            self._last_seq, self._last_hash = last.seq, bytes.fromhex(last.hash)
             self._last_durable_at = time.time()
-            return DeltaReceipt(seq=seq, ref=entry.ref, size=len(data))
+            return DeltaReceipt(seq=last.seq, ref=last.ref, size=sum(e.size for e in entries))
+
+    @classmethod
+    def _encode_cut(cls, changes: ChangeSet, first: int, prev: bytes, limit: int, kw: dict) -> list[bytes]:
+        """The delta documents of one cut: one, or (a change set over the backend's document limit)
+        several consecutive seqs, all but the last flagged `continued`, so a cut never stalls on the
+        limit. A single row over the limit cannot be split: BackendError(retryable=False)."""
+        data = cls._encode_delta(changes, {**kw, "seq": first, "prev": prev})
+        if len(data) <= limit:
+            return [data]
+        pieces = _split_cut(changes, lambda cs: len(cls._encode_delta(cs, {**kw, "seq": first, "prev": prev}))
+                            <= limit, limit)
+        docs = []
+        for i, piece in enumerate(pieces):
+            doc = cls._encode_delta(piece, {**kw, "seq": first + i, "prev": prev,
+                                            "continued": i < len(pieces) - 1})
+            docs.append(doc)
+            prev = document_hash(doc)
+        return docs
+
+    @staticmethod
+    def _encode_delta(changes: ChangeSet, kw: dict) -> bytes:
+        return encode(Kind.DELTA, encode_body(changes), **kw)
 
     async def _publish_listed(self, entry: DeltaEntry, data: bytes) -> DeltaEntry:
         """Make a delta durable on a backend that cannot discover: inside the manifest while the inline
@@ -478,9 +689,9 @@ class Replica:
                 nonlocal done
                 data = await asyncio.to_thread(encode, Kind.SNAPSHOT_PART, piece, epoch=self._epoch,
                                                seq=base_seq, prev=built.image_sha256, cipher=self.cipher,
-                                               compress=False)
+                                               compress=False, storage_id=self._storage, claim_id=self._claim)
                 sha = await asyncio.to_thread(document_hash, data)
-                ref = await self.backend.put(part_name(base_seq, sh.index, j), data)
+                ref = await self.backend.put(part_name(base_seq, sh.index, j, self._claim), data)
                 stored.append(ref)
                 self._bytes_shipped += len(data)
                 if cfg.verify_snapshot:
@@ -511,6 +722,8 @@ class Replica:
             before = list(self._deltas)
             try:
                 await self._publish(snapshot=snap)
+            except FencedError:
+                raise  # a fenced writer deletes nothing, not even its own parts: a successor may list them
             except BackendError:
                 # The publication may have taken effect: the parts can only go once a later manifest is out.
                 self._orphans.extend(stored)

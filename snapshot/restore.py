@@ -4,6 +4,13 @@
 selection") and returns a `RestorePlan`, a value that prints what a restore would fetch, without
 downloading a single snapshot part. `execute()` carries a plan out; `restore()` does both. Every
 failure names the document at fault.
+
+The manifest a reader starts from is the newest *full* manifest: the newest slot, or, while that slot
+holds only a claim (a newcomer restoring), the slot its `claimed_from` names, followed through
+claim-only slots (docs/formats.md, "Claim protocol"). Listed entries are authoritative; documents found
+by discovery count only when their storage id and claim id are the manifest's: a fenced writer's late
+uploads are ignored, documents of an unknown claim are a fork and of another storage foreign, both
+named in the plan (and failed by verify).
 """
 
 from __future__ import annotations
@@ -22,9 +29,16 @@ from snapshot.backend import Backend
 from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher, as_cipher
 from snapshot.delta import decode_body
-from snapshot.envelope import GENESIS, Kind, decode, document_hash, read_header
-from snapshot.errors import ChainError, CorruptDocument, DocumentNotFound, RestoreError, TgsnapError
-from snapshot.manifest import DeltaEntry, Manifest, SnapshotEntry, decode_manifest
+from snapshot.envelope import GENESIS, NO_ID, Kind, decode, document_hash, read_header
+from snapshot.errors import (
+    ChainError,
+    CorruptDocument,
+    DocumentNotFound,
+    MissingManifest,
+    RestoreError,
+    TgsnapError,
+)
+from snapshot.manifest import DeltaEntry, Lease, Manifest, SnapshotEntry, decode_manifest
 from snapshot.restored import Progress, Restored
 
 DELTA_NAME = re.compile(r"^delta-(\d+)$")
@@ -59,8 +73,11 @@ async def entry_bytes(backend: Backend, e: DeltaEntry, packs: dict[str, bytes] |
     return data[e.offset:e.offset + e.size]  # a short slice fails the hash check, named by the entry
 
 
-def part_name(base_seq: int, shard: int, part: int) -> str:
-    return f"snapshot-{base_seq:012d}-{shard:04d}-{part:04d}"
+def part_name(base_seq: int, shard: int, part: int, claim: bytes | None = None) -> str:
+    """A part's name; `claim` tags it with the writer's claim (8 hex digits), so a sweep by another
+    claim never takes it for a never-switched attempt of its own at the same base."""
+    tag = f"-{claim.hex()[:8]}" if claim else ""
+    return f"snapshot-{base_seq:012d}-{shard:04d}-{part:04d}{tag}"
 
 
 def when(ts: float | None) -> str:
@@ -112,6 +129,10 @@ class Candidate:
     error: TgsnapError | None = None
     #: the manifest's entry, when listed (keeps where an inline or packed delta lives).
     src: DeltaEntry | None = None
+    storage_id: bytes = NO_ID
+    claim_id: bytes = NO_ID
+    #: not the last document of its cut (an oversize change set split over several deltas).
+    continued: bool = False
 
     def entry(self) -> DeltaEntry:
         if self.src is not None:
@@ -136,6 +157,14 @@ class RestorePlan:
     #: why documents in storage were passed over (duplicates, fenced writers, superseded).
     ignored: list[str] = field(default_factory=list)
     changes: dict[str, ChangeSet] = field(default_factory=dict, repr=False)
+    #: discovered documents of a claim this storage's slots never made (a diverged copy's writer).
+    forks: list[str] = field(default_factory=list)
+    #: discovered documents of another storage id (or of a writer that knows none).
+    foreign: list[str] = field(default_factory=list)
+    #: the slots read: the newest first, then through `claimed_from` to the full manifest.
+    slots: list[str] = field(default_factory=list)
+    #: the lease of the newest slot: who holds the storage now (a claimer while it restores).
+    holder: Lease | None = None
 
     @property
     def base_seq(self) -> int:
@@ -181,8 +210,15 @@ class RestorePlan:
             lease = m.lease
             holder = "none" if lease is None else (
                 f"{lease.describe()}, {'released' if lease.released else 'expires ' + when(lease.expires_at)}")
-            lines.append(f"manifest: generation {m.generation}, epoch {m.epoch}, written {when(m.created_at)}")
+            lines.append(f"manifest: generation {m.generation}, epoch {m.epoch}, written {when(m.created_at)}"
+                         + (f", slot {self.slots[-1]}" if self.slots else ""))
+            if m.claim_id:
+                lines.append(f"  storage {m.storage_id}, claim {m.claim_id}")
             lines.append(f"  lease: {holder}")
+            if len(self.slots) > 1 and self.holder is not None:
+                h = self.holder
+                lines.append(f"  newest slot {self.slots[0]}: a claim by {h.describe()} (restoring, or it "
+                             "stopped before publishing)")
         target = "latest"
         if self.target_seq is not None:
             target = f"seq {self.target_seq}"
@@ -211,6 +247,10 @@ class RestorePlan:
             lines.append(f"discovered beyond the manifest: {self.discovered} document(s)")
         for note in self.ignored:
             lines.append(f"ignored: {note}")
+        for note in self.forks:
+            lines.append(f"FORK: {note}")
+        for note in self.foreign:
+            lines.append(f"FOREIGN: {note}")
         lines.append(f"total to fetch: {size_text(self.total_bytes)}")
         return "\n".join(lines)
 
@@ -220,12 +260,125 @@ def _notify(progress: Progress | None, stage: str, done: int, total: int) -> Non
         progress(stage, done, total)
 
 
+@dataclass
+class Head:
+    """What the slots say: the newest slot, and the newest full manifest reached from it."""
+
+    #: the newest slot's ref and manifest (None: empty storage).
+    newest_ref: str | None = None
+    newest: Manifest | None = None
+    #: the newest full manifest (the newest slot itself unless that holds only a claim) and its hash.
+    full: Manifest | None = None
+    full_hash: bytes = GENESIS
+    full_ref: str | None = None
+    #: slot refs read, newest first.
+    slots: list[str] = field(default_factory=list)
+    #: claim id (bytes) -> slot ref of every slot read so far (the lineage, extended on demand).
+    claims: dict[bytes, str] = field(default_factory=dict)
+    #: where the lineage walk stopped (the `claimed_from` of the oldest slot read), None: at the start.
+    _next: str | None = None
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.newest.lease if self.newest else None
+
+
+#: claimed_from steps a reader follows before it calls the chain of slots broken (a cycle, a forgery).
+_MAX_SLOT_STEPS = 10_000
+
+
+async def _read_slot_manifest(backend: Backend, ref: str, cipher: Cipher | None,
+                              allow_plaintext: bool) -> tuple[Manifest, bytes]:
+    try:
+        raw = await backend.read_slot(ref)
+    except DocumentNotFound:
+        raise RestoreError(f"manifest slot {ref} is named by a newer claim (claimed_from) but is missing from "
+                           "storage: a slot was deleted by hand") from None
+    return decode_manifest(raw, cipher=cipher, allow_plaintext=allow_plaintext, ref=f"manifest slot {ref}")
+
+
+async def read_head(backend: Backend, cipher: Cipher | None, allow_plaintext: bool = False, *,
+                    start: str | None = None) -> Head:
+    """The newest slot (or slot `start`: a claimer's own), then `claimed_from` through claim-only slots
+    to the newest full manifest."""
+    head = Head()
+    if start is not None:
+        m, h = await _read_slot_manifest(backend, start, cipher, allow_plaintext)
+        ref = start
+    else:
+        slot = await backend.newest_slot()
+        if slot is None:
+            return head
+        m, h = decode_manifest(slot.data, cipher=cipher, allow_plaintext=allow_plaintext,
+                               ref=f"manifest slot {slot.ref}")
+        ref = slot.ref
+    head.newest_ref, head.newest = ref, m
+    while True:
+        head.slots.append(ref)
+        if m.claim is not None:
+            head.claims.setdefault(m.claim, ref)
+        head._next = m.claimed_from
+        if not m.is_claim:
+            head.full, head.full_hash, head.full_ref = m, h, ref
+            return head
+        if m.claimed_from is None:
+            return head  # the first claim of an empty storage, still restoring: nothing to read yet
+        if len(head.slots) > _MAX_SLOT_STEPS or m.claimed_from in head.slots:
+            raise RestoreError(f"manifest slot {ref} claims over {m.claimed_from}, which does not lead to a "
+                               "full manifest (a cycle): the slots are corrupt")
+        ref = m.claimed_from
+        m, h = await _read_slot_manifest(backend, ref, cipher, allow_plaintext)
+
+
+async def _known_claim(backend: Backend, head: Head, claim: bytes, cipher: Cipher | None,
+                       allow_plaintext: bool) -> bool:
+    """Whether `claim` is one of this storage's claims: walk older slots through `claimed_from` on
+    demand (each claim names the slot it was made over, so the walk visits every claim that ever
+    became newest before the full manifest's)."""
+    while claim not in head.claims and head._next is not None and len(head.slots) <= _MAX_SLOT_STEPS:
+        ref = head._next
+        if ref in head.slots:
+            break
+        try:
+            m, _h = await _read_slot_manifest(backend, ref, cipher, allow_plaintext)
+        except TgsnapError:
+            head._next = None
+            break
+        head.slots.append(ref)
+        if m.claim is not None:
+            head.claims.setdefault(m.claim, ref)
+        head._next = m.claimed_from
+    return claim in head.claims
+
+
 async def read_current_manifest(backend: Backend, cipher: Cipher | None,
                                 allow_plaintext: bool = False) -> tuple[Manifest | None, bytes]:
-    raw = await backend.read_manifest()
-    if raw is None:
-        return None, GENESIS
-    return decode_manifest(raw, cipher=cipher, allow_plaintext=allow_plaintext)
+    """The newest full manifest and its hash ((None, GENESIS) when there is none yet)."""
+    head = await read_head(backend, cipher, allow_plaintext)
+    return head.full, head.full_hash
+
+
+async def current_lease(backend: Backend, cipher: Cipher | None, allow_plaintext: bool = False) -> Lease | None:
+    """The lease in the newest slot: who holds the storage now (a claimer while it restores)."""
+    slot = await backend.newest_slot()
+    if slot is None:
+        return None
+    m, _h = decode_manifest(slot.data, cipher=cipher, allow_plaintext=allow_plaintext,
+                            ref=f"manifest slot {slot.ref}")
+    return m.lease
+
+
+async def refuse_orphaned_documents(backend: Backend) -> None:
+    """MissingManifest when storage has documents but no manifest slot (deleted by hand, or a copy made
+    without it): starting over it would present an empty state and sweep the old documents."""
+    if not backend.info.can_discover:
+        return
+    found = await backend.discover(None)
+    if found:
+        raise MissingManifest(
+            f"storage {backend.info.name} holds {len(found)} document(s) but no manifest: the manifest was "
+            "deleted or not copied. Restore the manifest file(s) (MANIFEST, MANIFEST.*) from a backup, or "
+            "move the documents away to start an empty storage; nothing was changed")
 
 
 def _order(backend: Backend, listed: DeltaEntry | None, ref: str) -> tuple:
@@ -253,14 +406,14 @@ async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_
             raise CorruptDocument(ref, f"the manifest lists a delta here, found a {h.kind.label}")
         return None
     c = Candidate(ref, h.seq, h.epoch, h.prev_hash, document_hash(data), len(data), order, listed is not None,
-                  src=listed)
+                  src=listed, storage_id=h.storage_id, claim_id=h.claim_id, continued=h.continued)
     try:
         if listed is not None:
             if c.hash.hex() != listed.hash or c.seq != listed.seq:
                 raise CorruptDocument(ref, f"does not match the manifest's entry for delta seq {listed.seq} "
                                            "(hash or seq differs)")
         doc = decode(data, ref=ref, cipher=cipher, expect=Kind.DELTA, allow_plaintext=allow_plaintext)
-        c.changes = decode_body(doc.body, ref)
+        c.changes = decode_body(doc.body, ref, version=doc.header.version)
         c.captured_at = c.changes.captured_at
     except TgsnapError as e:
         c.error = e
@@ -276,14 +429,20 @@ def _select(cands: list[Candidate], base_seq: int, base_hash: bytes, ignored: li
     def children(seq: int, hsh: bytes, epoch: int) -> list[Candidate]:
         return [c for c in by_link.get((seq + 1, hsh), ()) if c.epoch >= epoch]
 
-    # Height of the best chain hanging below each candidate (longest first, processed from the top).
+    # Height of the best chain hanging below each candidate (longest first, processed from the top),
+    # counting only chains that end at a complete cut: a continued delta without its cut's last document
+    # below it has height 0 and loses to any complete sibling (the retry of a split cut that failed
+    # half-way), however many pieces the failed attempt left.
     height: dict[int, int] = {}
     for c in sorted(cands, key=lambda c: -c.seq):
         if c.error is not None:
             height[id(c)] = -1
             continue
-        kids = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] >= 0]
-        height[id(c)] = 1 + max(kids, default=0)
+        kids = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] > 0]
+        if c.continued:
+            height[id(c)] = 1 + max(kids) if kids else 0
+        else:
+            height[id(c)] = 1 + max(kids, default=0)
 
     chain: list[Candidate] = []
     seq, hsh, epoch = base_seq, base_hash, 0
@@ -317,8 +476,30 @@ def _check_chain(chain: list[Candidate], cands: list[Candidate], base_seq: int, 
     tip_epoch = chain[-1].epoch if chain else 0
     tip_ref = chain[-1].ref if chain else "snapshot base"
     chosen = {id(c) for c in chain}
+    by_hash = {c.hash: c for c in cands}
+
+    on_chain = {c.hash for c in chain} | {base_hash}
+
+    def unfinished_cut(c: Candidate) -> bool:
+        # c is, or follows, a piece of a split cut that was superseded before its last document landed: a
+        # branch off the chosen chain (never a branch off nothing: that is a missing delta, named below)
+        found, seen = False, 0
+        while seen <= len(cands):
+            found = found or c.continued
+            if c.prev in on_chain:
+                return found
+            nxt = by_hash.get(c.prev)
+            if nxt is None or id(nxt) in chosen:
+                return False
+            c, seen = nxt, seen + 1
+        return False
+
     for c in sorted(cands, key=lambda c: (c.seq, c.order)):
         if id(c) in chosen:
+            continue
+        if not c.listed and c.error is None and unfinished_cut(c):
+            ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a split cut superseded "
+                           "before its last document landed (its retry is on the chain)")
             continue
         if c.seq <= tip_seq and not c.listed:
             if not any(n.startswith(f"delta {c.ref} ") for n in ignored):
@@ -345,15 +526,32 @@ def _check_chain(chain: list[Candidate], cands: list[Candidate], base_seq: int, 
 
 async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int | None = None,
                to_time: float | None = None, *, progress: Progress | None = None, parallelism: int = 8,
-               allow_plaintext: bool = False, manifest: tuple[Manifest | None, bytes] | None = None
-               ) -> RestorePlan:
+               allow_plaintext: bool = False, manifest: tuple[Manifest | None, bytes] | None = None,
+               head: Head | None = None) -> RestorePlan:
     """Read the manifest and every delta after the snapshot, select and verify the chain, cut it at the
-    target. Fetches no snapshot part."""
+    target. Fetches no snapshot part. MissingManifest for documents without any manifest slot.
+
+    `head`: the slots as already read (a claimer passes what it read after its claim); `manifest`: a
+    manifest to plan from instead (tools that hold one)."""
     if to_seq is not None and to_time is not None:
         raise ValueError("give to_seq or to_time, not both")
+    if to_seq is not None and to_seq < 0:
+        raise RestoreError(f"cannot restore to seq {to_seq}: deltas are numbered from 1 (0 is the empty state)")
+
+    def beyond(seq: int) -> bool:
+        # The documented rescue (`export --at-seq N-1` when delta N is damaged) needs nothing after the
+        # target: damage there must not stop it. Only what is at or before the target is judged.
+        return to_seq is not None and seq > to_seq
+
     cipher = as_cipher(key)
-    m, _mhash = manifest if manifest is not None else await read_current_manifest(backend, cipher,
-                                                                                     allow_plaintext)
+    if head is None:
+        head = await read_head(backend, cipher, allow_plaintext)
+    if manifest is not None:
+        m, _mhash = manifest
+    else:
+        m, _mhash = head.full, head.full_hash
+    if head.newest is None and m is None:
+        await refuse_orphaned_documents(backend)
     _notify(progress, "manifest", 1, 1)
     snap = m.snapshot if m else None
     base_seq = snap.base_seq if snap else 0
@@ -383,7 +581,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                 continue
             if name is not None:
                 mt = DELTA_NAME.match(name)
-                if not mt or int(mt.group(1)) <= base_seq:
+                if not mt or int(mt.group(1)) <= base_seq or beyond(int(mt.group(1))):
                     continue
             todo.append((ref, None))
             discovered += 1
@@ -396,8 +594,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         try:
             c = await _fetch_delta(backend, ref, cipher, allow_plaintext, entry, packs)
         except DocumentNotFound:
-            if entry is None:
-                return None  # deleted between listing and reading: superseded
+            if entry is None or beyond(entry.seq):
+                return None  # deleted between listing and reading: superseded (or past the target)
             raise ChainError(f"delta seq {entry.seq} ({ref}) is listed in the manifest but missing from "
                              "storage") from None
         done += 1
@@ -405,10 +603,39 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         return c
 
     found = await gather_limited([lambda r=r, e=e: fetch(r, e) for r, e in todo], parallelism)
-    cands = [c for c in found if c is not None and c.seq > base_seq]
     ignored: list[str] = []
+    forks: list[str] = []
+    foreign: list[str] = []
+    cands = []
+    own_storage = m.storage if m is not None else None
+    own_claim = (m.claim if m is not None else None) or NO_ID
+    for c in found:
+        if c is None or c.seq <= base_seq or beyond(c.seq) and c.error is not None:
+            continue
+        if c.listed or c.claim_id == own_claim and (own_storage is None or c.storage_id == own_storage):
+            cands.append(c)
+            continue
+        what = f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}, claim {c.claim_id.hex()[:8]})"
+        if own_storage is not None and c.storage_id != own_storage:
+            kind = "no storage id (written by an older tgsnap)" if c.storage_id == NO_ID else \
+                f"storage {c.storage_id.hex()}"
+            foreign.append(f"{what}: belongs to {kind}, not to this storage ({own_storage.hex()}); never applied")
+        elif c.claim_id != NO_ID and await _known_claim(backend, head, c.claim_id, cipher, allow_plaintext):
+            ignored.append(f"{what}: a late document of claim {c.claim_id.hex()} (slot "
+                           f"{head.claims[c.claim_id]}), fenced by a newer claim; never applied")
+        else:
+            forks.append(f"{what}: written by a claim this storage never made (a diverged copy of it was "
+                         "continued elsewhere); never applied, never preferred")
     chain = _select(cands, base_seq, base_hash, ignored)
-    _check_chain(chain, cands, base_seq, base_hash, ignored)
+    reached = to_seq is not None and (chain[-1].seq if chain else base_seq) >= to_seq
+    _check_chain(chain, [c for c in cands if not beyond(c.seq)] if reached else cands, base_seq, base_hash,
+                 ignored)
+    # Only complete cuts count: the documents of a split cut whose last one never landed are not applied,
+    # and a writer continues after the last complete cut (its next seq supersedes them).
+    while chain and chain[-1].continued:
+        c = chain.pop()
+        ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document is "
+                       "missing (an oversize change set split over several deltas, never completed)")
 
     deltas = list(chain)
     if to_seq is not None:
@@ -420,6 +647,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         if to_seq > tip:
             raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {tip}")
         deltas = [c for c in chain if c.seq <= to_seq]
+        while deltas and deltas[-1].continued:
+            deltas.pop()  # point-in-time stops only at the end of a cut
     elif to_time is not None:
         if snap is not None and to_time < snap.captured_at:
             raise RestoreError(f"cannot restore to {when(to_time)}: the earliest restorable point is "
@@ -430,26 +659,40 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             if c.captured_at > to_time:
                 break
             deltas.append(c)
+        while deltas and deltas[-1].continued:
+            deltas.pop()
     return RestorePlan(manifest=m, snapshot=snap, chain=[c.entry() for c in chain],
                        deltas=[c.entry() for c in deltas], target_seq=to_seq, target_time=to_time,
                        discovered=discovered, ignored=ignored,
-                       changes={c.ref: c.changes for c in deltas if c.changes is not None})
+                       changes={c.ref: c.changes for c in deltas if c.changes is not None},
+                       forks=forks, foreign=foreign,
+                       slots=head.slots[:head.slots.index(head.full_ref) + 1] if head.full_ref in head.slots
+                       else list(head.slots),
+                       holder=head.lease)
 
 
-PART_NAME = re.compile(r"^snapshot-(\d+)-\d+-\d+$")
+PART_NAME = re.compile(r"^snapshot-(\d+)-\d+-\d+(?:-([0-9a-f]{8}))?$")
 
 
-async def garbage(backend: Backend, snap: SnapshotEntry) -> list[str]:
+async def garbage(backend: Backend, snap: SnapshotEntry, claim: bytes | None = None) -> list[str]:
     """Refs a discovering backend holds that no restore from `snap` on can need, judged by their names:
-    deltas with seq <= its base, and parts of snapshots with base <= its base other than its own parts.
-    Documents without a known name are never judged garbage."""
+    deltas with seq <= its base, parts of snapshots with a lower base, and parts at its base other than
+    its own that are untagged or tagged with `claim` (attempts of this claim that never switched; a
+    successor's snapshot at the same base carries another tag and stays). Documents without a known
+    name are never judged garbage."""
     keep = {p.ref for p in snap.parts}
+    tag = claim.hex()[:8] if claim else None
     out = []
     for ref, name in await backend.discover_named(None):
         if name is None or ref in keep:
             continue
-        m = DELTA_NAME.match(name) or PART_NAME.match(name)
+        m = DELTA_NAME.match(name)
         if m and int(m.group(1)) <= snap.base_seq:
+            out.append(ref)
+            continue
+        m = PART_NAME.match(name)
+        if m and (int(m.group(1)) < snap.base_seq
+                  or int(m.group(1)) == snap.base_seq and m.group(2) in (None, tag)):
             out.append(ref)
     return out
 

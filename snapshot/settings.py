@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -36,6 +38,15 @@ ENV = {
                                                           "process slot (default ~/.local/state/tgsnap/sessions)"),
     "TGSNAP_ENCRYPTION_KEY": ("encryption_key", "32-byte key, hex (64 chars) or base64, for encryption at rest"),
 }
+
+#: TGSNAP_* variables read outside the storage settings and the bot's options: by the test suites and
+#: developer tools. Anything else with the prefix is a typo (`unknown_variables`).
+OTHER_VARIABLES = frozenset({
+    "TGSNAP_EMULATOR_CONTROL",  # tools/emulator/cli.py: the control URL
+    "TGSNAP_METRICS_ADDR",  # bot/metrics.py: where /healthz, /readyz and /metrics are served
+    "TGSNAP_HYPOTHESIS_PROFILE", "TGSNAP_CRASH_CYCLES", "TGSNAP_CRASH_SEED",  # test suites
+    "TGSNAP_ADVERSARY", "TGSNAP_ADVERSARY_ROUNDS",
+})
 
 _SECRET = {"bot_token", "storage_bot_token", "api_hash", "mtproto_session", "encryption_key"}
 
@@ -126,6 +137,19 @@ class StorageSettings:
         return cls(**values).validate()  # type: ignore[arg-type]
 
 
+def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """One warning per TGSNAP_* variable in `env` that nothing reads: a misspelt name (TGSNAP_TOKEN)
+    otherwise changes nothing, silently (the bot would run in local mode). Names the closest known one."""
+    known = set(known) | set(ENV) | OTHER_VARIABLES
+    out = []
+    for name in sorted(env):
+        if name.startswith("TGSNAP_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            out.append(f"{name} is not a tgsnap setting{hint}; it is ignored")
+    return out
+
+
 def parse_key(text: str) -> bytes:
     """A 32-byte key from 64 hex characters or base64; the error never echoes the key."""
     text = text.strip()
@@ -149,4 +173,12 @@ def load_dotenv_file(path: str | os.PathLike[str] = ".env") -> None:
     """Honour a `.env` file without overriding variables already set in the environment."""
     from dotenv import load_dotenv
 
-    load_dotenv(path, override=False)
+    try:
+        load_dotenv(path, override=False)
+    except UnicodeDecodeError as exc:
+        # python-dotenv reads the file as UTF-8 text; a binary or otherwise encoded file is a mistake
+        # in configuration, not a crash.
+        raise ConfigError(f"{os.fspath(path)} is not UTF-8 text (byte {exc.start}): a .env file holds "
+                          "NAME=value lines") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None

@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from core import Store, StoreConfig
 from snapshot.backends.memory import Faults, MemoryBackend, MemoryStorage
-from snapshot.errors import BackendError, TgsnapError
+from snapshot.errors import BackendError, FencedError, TgsnapError
 from snapshot.replica import Replica, ReplicaConfig
 from tools.compact import compact
 
@@ -533,3 +533,472 @@ async def test_corrupt_retry_of_a_lost_ack_delta_is_named_not_skipped():
     with pytest.raises(TgsnapError, match=retry):
         again = await Store.open(MemoryBackend(storage, faults), schema=[], config=config)
         await again.abandon()
+
+
+# ---- schema changes between writes, crashes and snapshots --------------------------------------------
+#
+# A subclass, so the base machine stays as it is: its rules run here too, interleaved with DDL on tables
+# of its own (`x1`..`x3`, so the base model's tables keep their columns), indexes and views on any table,
+# triggers, `PRAGMA user_version`, and TEXT that is not valid UTF-8. Every successful change bumps the
+# version in the same synchronous step, and the version's whole schema and the x tables' contents (as
+# hex and typeof, so non-UTF-8 text compares byte for byte) are recorded; after every restore the
+# database must equal that record: `sqlite_schema`, `PRAGMA user_version` and rows.
+
+X_NAMES = ["x1", "x2", "x3"]
+X_VALUES = st.one_of(
+    st.sampled_from(["NULL", "0", "-1", "1.5", "'a'", "'ё'", "X'00ff'", "CAST(X'C3' AS TEXT)",
+                     "printf('%.3s', 'Аня')", "CAST(X'E282' AS TEXT)"]),
+    st.integers(-(2**63), 2**63 - 1).map(str),
+)
+
+
+class EngineWithSchema(Engine):
+    def __init__(self) -> None:
+        self.schema_history: dict[int, tuple] = {}
+        super().__init__()
+        self.schema_history[0] = self._schema_state()
+
+    def _schema_state(self) -> tuple:
+        ex = self.store.execute
+        objects = sorted(ex("SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"))
+        rows = {}
+        for (name,) in ex("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'x%'").fetchall():
+            cols = [c for (c,) in ex(f"SELECT name FROM pragma_table_info('{name}')")]
+            exprs = ", ".join(f'hex("{c}"), typeof("{c}")' for c in cols)
+            rows[name] = sorted(ex(f'SELECT {exprs} FROM "{name}"').fetchall())
+        return objects, rows, ex("PRAGMA user_version").fetchone()[0]
+
+    def _bump(self, execute) -> None:
+        super()._bump(execute)
+        if self.store is not None:
+            self.schema_history[self.version] = self._schema_state()
+
+    async def _open_and_check(self) -> None:
+        await super()._open_and_check()
+        if self.schema_history:  # (not yet during __init__)
+            assert self._schema_state() == self.schema_history[self.version], "schema/x rows differ after restore"
+
+    def _tables(self, prefix: str = "x") -> list[str]:
+        return [n for (n,) in self.store.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE ? ORDER BY name", (prefix + "%",))]
+
+    def _columns(self, table: str) -> list[str]:
+        return [c for (c, pk) in self.store.execute(f"SELECT name, pk FROM pragma_table_info('{table}')") if not pk]
+
+    def _key_column(self, table: str) -> str:
+        return self.store.execute(f"SELECT name FROM pragma_table_info('{table}') WHERE pk = 1").fetchone()[0]
+
+    def _ddl(self, sql: str) -> bool:
+        """Run one schema statement; a refused or failing one must leave the schema as it was."""
+        before = self._schema_state()
+        try:
+            self.store.execute(sql)
+        except (sqlite3.Error, TgsnapError):
+            assert self._schema_state() == before, f"a failed {sql!r} changed the schema"
+            return False
+        self._bump(self.store.execute)
+        return True
+
+    @rule(name=st.sampled_from(X_NAMES), rowid=st.booleans())
+    def create_table(self, name: str, rowid: bool) -> None:
+        tail = "" if rowid else " WITHOUT ROWID"
+        key = "id INTEGER PRIMARY KEY" if rowid else "id INTEGER NOT NULL PRIMARY KEY"
+        self._ddl(f"CREATE TABLE IF NOT EXISTS {name} ({key}, c0 DEFAULT 'd', c1){tail}")
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data(), rowid=st.integers(0, 5), n=st.integers(1, 3))
+    def x_write(self, data, rowid: int, n: int) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        cols = [self._key_column(table), *self._columns(table)]
+        values = ", ".join([str(rowid)] + [data.draw(X_VALUES) for _ in cols[1:]])
+        self.store.execute(f'INSERT OR REPLACE INTO "{table}" ({", ".join(cols)}) VALUES ({values})')
+        self._bump(self.store.execute)
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data(), default=st.sampled_from(["", " DEFAULT 7", " DEFAULT 'z'", " NOT NULL DEFAULT 0",
+                                                   " GENERATED ALWAYS AS (id * 2) VIRTUAL"]))
+    def add_column(self, data, default: str) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        self._ddl(f'ALTER TABLE "{table}" ADD COLUMN c{data.draw(st.integers(2, 6))}{default}')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data())
+    def drop_column(self, data) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        cols = self._columns(table)
+        if cols:
+            self._ddl(f'ALTER TABLE "{table}" DROP COLUMN "{data.draw(st.sampled_from(cols))}"')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data())
+    def rename_column(self, data) -> None:
+        table = data.draw(st.sampled_from(self._tables()))
+        old = data.draw(st.sampled_from(self._columns(table) + [self._key_column(table)]))
+        self._ddl(f'ALTER TABLE "{table}" RENAME COLUMN "{old}" TO "r{data.draw(st.integers(0, 3))}"')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data(), new=st.sampled_from(X_NAMES))
+    def rename_table(self, data, new: str) -> None:
+        self._ddl(f'ALTER TABLE "{data.draw(st.sampled_from(self._tables()))}" RENAME TO "{new}"')
+
+    @precondition(lambda self: self._tables())
+    @rule(data=st.data())
+    def drop_table(self, data) -> None:
+        self._ddl(f'DROP TABLE "{data.draw(st.sampled_from(self._tables()))}"')
+
+    @rule(data=st.data(), kind=st.sampled_from(["index", "view", "trigger"]), drop=st.booleans())
+    def schema_object(self, data, kind: str, drop: bool) -> None:
+        tables = self._tables() + [t.name for t in TABLES]
+        table = data.draw(st.sampled_from(tables))
+        name = f"{kind[0]}_{table}"
+        if drop:
+            self._ddl(f'DROP {kind.upper()} IF EXISTS "{name}"')
+        elif kind == "index":
+            column = data.draw(st.sampled_from(self._columns(table) + [self._key_column(table)]))
+            self._ddl(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}")')
+        elif kind == "view":
+            self._ddl(f'CREATE VIEW IF NOT EXISTS "{name}" AS SELECT count(*) AS n FROM "{table}"')
+        elif table.startswith("x"):
+            # a trigger that writes: replay must not run it (apply drops and recreates application triggers)
+            self._ddl(f'CREATE TRIGGER IF NOT EXISTS "{name}" AFTER INSERT ON "{table}" '
+                      f'BEGIN UPDATE "{table}" SET rowid = rowid WHERE 0; END')
+
+    @rule(value=st.integers(-3, 3))
+    def user_version(self, value: int) -> None:
+        self.store.execute(f"PRAGMA user_version = {value}")
+        self._bump(self.store.execute)
+
+    @rule(name=st.sampled_from(X_NAMES), commit=st.booleans())
+    def schema_transaction(self, name: str, commit: bool) -> None:
+        """DDL and writes in one transaction across awaits; a rollback takes the DDL with it."""
+
+        async def body():
+            async with self.store.transaction() as tx:
+                tx.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id INTEGER PRIMARY KEY, c0, c1)')
+                tx.execute(f'INSERT OR REPLACE INTO "{name}" (id, c0) VALUES (9, CAST(X\'C3\' AS TEXT))')
+                await asyncio.sleep(0.005)
+                tx.execute(f'ALTER TABLE "{name}" ADD COLUMN t{self.counter}')
+                if not commit:
+                    raise _Rollback
+                self._bump(tx.execute)
+
+        before = self._schema_state()
+        try:
+            self.run(body())
+        except _Rollback:
+            assert self._schema_state() == before
+        except sqlite3.Error:
+            assert self._schema_state() == before
+
+
+EngineWithSchema.TestCase.settings = settings(
+    PROFILES[PROFILE], report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestEngineWithSchema = EngineWithSchema.TestCase
+TestEngineWithSchema.pytestmark = [pytest.mark.timeout(0 if PROFILE == "long" else 300)]
+
+
+# ==== Several writers on one storage (issue 8's proof) ================================================
+#
+# A second machine, kept apart from the one above: writer incarnations claim one MemoryStorage in turn
+# while earlier ones still run. A newcomer claims under the same writer id (as a restarted bot does
+# after a crash), so it never waits for a lease: the old incarnation may be live, frozen inside an
+# upload (a MemoryBackend gate), or resumed after the claim. Answers get lost after the storage acted,
+# a copy of the storage is continued elsewhere and its deltas are copied back.
+#
+# Every database state has a version (table meta, written in the same synchronous step as the change)
+# and a parent (the state it was made from: the previous version in that database, or the version it
+# restored). Invariants, checked at every claim and by a fresh restore of the storage:
+#
+#     restored tables == history[restored version]                              (restore equals a state)
+#     every version ever acknowledged (flush returned) is an ancestor-or-self of the restored one
+#                                                                   (every acknowledged write survives)
+#     the restored version belongs to the newest successful claim, or is the one it restored
+#                                         (a cut of the winning claim's chain, never a fenced writer's)
+# and at each acknowledgement: a flush whose delta was stored (or held before storing) while a later
+# claim was made never returns; it raises FencedError.        (no acknowledgement after another's claim)
+
+KV = "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)"
+MULTI_SCHEMA = [KV, META]
+KEYS = st.integers(0, 5)
+WHO = st.integers(0, 2)  # which of the (up to three) incarnations a rule acts on
+
+
+def pick(items: list, who: int):
+    return items[who % len(items)]
+
+
+@dataclass
+class Incarnation:
+    name: str
+    claim_no: int  # order of successful claims on the main storage (0: a fork's)
+    store: Store
+    faults: Faults
+    base: int  # the version it restored
+    last: int  # the version its database is at
+    model: dict
+    fenced: bool = False
+    pending: tuple | None = None  # (flush task, gate, version at call, claims made before the freeze)
+
+    def __repr__(self) -> str:  # shown in falsifying examples
+        return self.name
+
+
+class Writers(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.storage = MemoryStorage()
+        self.rconfig = ReplicaConfig(part_size=2048, shard_size=4096, snapshot_every_deltas=6,
+                                     lease_seconds=600.0, parallelism=2)
+        self.counter = 0
+        self.history: dict[int, dict] = {0: {}}
+        self.parent: dict[int, int | None] = {0: None}
+        self.owner: dict[int, str | None] = {0: None}
+        self.acked: set[int] = set()
+        self.claims = 0
+        self.live: list[Incarnation] = []
+        self.winner: Incarnation | None = None
+        self.names = 0
+        self.forks = 0
+        self.run(self._claim())
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            for inc in self.live:
+                inc.faults.clear()
+                self.run(inc.store.abandon())
+                if inc.pending:
+                    self.run(asyncio.gather(inc.pending[0], return_exceptions=True))
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    # ---- plumbing ---------------------------------------------------------------------------------
+
+    def _ancestors(self, v: int) -> set[int]:
+        out = set()
+        while v is not None:
+            out.add(v)
+            v = self.parent[v]
+        return out
+
+    def _state(self, conn) -> tuple[int, dict]:
+        if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'meta'").fetchone()[0] == 0:
+            return 0, {}  # nothing reached storage yet: not even the schema
+        row = conn.execute("SELECT version FROM meta WHERE id = 1").fetchone()
+        has_kv = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'kv'").fetchone()[0]
+        return (row[0] if row else 0), dict(conn.execute("SELECT k, v FROM kv")) if has_kv else {}
+
+    def _check_restored(self, version: int, rows: dict, winner: Incarnation | None, what: str) -> None:
+        assert version in self.history, f"{what}: restored version {version} was never a state"
+        assert rows == self.history[version], f"{what}: restored tables differ from state {version}"
+        lost = self.acked - self._ancestors(version)
+        assert not lost, f"{what}: acknowledged versions {sorted(lost)} lost (restored {version})"
+        if winner is not None:
+            assert self.owner[version] == winner.name or version == winner.base, (
+                f"{what}: restored version {version} of {self.owner[version]}, not of the winning claim "
+                f"{winner.name} (base {winner.base})")
+
+    async def _open(self, storage: MemoryStorage, faults: Faults) -> Store:
+        config = StoreConfig(flush_interval=3600.0, retry_min=0.01, retry_max=0.02, writer_id=WRITER)
+        replica = Replica(MemoryBackend(storage, faults, latency=0.001), self.rconfig, writer_id=WRITER)
+        return await Store.open_replica(replica, schema=MULTI_SCHEMA, config=config)
+
+    async def _claim(self, faults: Faults | None = None) -> Incarnation | None:
+        faults = faults or Faults()
+        try:
+            store = await self._open(self.storage, faults)
+        except BackendError:
+            return None  # the claim's answer was lost: it may or may not be in storage; nobody serves on it
+        faults.clear()
+        version, rows = self._state(store._conn)
+        self.claims += 1
+        self.names += 1
+        inc = Incarnation(f"w{self.names}", self.claims, store, Faults(), version, version, rows)
+        inc.faults = faults
+        self._check_restored(version, rows, None, f"claim {inc.name}")
+        self.live.append(inc)
+        self.winner = inc
+        return inc
+
+    def _superseded(self, inc: Incarnation, since: int | None = None) -> bool:
+        """A later successful claim exists (made after `since` claims, if given)."""
+        return self.claims > (inc.claim_no if since is None else max(since, inc.claim_no))
+
+    def _flushed(self, inc: Incarnation, version: int, outcome, claims_before: int) -> None:
+        if isinstance(outcome, FencedError):
+            assert self._superseded(inc), f"{inc.name} fenced without a later claim: {outcome}"
+            inc.fenced = True
+            return
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert not self._superseded(inc, claims_before), (
+            f"{inc.name} acknowledged version {version} after a later claim")
+        self.acked.add(version)
+
+    def _drop(self, inc: Incarnation) -> None:
+        inc.faults.clear()
+        self.run(inc.store.abandon())
+        if inc.pending:
+            self.run(asyncio.gather(inc.pending[0], return_exceptions=True))
+            inc.pending = None
+        self.live.remove(inc)
+
+    # ---- rules ------------------------------------------------------------------------------------
+
+    @precondition(lambda self: self.live)
+    @rule(who=WHO, k=KEYS, delete=st.booleans())
+    def write(self, who: int, k: int, delete: bool) -> None:
+        inc = pick(self.live, who)
+        self.counter += 1
+        v = self.counter
+        try:
+            if delete:
+                inc.store.execute("DELETE FROM kv WHERE k = ?", (k,))
+            else:
+                inc.store.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (k, v))
+            inc.store.execute("INSERT OR REPLACE INTO meta VALUES (1, ?)", (v,))
+        except TgsnapError:
+            assert inc.fenced or inc.store.fenced
+            inc.fenced = True
+            return
+        if delete:
+            inc.model.pop(k, None)
+        else:
+            inc.model[k] = v
+        self.history[v], self.parent[v], self.owner[v] = dict(inc.model), inc.last, inc.name
+        inc.last = v
+
+    @precondition(lambda self: any(not i.pending for i in self.live))
+    @rule(who=WHO, lose=st.sampled_from([None, "put", "replace_slot"]))
+    def flush(self, who: int, lose: str | None) -> None:
+        """A flush; maybe the storage acts on the delta (or a manifest update) but its answer is lost."""
+        inc = pick([i for i in self.live if not i.pending], who)
+        if lose:
+            inc.faults.lose[lose] = 1
+        version, claims = inc.last, self.claims
+        try:
+            self.run(inc.store.flush(timeout=30))
+            outcome = None
+        except TgsnapError as exc:
+            outcome = exc
+        inc.faults.lose = {}
+        self._flushed(inc, version, outcome, claims)
+
+    @precondition(lambda self: any(not i.pending and not i.fenced for i in self.live))
+    @rule(who=WHO, when=st.sampled_from(["before", "after"]))
+    def freeze_in_upload(self, who: int, when: str) -> None:
+        """A flush frozen inside its delta upload, before or after the storage stored it."""
+        inc = pick([i for i in self.live if not i.pending and not i.fenced], who)
+        gate = inc.faults.gate("put", when, match="delta-")
+        task = self.loop.create_task(inc.store.flush(timeout=60))
+
+        async def frozen() -> None:
+            while not gate.reached.is_set() and not task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+
+        self.run(frozen())
+        if task.done():  # nothing was dirty: no upload to freeze
+            inc.faults.gates.clear()
+            self._flushed(inc, inc.last, task.exception(), self.claims)
+            return
+        inc.pending = (task, gate, inc.last, self.claims)
+
+    @precondition(lambda self: any(i.pending for i in self.live))
+    @rule(who=WHO)
+    def resume(self, who: int) -> None:
+        inc = pick([i for i in self.live if i.pending], who)
+        task, gate, version, claims = inc.pending
+        inc.pending = None
+        gate.open()
+        outcome = self.run(asyncio.gather(task, return_exceptions=True))[0]
+        self._flushed(inc, version, outcome if isinstance(outcome, BaseException) else None, claims)
+
+    @precondition(lambda self: len(self.live) < 3)
+    @rule(lose=st.booleans())
+    def claim(self, lose: bool) -> None:
+        """A newcomer claims the storage while the others run (or are frozen); maybe the answer to its
+        claim slot's creation is lost after the storage acted."""
+        faults = Faults()
+        if lose:
+            faults.lose["create_slot"] = 1
+        self.run(self._claim(faults))
+
+    @precondition(lambda self: any(not i.pending for i in self.live))
+    @rule(who=WHO)
+    def snapshot(self, who: int) -> None:
+        inc = pick([i for i in self.live if not i.pending], who)
+        try:
+            self.run(inc.store.snapshot(timeout=30))
+        except FencedError:
+            assert self._superseded(inc)
+            inc.fenced = True
+
+    @precondition(lambda self: self.live)
+    @rule(who=WHO, clean=st.booleans())
+    def stop(self, who: int, clean: bool) -> None:
+        """A clean close (final flush, release) or a crash."""
+        inc = pick(self.live, who)
+        if clean and not inc.pending:
+            version, claims = inc.last, self.claims
+            try:
+                self.run(inc.store.close(timeout=30))
+                # close() swallows the FencedError of its final flush (core/store.py); a caller can
+                # only see it in `fenced` (tests/adversary/test_holes.py): nothing was acknowledged then
+                outcome = FencedError("final flush fenced") if inc.store.fenced else None
+            except TgsnapError as exc:
+                outcome = exc
+            self._flushed(inc, version, outcome, claims)
+            self.live.remove(inc)
+        else:
+            self._drop(inc)
+
+    @precondition(lambda self: self.forks < 2)
+    @rule(k=KEYS)
+    def fork(self, k: int) -> None:
+        """A copy of the storage continued elsewhere; its delta documents copied back into the storage."""
+        self.forks += 1
+        other = copy.deepcopy(self.storage)
+        store = self.run(self._open(other, Faults()))
+        version, rows = self._state(store._conn)
+        name = f"fork{self.forks}"
+        last = version
+        for _ in range(3):
+            self.counter += 1
+            v = self.counter
+            store.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (k, v))
+            store.execute("INSERT OR REPLACE INTO meta VALUES (1, ?)", (v,))
+            rows[k] = v
+            self.history[v], self.parent[v], self.owner[v] = dict(rows), last, name
+            last = v
+            self.run(store.flush(timeout=30))
+        self.run(store.abandon())
+        for ref, (doc, data) in other.docs.items():
+            if doc.startswith("delta-") and self.storage.docs.get(ref) != (doc, data):
+                self.storage.counter += 1
+                self.storage.docs[f"m{self.storage.counter:012d}"] = (doc, data)
+
+    @rule()
+    def fresh_restore(self) -> None:
+        from snapshot.restore import restore
+
+        got = self.run(restore(MemoryBackend(self.storage)))
+        try:
+            version, rows = self._state(got.conn)
+        finally:
+            got.conn.close()
+        self._check_restored(version, rows, self.winner, "fresh restore")
+
+
+Writers.TestCase.settings = settings(
+    PROFILES[PROFILE],
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestWriters = Writers.TestCase
+TestWriters.pytestmark = [pytest.mark.timeout(0 if PROFILE == "long" else 300)]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TextIO
 
 from snapshot.backend import Backend
 from snapshot.errors import (
@@ -27,7 +28,8 @@ from snapshot.errors import (
     StorageBusy,
     TgsnapError,
 )
-from snapshot.settings import MODES, StorageSettings, parse_key
+from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key, unknown_variables
+from tools.progress import ProgressPrinter, close_all  # noqa: F401 - ProgressPrinter: the tools import it from here
 
 # Exit codes shared by every tool (documented in docs/operations.md).
 EXIT_OK = 0
@@ -35,6 +37,7 @@ EXIT_FAILED = 1  # verification failed / data at fault (named in the message)
 EXIT_CONFIG = 2  # bad flags or configuration
 EXIT_BUSY = 3  # a live writer holds the storage lease
 EXIT_BACKEND = 4  # storage unreachable or refused the operation
+EXIT_EMPTY = 5  # the storage is empty: nothing to read (a typo'd location looks like this too)
 EXIT_INTERRUPTED = 130
 
 STORAGE_EPILOG = """\
@@ -47,8 +50,26 @@ storage (same as the bot; flags override environment variables and .env):
   TGSNAP_MTPROTO_SESSION, TGSNAP_BOT_API_URL                   (environment only: secrets stay off argv)
 
 exit codes: 0 ok, 1 verification failed, 2 bad configuration, 3 storage busy (live writer),
-            4 storage unreachable, 130 interrupted
+            4 storage unreachable, 5 storage empty, 130 interrupted
 """
+
+
+#: the name a tool goes by in help and messages when `tgsnap` runs it as a subcommand ("tgsnap verify").
+_INVOKED_AS: ContextVar[str | None] = ContextVar("tgsnap_invoked_as", default=None)
+
+
+def prog_name(default: str) -> str:
+    """`default` (a tool's own name), or the `tgsnap SUBCOMMAND` name it is being run under."""
+    return _INVOKED_AS.get() or default
+
+
+@contextmanager
+def invoked_as(prog: str) -> Iterator[None]:
+    token = _INVOKED_AS.set(prog)
+    try:
+        yield
+    finally:
+        _INVOKED_AS.reset(token)
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -57,7 +78,7 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 def make_parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog_name(prog),
         description=description,
         epilog=f"examples:\n{examples}\n{STORAGE_EPILOG}",
         formatter_class=Formatter,
@@ -78,6 +99,27 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
                        help="encryption key, hex or base64 (visible in `ps`: prefer --key-file or the env)")
 
 
+def seq_number(text: str) -> int:
+    """An argparse type for a delta sequence number: 0 (the state before the first delta) or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sequence number (a whole number, 0 or more)") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is not a sequence number: deltas are numbered from 1, and 0 is "
+                                         "the empty state before the first one")
+    return n
+
+
+def known_variables() -> set[str]:
+    """Every TGSNAP_* variable tgsnap reads: the storage settings, the bot's options, and the rest."""
+    try:
+        from bot.config import OPTIONS
+    except ImportError:  # a build without the bot
+        return set()
+    return {o.env for o in OPTIONS}
+
+
 def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     """StorageSettings from the environment with this command line's overrides; ConfigError if incomplete."""
     key: bytes | None = None
@@ -88,6 +130,9 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
             raise ConfigError(f"cannot read key file {args.key_file}: {exc.strerror}") from None
     elif args.key is not None:
         key = parse_key(args.key)
+    load_dotenv_file()
+    for warning in unknown_variables(os.environ, known_variables()):
+        fail(f"{prog_name('tgsnap')}: warning: {warning}")
     mode = args.mode
     if mode is None and args.storage_dir is not None and args.storage_chat is None:
         mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
@@ -100,46 +145,30 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     )
 
 
-async def open_backend(settings: StorageSettings, *, must_exist: bool = True) -> Backend:
-    """The backend these settings describe, through the project's factory when it exists.
+class NoStorage(TgsnapError):
+    """There is no storage where the configuration points: the directory does not exist, or the storage
+    holds nothing (exit 5). Told apart from success so that a typo in --storage-dir, or a script run
+    against the wrong channel, does not pass for healthy storage that happens to be empty."""
 
-    Operator tools only read or rewrite existing storage, so a local directory that does not exist is a
-    typo, not a wish to start afresh: refuse rather than create an empty store and report it empty.
+
+async def open_backend(settings: StorageSettings, *, writes: bool = False) -> Backend:
+    """The backend these settings describe, through the project's factory.
+
+    Operator tools read or rewrite existing storage, so a local directory that does not exist is a typo,
+    not a wish to start afresh: refuse it (NoStorage) rather than create an empty store and report it
+    empty. Tools that only read (`writes=False`, the default) open it without creating anything in it.
     """
-    if must_exist and settings.mode == "local" and settings.local_dir is not None and not settings.local_dir.is_dir():
-        raise ConfigError(f"storage directory {settings.local_dir} does not exist")
-    try:
-        from snapshot.open import open_backend as factory
-    except ImportError:
-        factory = None
-    if factory is not None:
-        return await factory(settings)
-    if settings.mode != "local":
-        raise ConfigError(f"{settings.mode} storage is not available in this build; use --mode local")
-    from snapshot.backends.local import LocalDirBackend
+    if settings.mode == "local" and settings.local_dir is not None:
+        where = settings.local_dir
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"storage directory {where} is not a directory (--storage-dir / "
+                              "TGSNAP_STORAGE_DIR names a file)")
+        if not where.exists():
+            raise NoStorage(f"storage directory {where} does not exist: check --storage-dir or "
+                            "TGSNAP_STORAGE_DIR")
+    from snapshot.open import open_backend as factory
 
-    return LocalDirBackend(settings.local_dir)
-
-
-class ProgressPrinter:
-    """A `Progress` callback that writes `stage done/total` lines to stderr, at most a few per second."""
-
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, interval: float = 0.5):
-        self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self.interval = interval
-        self._last: dict[str, float] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        final = total > 0 and done >= total
-        if not final and now - self._last.get(stage, -1e9) < self.interval:
-            return
-        self._last[stage] = now
-        self.stream.write(f"{stage}: {done}/{total}\n" if total else f"{stage}: {done}\n")
-        self.stream.flush()
+    return await factory(settings, create=writes)
 
 
 def fail(message: str) -> None:
@@ -148,8 +177,16 @@ def fail(message: str) -> None:
 
 def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
     """Run an async tool body and turn deliberate errors into one stderr line and an exit code."""
+    prog = prog_name(prog)
+
+    async def bounded() -> int:
+        try:
+            return await body()
+        finally:
+            close_all()  # progress bars off the screen before the result or the error is printed
+
     try:
-        return asyncio.run(body())
+        return asyncio.run(bounded())
     except KeyboardInterrupt:
         fail(f"{prog}: interrupted")
         return EXIT_INTERRUPTED
@@ -159,6 +196,9 @@ def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
     except StorageBusy as exc:
         fail(f"{prog}: storage busy: {exc}")
         return EXIT_BUSY
+    except NoStorage as exc:
+        fail(f"{prog}: no storage: {exc}")
+        return EXIT_EMPTY
     except EncryptionError as exc:
         fail(f"{prog}: encryption: {exc}")
         return EXIT_CONFIG

@@ -1,29 +1,17 @@
-"""`python -m tools.compact`: fold the delta chain into a new snapshot, on any backend.
+"""`python -m tools.compact`: the CLI over `snapshot.compact` (the plan, and compaction itself, live there).
 
-The plan is a value (`CompactPlan`) printed by `--dry-run` before anything is done. A real run takes the
-writer lease like any writer (so it never interleaves with a live bot), restores the state through the
-same reader the bot uses, writes it as a new snapshot whose base is the last delta, switches the
-manifest to it and deletes the documents it supersedes, then releases the lease.
+`--dry-run` prints the plan and changes nothing; a real run prints the plan's head, compacts, and reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import socket
 import sys
-import time
-from dataclasses import dataclass
 
-from snapshot.backend import Backend
-from snapshot.cipher import as_cipher
+from snapshot.compact import CompactPlan, CompactResult, compact, make_plan
 from snapshot.errors import StorageBusy
-from snapshot.manifest import Lease
-from snapshot.replica import Replica, ReplicaConfig
-from snapshot.restore import RestorePlan, plan, size_text, when
-from snapshot.restored import Progress
-from tools.cli_common import EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
+from snapshot.restore import size_text, when
+from tools.cli_common import EXIT_OK, NoStorage, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
 PROG = "tgsnap-compact"
 DESCRIPTION = """\
@@ -47,125 +35,7 @@ EXAMPLES = """\
 """
 
 
-@dataclass
-class CompactPlan:
-    """What a compaction would read and write, computed from the manifest and the (small) deltas."""
-
-    restore: RestorePlan
-    lease: Lease | None
-    now: float
-
-    @property
-    def empty(self) -> bool:
-        return self.restore.manifest is None and not self.restore.chain
-
-    @property
-    def deltas_folded(self) -> int:
-        return len(self.restore.deltas)
-
-    @property
-    def new_base_seq(self) -> int:
-        return self.restore.seq
-
-    @property
-    def read_bytes(self) -> int:
-        return self.restore.total_bytes
-
-    @property
-    def superseded_bytes(self) -> int:
-        """Stored bytes the new snapshot makes deletable: the old snapshot's parts and every folded delta."""
-        return self.restore.total_bytes
-
-    @property
-    def nothing_to_do(self) -> bool:
-        return self.deltas_folded == 0
-
-    @property
-    def busy(self) -> bool:
-        return self.lease is not None and self.lease.live(self.now)
-
-    def as_dict(self) -> dict[str, object]:
-        r = self.restore
-        return {
-            "empty": self.empty,
-            "current_snapshot_seq": r.snapshot.base_seq if r.snapshot else None,
-            "current_snapshot_bytes": r.snapshot_bytes,
-            "deltas_folded": self.deltas_folded,
-            "delta_bytes": sum(d.size for d in r.deltas),
-            "read_bytes": self.read_bytes,
-            "new_snapshot_base_seq": self.new_base_seq,
-            "new_snapshot_captured_at": r.captured_at,
-            "documents_superseded": (len(r.snapshot.parts) if r.snapshot else 0) + self.deltas_folded,
-            "nothing_to_do": self.nothing_to_do,
-            "lease_holder": self.lease.describe() if self.busy and self.lease else None,
-            "lease_expires_at": self.lease.expires_at if self.busy and self.lease else None,
-        }
-
-    def __str__(self) -> str:
-        if self.empty:
-            return "storage is empty: nothing to compact"
-        r = self.restore
-        lines = ["compaction plan:"]
-        snap = r.snapshot
-        base = (f"snapshot base seq {snap.base_seq}, {len(snap.parts)} part(s), {size_text(snap.stored_size)}"
-                if snap else "no snapshot (start from an empty database)")
-        lines.append(f"  read: {base} + {self.deltas_folded} delta(s), {size_text(sum(d.size for d in r.deltas))}"
-                     f" = {size_text(self.read_bytes)}")
-        if self.nothing_to_do:
-            lines.append(f"  nothing to fold: the state at seq {self.new_base_seq} is already a snapshot"
-                         " (use --force to rewrite it anyway)")
-        else:
-            lines.append(f"  write: a new snapshot with base seq {self.new_base_seq} (state captured "
-                         f"{when(r.captured_at)}), folding seq {r.deltas[0].seq}..{r.deltas[-1].seq}"
-                         if r.deltas else f"  write: a new snapshot with base seq {self.new_base_seq}")
-            lines.append(f"  then delete: {self.as_dict()['documents_superseded']} superseded document(s), "
-                         f"{size_text(self.superseded_bytes)}")
-        if self.busy and self.lease:
-            lines.append(f"  lease: held by {self.lease.describe()} until {when(self.lease.expires_at)}: a real "
-                         "run would refuse (exit 3) unless --wait outlasts it")
-        elif self.lease:
-            lines.append(f"  lease: {'released' if self.lease.released else 'expired'} "
-                         f"(last holder {self.lease.describe()}): a real run may take over")
-        for note in r.ignored:
-            lines.append(f"  ignored: {note}")
-        lines.append("\n" + "restore plan:\n" + "\n".join("  " + line for line in str(r).splitlines()))
-        return "\n".join(lines)
-
-
-async def make_plan(backend: Backend, key: bytes | None, progress: Progress | None = None) -> CompactPlan:
-    r = await plan(backend, as_cipher(key), progress=progress)
-    return CompactPlan(restore=r, lease=r.manifest.lease if r.manifest else None, now=time.time())
-
-
-@dataclass
-class CompactResult:
-    deltas_folded: int
-    base_seq: int
-    parts: int
-    size: int
-    seconds: float
-
-
-async def compact(backend: Backend, key: bytes | None = None, *, wait: float = 0.0,
-                  progress: Progress | None = None, config: ReplicaConfig | None = None) -> CompactResult:
-    """Take the lease, restore, write the state as a snapshot at the last delta, release the lease.
-
-    Raises StorageBusy (naming the holder) when a live writer keeps the lease past `wait` seconds.
-    """
-    t0 = time.monotonic()
-    cfg = dataclasses.replace(config or ReplicaConfig(), encryption_key=key, takeover_wait=wait)
-    replica = Replica(backend, cfg, writer_id=f"tgsnap-compact@{socket.gethostname()}:{os.getpid()}")
-    restored = await replica.acquire(progress=progress)
-    try:
-        folded = replica.status().deltas_since_snapshot
-        image = restored.conn.serialize()
-        restored.conn.close()
-        receipt = await replica.write_snapshot(image, restored.seq, restored.captured_at or time.time(),
-                                               progress=progress)
-    finally:
-        await replica.release()
-    return CompactResult(deltas_folded=folded, base_seq=receipt.base_seq, parts=receipt.parts,
-                         size=receipt.size, seconds=time.monotonic() - t0)
+__all__ = ["CompactPlan", "CompactResult", "build_parser", "compact", "main", "make_plan"]
 
 
 def build_parser():
@@ -187,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
     async def body() -> int:
         settings = settings_from_args(args)
-        backend = await open_backend(settings)
+        backend = await open_backend(settings, writes=not args.dry_run)
         progress = ProgressPrinter(quiet=args.quiet)
         try:
             p = await make_plan(backend, settings.encryption_key, progress)
-            if args.dry_run or p.empty or (p.nothing_to_do and not args.force):
+            if p.empty:
+                raise NoStorage(f"storage is empty ({settings.describe()}): nothing to compact")
+            if args.dry_run or (p.nothing_to_do and not args.force):
                 _emit(args.json, {"dry_run": args.dry_run, "plan": p.as_dict()}, str(p))
                 return EXIT_OK
             if not args.quiet:
@@ -199,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result = await compact(backend, settings.encryption_key, wait=args.wait, progress=progress)
             except StorageBusy as exc:
-                raise StorageBusy(f"{exc} (for compact: --wait SECONDS)") from None
+                raise busy_advice(exc, args.wait) from None
         finally:
             await backend.close()
         _emit(args.json, {"dry_run": False, "plan": p.as_dict(), "result": result.__dict__},
@@ -208,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
     return run(PROG, body)
+
+
+def busy_advice(exc: StorageBusy, waited: float) -> StorageBusy:
+    """The library's StorageBusy, told in this command's terms: what to stop, and the flag that waits."""
+    if exc.writer_id is None:
+        return StorageBusy(f"{exc} (compact: --wait SECONDS waits for it)")
+    who = f"writer {exc.writer_id}" + (f" (host {exc.host}, pid {exc.pid})" if exc.host else "")
+    until = f" until {when(exc.expires_at)}" if exc.expires_at is not None else ""
+    waited_text = f" after waiting {waited:g} s" if waited else ""
+    return StorageBusy(f"{who} holds the storage{until}{waited_text}: stop it (a clean shutdown releases the "
+                       "lease), or run compact with --wait SECONDS to wait for it to go",
+                       writer_id=exc.writer_id, host=exc.host, pid=exc.pid, expires_at=exc.expires_at,
+                       epoch=exc.epoch)
 
 
 def _emit(as_json: bool, data: dict, text: str) -> None:

@@ -21,18 +21,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from snapshot import reading
 from snapshot.apply import INTERNAL_PREFIX, quote
 from snapshot.errors import ConfigError
-from snapshot.restore import restore, when
+from snapshot.restore import execute, plan, when
 from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
+    NoStorage,
     ProgressPrinter,
     fail,
     make_parser,
     open_backend,
     run,
+    seq_number,
     settings_from_args,
 )
 
@@ -133,7 +136,8 @@ def build_parser():
     parser.add_argument("--format", choices=("sqlite", "jsonl"), default=None,
                         help="output format (default: from --to's extension, else sqlite)")
     when_group = parser.add_mutually_exclusive_group()
-    when_group.add_argument("--at-seq", type=int, metavar="SEQ", help="the state right after delta SEQ")
+    when_group.add_argument("--at-seq", type=seq_number, metavar="SEQ",
+                            help="the state right after delta SEQ (0: before the first delta)")
     when_group.add_argument("--at-time", metavar="TIME",
                             help="the state as of TIME: the last delta captured at or before it "
                                  "(ISO 8601, UTC unless an offset is given, or unix seconds)")
@@ -160,8 +164,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         backend = await open_backend(settings)
         try:
-            got.append(await restore(backend, settings.encryption_key, to_seq=args.at_seq, to_time=at_time,
-                                     progress=ProgressPrinter(quiet=args.quiet)))
+            progress = ProgressPrinter(quiet=args.quiet)
+
+            async def once(at: reading.Current | None) -> Restored:
+                p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress, manifest=at)
+                if p.manifest is None and not p.chain:
+                    raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
+                return await execute(p, backend, settings.encryption_key, progress=progress)
+
+            # beside a live writer: planned on one manifest, re-read on the newer one if a snapshot switch
+            # deleted what the plan needed (snapshot/reading.py)
+            got.append(await reading.settled(backend, once, key=settings.encryption_key))
         finally:
             await backend.close()
         return EXIT_OK

@@ -19,7 +19,7 @@ def router() -> Router:
     @router.message(CommandStart())
     async def start(message: Message, users: Users) -> None:
         # Registering twice changes nothing: the name on record is kept and greeted.
-        name = users.register(message.chat.id, message.from_user.first_name)
+        name = users.register(message.chat.id, message.from_user.first_name, message.from_user.username)
         await message.answer(texts.greeting(name), reply_markup=main_keyboard())
 
     return router

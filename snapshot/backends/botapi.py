@@ -19,6 +19,7 @@ import asyncio
 import io
 import logging
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -40,7 +41,7 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, InputMediaDocument, Message
 from aiogram.utils.token import TokenValidationError
 
-from snapshot.backend import Backend, BackendInfo
+from snapshot.backend import Backend, BackendInfo, Slot, SlotRace
 from snapshot.backends import telegram_channel as channel
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
 from snapshot.backends.telegram_retry import RetryPolicy, call
@@ -286,6 +287,96 @@ class BotApiBackend(Backend):
                 raise
 
         await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit, edit_of=mid)
+
+    # -- manifest slots ----------------------------------------------------------------------------
+    # A slot is a manifest message, sent and pinned; older slots stay pinned. getChat's pinned_message is
+    # the most recent pinned message (by sending date; message ids grow with it), so it is the newest
+    # slot: the claim order is the channel's message order. A slot ref is the message id.
+
+    async def _pinned_slot(self) -> Message | None:
+        pinned = (await self._get_chat()).pinned_message
+        if pinned is None:
+            return None
+        if pinned.document is None or not channel.is_manifest_name(pinned.document.file_name):
+            raise channel.foreign_pin(self.chat_title, pinned.message_id, self._manifest_id)
+        return pinned
+
+    @staticmethod
+    def _slot_id(ref: str) -> int:
+        if not isinstance(ref, str) or not ref.isdigit():
+            raise DocumentNotFound(ref)
+        return int(ref)
+
+    async def newest_slot(self) -> Slot | None:
+        pinned = await self._pinned_slot()
+        if pinned is None:
+            if self._manifest_id is not None:
+                raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
+            return None
+        assert pinned.document is not None
+        data = await self._download(pinned.document.file_id, f"manifest {pinned.message_id}")
+        return Slot(str(pinned.message_id), data)
+
+    async def create_slot(self, data: bytes, *, after: str | None) -> str:
+        self._check_size(channel.MANIFEST_NAME, data)
+        pinned = await self._pinned_slot()
+        if (pinned.message_id if pinned else None) != (self._slot_id(after) if after is not None else None):
+            # cheap early refusal; the caller's newer_slot check after creating is what decides
+            raise SlotRace(f"a newer manifest (message {pinned.message_id if pinned else '-'}) is pinned in "
+                           f"{self.chat_title}: another writer claimed first",
+                           newer=str(pinned.message_id) if pinned else None)
+        doc = BufferedInputFile(data, filename=channel.MANIFEST_NAME)
+        timeout = self.policy.timeout_for(len(data))
+        # A lost answer here leaves an unpinned manifest message: not a slot, inert.
+        msg = await self._call(lambda: self.bot.send_document(self._cid, doc, disable_notification=True,
+                                                              disable_content_type_detection=True,
+                                                              request_timeout=int(timeout)),
+                               "sending a claim manifest", budgeted=True, attempt_timeout=timeout)
+        mid = msg.message_id
+        # pinChatMessage keeps the other pins (only unpin* removes them)
+        await self._call(lambda: self.bot.pin_chat_message(self._cid, mid, disable_notification=True),
+                         "pinning the claim manifest", budgeted=True)
+        self._manifest_id, self._manifest_pinned = mid, True
+        return str(mid)
+
+    async def replace_slot(self, ref: str, data: bytes) -> None:
+        self._check_size(channel.MANIFEST_NAME, data)
+        mid = self._slot_id(ref)
+        doc = BufferedInputFile(data, filename=channel.MANIFEST_NAME)
+        self._manifest_id = mid  # our own slot: what lost-pin messages name, what delete never touches
+        try:
+            await self._edit_manifest(doc, self.policy.timeout_for(len(data)))
+        except BackendError as e:
+            if "was deleted" in str(e):
+                raise DocumentNotFound(ref) from None
+            raise
+
+    async def newer_slot(self, ref: str, *, stored: str | None = None) -> str | None:
+        mid = self._slot_id(ref)
+        pinned = await self._pinned_slot()
+        if pinned is None:
+            raise DocumentNotFound(ref)  # our pin is gone: a reader cannot find what we stored
+        return None if pinned.message_id == mid else str(pinned.message_id)
+
+    async def read_slot(self, ref: str) -> bytes:
+        """The Bot API cannot fetch a message by id: edit the slot's caption (a fresh value, so the edit
+        is never "not modified"); the answer carries the message as it is now, document included."""
+        mid = self._slot_id(ref)
+        caption = f"tgsnap manifest (read {uuid.uuid4().hex[:8]})"
+
+        async def touch() -> Message:
+            try:
+                return await self.bot.edit_message_caption(chat_id=self._cid, message_id=mid, caption=caption)
+            except TelegramBadRequest as e:
+                if "message to edit not found" in e.message or "there is no caption" in e.message:
+                    raise DocumentNotFound(ref) from None
+                raise
+
+        msg = await self._call(touch, f"reading manifest slot {ref}", budgeted=True)
+        if not isinstance(msg, Message) or msg.document is None or not channel.is_manifest_name(
+                msg.document.file_name):
+            raise DocumentNotFound(ref)
+        return await self._download(msg.document.file_id, f"manifest {mid}")
 
     async def read_manifest(self) -> bytes | None:
         chat = await self._get_chat()

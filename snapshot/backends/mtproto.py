@@ -33,7 +33,7 @@ from telethon import TelegramClient, errors, utils
 from telethon.sessions import StringSession
 from telethon.tl import functions, types
 
-from snapshot.backend import Backend, BackendInfo
+from snapshot.backend import Backend, BackendInfo, Slot, SlotRace
 from snapshot.backends import mtproto_sessions as sessions
 from snapshot.backends import mtproto_transfer as transfer
 from snapshot.backends import telegram_channel as channel
@@ -194,6 +194,10 @@ class MTProtoBackend(Backend):
         self._lookup_scheduled = False
         self._lookup_tasks: set[asyncio.Task] = set()
         self._manifest_lock = asyncio.Lock()
+        #: the gap check (newer_slot after a put): every message id up to `_checked` has been examined
+        #: since our slot was made; `_own` are the ids this process sent above it (skipped, not read).
+        self._checked = 0
+        self._own: set[int] = set()
 
     def __repr__(self) -> str:
         return f"MTProtoBackend(chat={self.chat_title!r})"
@@ -448,6 +452,8 @@ class MTProtoBackend(Backend):
         """`put`, with a short `label` kept in the message caption (read back by `discover_labeled`)."""
         fname = channel.file_name(name)
         sent = await self._send_document(fname, data, label, what=f"storing {name}")
+        if sent.message_id > self._checked:
+            self._own.add(sent.message_id)
         return str(sent.message_id)
 
     def session_string(self) -> str:
@@ -521,6 +527,95 @@ class MTProtoBackend(Backend):
                     "from a new one (tgsnap will not guess a replacement)", retryable=False) from None
 
         await self._call(edit, "publishing the manifest", budgeted=True, edit_of=mid)
+
+    # -- manifest slots ----------------------------------------------------------------------------
+    # A slot is a manifest message, sent and pinned; older slots stay pinned, and the channel's
+    # pinned_msg_id (channels.getFullChannel) names the most recent: the newest slot. Slot refs are
+    # message ids; the claim order is the channel's one order of message ids.
+
+    #: above this many unexamined ids in the gap, check the pin instead of reading them all.
+    GAP_READ_LIMIT = 1000
+
+    @staticmethod
+    def _slot_id(ref: str) -> int:
+        if not isinstance(ref, str) or not ref.isdigit() or int(ref) <= 0:
+            raise DocumentNotFound(ref)
+        return int(ref)
+
+    async def _pinned_id(self) -> int | None:
+        full = await self._rpc(functions.channels.GetFullChannelRequest(self._channel), "reading the channel")
+        return full.full_chat.pinned_msg_id or None
+
+    async def newest_slot(self) -> Slot | None:
+        msg = await self._pinned_message()
+        if msg is None:
+            if self._manifest_id is not None:
+                raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
+            return None
+        doc = _document(msg)
+        assert doc is not None
+        return Slot(str(msg.id), await self._download(msg.id, doc, f"manifest {msg.id}"))
+
+    async def create_slot(self, data: bytes, *, after: str | None) -> str:
+        async with self._manifest_lock:
+            pinned = await self._pinned_id()
+            if pinned != (self._slot_id(after) if after is not None else None):
+                raise SlotRace(f"a newer manifest (message {pinned}) is pinned in {self.chat_title}: another "
+                               "writer claimed first", newer=str(pinned) if pinned else None)
+            sent = await self._send_document(channel.MANIFEST_NAME, data, what="sending a claim manifest")
+            mid = sent.message_id
+            # the pin keeps the other pins (updatePinnedMessage without unpin)
+            await self._rpc(functions.messages.UpdatePinnedMessageRequest(self._peer, mid, silent=True),
+                            "pinning the claim manifest", budgeted=True)
+            self._manifest_id, self._manifest_pinned = mid, True
+            self._checked, self._own = mid, set()
+            return str(mid)
+
+    async def replace_slot(self, ref: str, data: bytes) -> None:
+        mid = self._slot_id(ref)
+        async with self._manifest_lock:
+            self._manifest_id = mid
+            try:
+                await self._edit_manifest(data)
+            except BackendError as e:
+                if "was deleted" in str(e):
+                    raise DocumentNotFound(ref) from None
+                raise
+
+    async def newer_slot(self, ref: str, *, stored: str | None = None) -> str | None:
+        mine = self._slot_id(ref)
+        top = int(stored) if stored is not None and stored.isdigit() else 0
+        if top and self._checked >= mine:
+            # The gap check: a rival claim is a manifest message, and message ids are one total order. A
+            # claim made before our document got its id sits between the last id we examined and it. Every
+            # id above our slot is examined once (ours skipped); the watermark moves only over examined ids.
+            gap = [i for i in range(self._checked + 1, top) if i not in self._own]
+            if len(gap) <= self.GAP_READ_LIMIT:
+                rival = None
+                for i in range(0, len(gap), 100):
+                    for msg in await self._messages(gap[i:i + 100]):
+                        doc = _document(msg) if isinstance(msg, types.Message) else None
+                        if doc is not None and channel.is_manifest_name(_file_name(doc)):
+                            rival = msg.id if rival is None else max(rival, msg.id)  # type: ignore[union-attr]
+                if rival is not None:
+                    return str(rival)
+                self._checked = top
+                self._own = {i for i in self._own if i > top}
+                return None
+        # After an edit (no new id to bound a gap), or a gap too wide to read: the pin names the newest. A
+        # claimer pins before it reads our slot, so a claim not yet pinned now will see what we stored.
+        pinned = await self._pinned_id()
+        if pinned is None:
+            raise DocumentNotFound(ref)
+        return None if pinned == mine else str(pinned)
+
+    async def read_slot(self, ref: str) -> bytes:
+        mid = self._slot_id(ref)
+        msg = await self._message(mid)
+        doc = _document(msg)
+        if msg is None or doc is None or not channel.is_manifest_name(_file_name(doc)):
+            raise DocumentNotFound(ref)
+        return await self._download(mid, doc, f"manifest slot {mid}")
 
     async def read_manifest(self) -> bytes | None:
         msg = await self._pinned_message()

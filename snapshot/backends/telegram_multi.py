@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import time
 
-from snapshot.backend import Backend, BackendInfo
+from snapshot.backend import Backend, BackendInfo, Slot
 from snapshot.errors import ConfigError, DocumentNotFound
 
 _REF = re.compile(r"^(\d+):(\d+):([\d,]*)/(.+)$", re.S)
@@ -117,11 +117,32 @@ class MultiChannelBackend(Backend):
         except DocumentNotFound:
             raise DocumentNotFound(ref) from None
 
+    # -- manifest slots: all in lane 0 ------------------------------------------------------------------
+
     async def publish_manifest(self, data: bytes) -> None:
         await self.lanes[0].publish_manifest(data)
 
     async def read_manifest(self) -> bytes | None:
         return await self.lanes[0].read_manifest()
+
+    async def create_slot(self, data: bytes, *, after: str | None) -> str:
+        return await self.lanes[0].create_slot(data, after=after)
+
+    async def replace_slot(self, ref: str, data: bytes) -> None:
+        await self.lanes[0].replace_slot(ref, data)
+
+    async def newer_slot(self, ref: str, *, stored: str | None = None) -> str | None:
+        inner = None
+        if stored is not None:
+            _n, i, _t, rest = self._parse(stored)
+            inner = rest if i == 0 else None  # a gap check reads lane 0's message ids only
+        return await self.lanes[0].newer_slot(ref, stored=inner)
+
+    async def newest_slot(self) -> Slot | None:
+        return await self.lanes[0].newest_slot()
+
+    async def read_slot(self, ref: str) -> bytes:
+        return await self.lanes[0].read_slot(ref)
 
     async def delete(self, refs: list[str]) -> None:
         by_lane: dict[int, list[str]] = {}

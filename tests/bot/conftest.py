@@ -11,6 +11,8 @@ import pytest
 
 from bot.app import SCHEMA, Clicker
 from bot.config import BotSettings
+from bot.fsm_storage import StoreStorage
+from bot.users import MIGRATIONS, PREVIOUS_SCHEMA
 from core import Store, StoreConfig
 from snapshot.backends.memory import MemoryBackend, MemoryStorage
 from tools.emulator.app import Demo, Emulator
@@ -19,9 +21,14 @@ from tools.loadgen.control import Control, Said
 
 
 @pytest.fixture
-def medium() -> MemoryStorage:
-    """The durable medium: outlives every store opened on it, so a test can restart a store."""
-    return MemoryStorage()
+async def medium() -> MemoryStorage:
+    """The durable medium: outlives every store opened on it, so a test can restart a store. It starts as
+    the previous release left it (its schema, schema version 0), so every store opened on it migrates."""
+    medium = MemoryStorage()
+    previous = await Store.open(MemoryBackend(medium), schema=PREVIOUS_SCHEMA + StoreStorage.SCHEMA,
+                                config=StoreConfig(flush_interval=0.05, writer_id="the-clicker"))
+    await previous.close()
+    return medium
 
 
 @pytest.fixture
@@ -31,7 +38,8 @@ async def open_store(medium: MemoryStorage) -> AsyncIterator[Callable[..., Await
 
     async def opener(schema: list[str] | None = None) -> Store:
         store = await Store.open(MemoryBackend(medium), schema=SCHEMA if schema is None else schema,
-                                 config=StoreConfig(flush_interval=0.05, writer_id="the-clicker"))
+                                 config=StoreConfig(flush_interval=0.05, writer_id="the-clicker"),
+                                 migrations=MIGRATIONS)
         opened.append(store)
         return store
 

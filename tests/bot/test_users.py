@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.users import Users
+from bot.users import MIGRATIONS, PREVIOUS_SCHEMA, SCHEMA, Users
+from core import ConfigError, Migration, Store
+from snapshot.backends.memory import MemoryBackend, MemoryStorage
+from snapshot.restore import restore
 
 HOSTILE = [
     "O'Brien", "'); DROP TABLE users;--", '"; DELETE FROM users; --', "<b>x</b>", "&lt;i&gt;", "🙂👩‍💻",
@@ -95,3 +99,61 @@ async def test_clicks_match_a_model_of_distinct_messages(events):
         assert users.rating(15).top == [(str(c), n) for n, c in expected]
     finally:
         await store.abandon()
+
+
+async def test_the_migration_runs_once_on_the_previous_release_storage_and_keeps_every_row():
+    medium = MemoryStorage()
+    old = await Store.open(MemoryBackend(medium), schema=PREVIOUS_SCHEMA)
+    old.execute("INSERT INTO users (chat_id, name, clicks, last_message_id) VALUES (1, 'Ann', 3, 9)")
+    await old.close()
+
+    store = await Store.open(MemoryBackend(medium), schema=SCHEMA, migrations=MIGRATIONS)
+    assert store.schema_version == 1
+    users = Users(store)
+    assert users.profile(1) == ("Ann", None, None)  # registered before the release: time unknown
+    assert users.register(1, "Other", "ann_tg") == "Ann"  # the name stays, the username is learnt
+    assert users.register(2, "Bob", "bob") == "Bob"
+    _name, username, registered_at = users.profile(2)
+    assert username == "bob" and registered_at > 0
+    assert users.profile(1)[1] == "ann_tg"
+    assert users.click(1, 10) == 4
+    await store.flush()
+    await store.close()
+
+    got = (await restore(MemoryBackend(medium))).conn
+    assert got.execute("PRAGMA user_version").fetchone() == (1,)
+    assert [r[1] for r in got.execute("PRAGMA table_info(users)")][-2:] == ["username", "registered_at"]
+
+    again = await Store.open(MemoryBackend(medium), schema=SCHEMA, migrations=MIGRATIONS)
+    assert again.schema_version == 1 and Users(again).profile(1)[:2] == ("Ann", "ann_tg")  # not migrated twice
+    await again.close()
+
+
+async def test_a_crash_right_after_the_migration_keeps_it():
+    medium = MemoryStorage()
+    old = await Store.open(MemoryBackend(medium), schema=PREVIOUS_SCHEMA)
+    old.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Ann')")
+    await old.close()
+    store = await Store.open(MemoryBackend(medium), schema=SCHEMA, migrations=MIGRATIONS)
+    await store.abandon()  # open returned: the migration and its version are durable
+    got = (await restore(MemoryBackend(medium))).conn
+    assert got.execute("PRAGMA user_version").fetchone() == (1,)
+    rows = got.execute("SELECT chat_id, name, username, registered_at FROM users").fetchall()
+    assert rows == [(1, "Ann", None, None)]
+
+
+async def test_storage_of_a_newer_release_is_refused_by_name():
+    medium = MemoryStorage()
+    newer = [*MIGRATIONS, Migration(2, "ALTER TABLE users ADD COLUMN language TEXT")]
+    store = await Store.open(MemoryBackend(medium), schema=PREVIOUS_SCHEMA, migrations=newer)
+    await store.close()
+    with pytest.raises(ConfigError, match="schema version 2, newer than this code knows \\(1\\)"):
+        await Store.open(MemoryBackend(medium), schema=SCHEMA, migrations=MIGRATIONS)
+
+
+async def test_a_declared_table_that_differs_from_storage_is_refused_not_kept():
+    medium = MemoryStorage()
+    store = await Store.open(MemoryBackend(medium), schema=PREVIOUS_SCHEMA)
+    await store.close()
+    with pytest.raises(ConfigError, match="declared but not stored: registered_at, username"):
+        await Store.open(MemoryBackend(medium), schema=SCHEMA)  # no migrations given

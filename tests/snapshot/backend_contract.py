@@ -19,7 +19,7 @@ import os
 
 import pytest
 
-from snapshot.backend import Backend
+from snapshot.backend import Backend, SlotRace
 from snapshot.errors import DocumentNotFound
 
 
@@ -32,6 +32,11 @@ async def _make(factory) -> Backend:
 
 class BackendContract:
     large_size = 5 * 1024 * 1024 + 7
+    #: True when `create_slot` itself refuses a caller that did not see the newest slot (directory,
+    #: memory); False when only the check after it decides (Telegram: a message cannot be refused).
+    refuses_stale_creation = True
+    #: False for backends still on one entry point (SingleEntryPoint): slots are not ordered there.
+    ordered_slots = True
 
     @pytest.fixture
     async def backend(self, backend_factory):
@@ -150,3 +155,67 @@ class BackendContract:
         assert info.name
         assert info.max_document_size >= 1024 * 1024
         assert info.manifest_min_interval >= 0
+
+    # -- manifest slots ------------------------------------------------------------------------------
+
+    async def test_slots_start_empty_and_the_first_is_the_newest(self, backend: Backend):
+        assert await backend.newest_slot() is None
+        ref = await backend.create_slot(b"claim one", after=None)
+        newest = await backend.newest_slot()
+        assert newest is not None and (newest.ref, newest.data) == (ref, b"claim one")
+        assert await backend.newer_slot(ref) is None
+        assert await backend.read_slot(ref) == b"claim one"
+        await backend.replace_slot(ref, b"full one" * 1000)
+        assert await backend.read_slot(ref) == b"full one" * 1000
+        assert await backend.read_manifest() == b"full one" * 1000
+        if backend.info.can_discover:
+            assert ref not in await backend.discover(None)  # slots are not documents
+
+    async def test_a_newer_slot_is_seen_by_the_older_ones_check(self, backend: Backend, backend_factory):
+        if not self.ordered_slots:
+            pytest.skip("this backend keeps one entry point: no slot order yet")
+        first = await backend.create_slot(b"one", after=None)
+        other = await _make(backend_factory)  # another process
+        try:
+            second = await other.create_slot(b"two", after=first)
+            assert second != first
+            assert await backend.newer_slot(first) == second
+            assert await other.newer_slot(second) is None
+            # the older slot's owner may still store into its own slot (a fenced writer's late
+            # publication): the newest stays the newest
+            await backend.replace_slot(first, b"one, late")
+            assert (await other.newest_slot()).data == b"two"
+            assert await other.read_slot(first) == b"one, late"
+        finally:
+            await other.close()
+
+    async def test_stale_creation(self, backend: Backend):
+        first = await backend.create_slot(b"one", after=None)
+        if self.refuses_stale_creation:
+            with pytest.raises(SlotRace):
+                await backend.create_slot(b"blind", after=None)
+            if self.ordered_slots:
+                second = await backend.create_slot(b"two", after=first)
+                with pytest.raises(SlotRace):
+                    await backend.create_slot(b"stale", after=first)
+                assert (await backend.newest_slot()).ref == second
+        else:
+            ref = await backend.create_slot(b"blind", after=None)
+            assert await backend.newer_slot(ref) is None and await backend.newer_slot(first) == ref
+
+    async def test_unknown_slots(self, backend: Backend):
+        await backend.create_slot(b"one", after=None)
+        for bad in ("no-such-slot", "999999"):
+            with pytest.raises(DocumentNotFound):
+                await backend.read_slot(bad)
+
+    async def test_slots_survive_reopen(self, backend: Backend, backend_factory):
+        ref = await backend.create_slot(b"claim", after=None)
+        await backend.replace_slot(ref, b"full")
+        again = await _make(backend_factory)
+        try:
+            newest = await again.newest_slot()
+            assert (newest.ref, newest.data) == (ref, b"full")
+            assert await again.newer_slot(ref) is None
+        finally:
+            await again.close()

@@ -42,7 +42,7 @@ async def test_local_leaves_no_temporary_files_and_ignores_strays(tmp_path):
     ref = await b.put("delta-000000000001", b"data")
     await b.publish_manifest(b"m")
     assert await b.discover(None) == [ref]
-    assert sorted(os.listdir(tmp_path)) == ["MANIFEST", "docs"]
+    assert sorted(os.listdir(tmp_path)) == ["MANIFEST.000000000001", "docs"]
     assert sorted(os.listdir(tmp_path / "docs")) == [".tmp-crashed", ref]
 
 

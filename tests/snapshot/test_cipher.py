@@ -50,7 +50,7 @@ def test_tampering_with_a_recomputed_checksum_fails_authentication():
     data[-5] ^= 1  # change ciphertext, then fix the payload checksum as an attacker would
     struct.pack_into("32s", data, 32, hashlib.sha256(bytes(data[HEADER_SIZE:])).digest())
     import zlib
-    struct.pack_into("<I", data, 108, zlib.crc32(bytes(data[:108])))
+    struct.pack_into("<I", data, HEADER_SIZE - 4, zlib.crc32(bytes(data[:HEADER_SIZE - 4])))
     with pytest.raises(EncryptionError, match="authentication failed"):
         decode(bytes(data), cipher=Cipher(KEY))
 
@@ -60,7 +60,7 @@ def test_header_is_bound_to_the_ciphertext():
     data = bytearray(_enc())
     struct.pack_into("<Q", data, 16, 2)
     import zlib
-    struct.pack_into("<I", data, 108, zlib.crc32(bytes(data[:108])))
+    struct.pack_into("<I", data, HEADER_SIZE - 4, zlib.crc32(bytes(data[:HEADER_SIZE - 4])))
     with pytest.raises(EncryptionError, match="authentication failed"):
         decode(bytes(data), cipher=Cipher(KEY))
 

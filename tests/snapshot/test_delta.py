@@ -9,20 +9,33 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshot.changes import ChangeSet, TableChanges
+from snapshot.changes import ChangeSet, RawText, TableChanges
 from snapshot.delta import decode_body, encode_body, encode_delta
 from snapshot.envelope import Kind, decode
 from snapshot.errors import CorruptDocument
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
-VALUES = st.one_of(st.none(), INT64, st.floats(allow_nan=True, allow_infinity=True), TEXT,
-                   st.binary(max_size=40))
+VALUES_V1 = st.one_of(st.none(), INT64, st.floats(allow_nan=True, allow_infinity=True), TEXT,
+                      st.binary(max_size=40))
+
+
+def _invalid_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+#: TEXT whose bytes are not valid UTF-8 (body version 2 only).
+RAW_TEXT = st.binary(min_size=1, max_size=20).filter(_invalid_utf8).map(RawText)
+VALUES = st.one_of(VALUES_V1, RAW_TEXT)
 NAMES = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
 
 
 def _same(a, b) -> bool:
-    """Equality that also tells -0.0 from 0.0 and compares NaN bit patterns."""
+    """Equality that also tells -0.0 from 0.0, compares NaN bit patterns, and tells RawText from bytes."""
     if isinstance(a, float) and isinstance(b, float):
         return struct.pack("<d", a) == struct.pack("<d", b)
     return type(a) is type(b) and a == b
@@ -33,7 +46,8 @@ def _rows_same(x, y) -> bool:
 
 
 @st.composite
-def tables(draw):
+def tables(draw, values=VALUES):
+    VALUES = values  # noqa: N806 - the strategy of this body version
     name = draw(NAMES)
     ncols = draw(st.integers(1, 5))
     columns = draw(st.lists(NAMES, min_size=ncols, max_size=ncols, unique=True))
@@ -46,14 +60,20 @@ def tables(draw):
 
 
 @st.composite
-def change_sets(draw):
-    ts = draw(st.lists(tables(), max_size=4, unique_by=lambda t: t.name))
+def change_sets(draw, version=2):
+    ts = draw(st.lists(tables(VALUES if version >= 2 else VALUES_V1), max_size=4, unique_by=lambda t: t.name))
     at = draw(st.floats(allow_nan=False, allow_infinity=False))
-    return ChangeSet(captured_at=at, tables={t.name: t for t in ts})
+    cs = ChangeSet(captured_at=at, tables={t.name: t for t in ts})
+    if version >= 2:
+        cs.schema = draw(st.lists(TEXT, max_size=3))
+        cs.user_version = draw(st.integers(-(2**31), 2**31 - 1))
+    return cs
 
 
 def _assert_equal(a: ChangeSet, b: ChangeSet):
     assert _same(a.captured_at, b.captured_at)
+    assert a.schema == b.schema
+    assert (a.user_version or 0) == (b.user_version or 0)
     assert list(a.tables) == list(b.tables)
     for name, t in a.tables.items():
         u = b.tables[name]
@@ -65,6 +85,36 @@ def _assert_equal(a: ChangeSet, b: ChangeSet):
 @given(cs=change_sets())
 def test_round_trip_property(cs):
     _assert_equal(cs, decode_body(encode_body(cs)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(cs=change_sets(version=1))
+def test_version_1_bodies_still_round_trip(cs):
+    _assert_equal(cs, decode_body(encode_body(cs, version=1), version=1))
+
+
+def test_version_1_cannot_carry_what_only_version_2_can():
+    raw = ChangeSet(0, {"t": TableChanges("t", "", ["a"], ["a"], [(RawText(b"\xc3"),)])})
+    with pytest.raises(ValueError, match="version 2"):
+        encode_body(raw, version=1)
+    with pytest.raises(ValueError, match="version 2"):
+        encode_body(ChangeSet(0, schema=["CREATE TABLE x(a INTEGER PRIMARY KEY)"]), version=1)
+    # ...and a version 1 reader does not know tag 5
+    body = bytearray(encode_body(raw, version=2))
+    with pytest.raises(CorruptDocument, match="unknown value tag 5"):
+        decode_body(bytes(body[:8]) + bytes(body[16:]), version=1)
+
+
+def test_newer_body_version_is_refused_by_name():
+    with pytest.raises(CorruptDocument, match="newer than this tgsnap knows"):
+        decode_body(b"", version=3)
+
+
+def test_raw_text_tag_never_holds_valid_utf8():
+    body = bytearray(encode_body(ChangeSet(0, {"t": TableChanges("t", "", ["a"], ["a"], [(RawText(b"\xc3"),)])})))
+    body[-1] = ord("A")
+    with pytest.raises(CorruptDocument, match="holds valid UTF-8"):
+        decode_body(bytes(body))
 
 
 def test_edge_values_exactly():
@@ -102,7 +152,7 @@ def test_full_document_round_trip():
                                                ["id", "n"], ["id"], [(1, "a"), (2, "b")], [(3,)])})
     doc = decode(encode_delta(cs, epoch=2, seq=9), expect=Kind.DELTA)
     assert doc.header.seq == 9 and doc.header.epoch == 2
-    _assert_equal(cs, decode_body(doc.body))
+    _assert_equal(cs, decode_body(doc.body, version=doc.header.version))
 
 
 @settings(max_examples=200, deadline=None)

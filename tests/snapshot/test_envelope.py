@@ -14,6 +14,8 @@ from snapshot.envelope import (
     FORMAT_VERSION,
     GENESIS,
     HEADER_SIZE,
+    HEADER_SIZE_V1,
+    NO_ID,
     Kind,
     decode,
     document_hash,
@@ -45,14 +47,82 @@ def test_round_trip(cipher, compress):
     assert data[:4] == b"TGSN" and len(data) == doc.header.size
 
 
+SID = bytes(range(16))
+CID = bytes(range(16, 32))
+
+
 def test_header_layout_is_as_documented():
-    data = encode(Kind.SNAPSHOT_PART, b"payload", epoch=7, seq=9, prev=PREV, compress=False)
+    data = encode(Kind.SNAPSHOT_PART, b"payload", epoch=7, seq=9, prev=PREV, compress=False,
+                  storage_id=SID, claim_id=CID)
     magic, version, kind, flags, epoch, seq, plen = struct.unpack_from("<4sHBBQQQ", data, 0)
-    assert (magic, version, kind, flags, epoch, seq, plen) == (b"TGSN", FORMAT_VERSION, 2, 0, 7, 9, 7)
+    assert (magic, version, kind, flags, epoch, seq, plen) == (b"TGSN", 2, 2, 0, 7, 9, 7)
+    assert FORMAT_VERSION == 2 and HEADER_SIZE == 144
+    assert data[64:96] == PREV and data[96:104] == bytes(8)
+    assert data[104:120] == SID and data[120:136] == CID and data[136:140] == bytes(4)
+    assert struct.unpack_from("<I", data, 140)[0] == zlib.crc32(data[:140])
+    assert data[HEADER_SIZE:] == b"payload"
+    assert overhead(False) == 144 and overhead(True) == 144 + 28
+    h = decode(data).header
+    assert (h.version, h.storage_id, h.claim_id, h.header_size, h.continued) == (2, SID, CID, 144, False)
+
+
+def test_version_1_layout_is_still_read():
+    """The old 112-byte header (what tgsnap wrote before storage ids): readers accept it unchanged."""
+    data = encode(Kind.SNAPSHOT_PART, b"payload", epoch=7, seq=9, prev=PREV, compress=False, version=1)
+    magic, version, kind, flags, epoch, seq, plen = struct.unpack_from("<4sHBBQQQ", data, 0)
+    assert (magic, version, kind, flags, epoch, seq, plen) == (b"TGSN", 1, 2, 0, 7, 9, 7)
     assert data[64:96] == PREV and data[96:104] == bytes(8) and data[104:108] == bytes(4)
     assert struct.unpack_from("<I", data, 108)[0] == zlib.crc32(data[:108])
-    assert data[HEADER_SIZE:] == b"payload"
-    assert overhead(False) == 112 and overhead(True) == 112 + 28
+    assert data[HEADER_SIZE_V1:] == b"payload"
+    doc = decode(data)
+    assert doc.body == b"payload" and doc.header.version == 1 and doc.header.size == len(data)
+    assert doc.header.storage_id == NO_ID and doc.header.claim_id == NO_ID
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_encrypted_round_trip_per_version(version):
+    c = Cipher(KEY)
+    ids = {"storage_id": SID, "claim_id": CID} if version == 2 else {}
+    data = encode(Kind.DELTA, b"rows" * 50, epoch=1, seq=2, cipher=c, version=version, **ids)
+    assert decode(data, cipher=c).body == b"rows" * 50
+
+
+def test_ids_are_bound_to_the_ciphertext():
+    """Re-labelling an encrypted v2 document as another claim (CRC fixed) fails authentication."""
+    c = Cipher(KEY)
+    data = encode(Kind.DELTA, b"rows", epoch=1, seq=2, cipher=c, storage_id=SID, claim_id=CID)
+    forged = _rewrite_header(data, 120, "16s", bytes(16))
+    with pytest.raises(EncryptionError, match="authentication failed"):
+        decode(forged, cipher=c)
+
+
+def test_continued_flag():
+    data = _doc(continued=True)
+    assert decode(data).header.continued
+    with pytest.raises(ValueError):
+        encode(Kind.SNAPSHOT_PART, b"x", epoch=1, seq=1, continued=True)
+    with pytest.raises(ValueError):
+        encode(Kind.DELTA, b"x", epoch=1, seq=1, continued=True, version=1)
+    with pytest.raises(CorruptDocument, match="cannot carry the continued flag"):
+        decode(_rewrite_header(encode(Kind.MANIFEST, b"{}", epoch=1, seq=1), 7, "<B", 0x05))
+    v1 = encode(Kind.DELTA, b"x", epoch=1, seq=1, version=1)
+    head = bytearray(v1[:104])
+    head[7] |= 0x04
+    bad = bytes(head) + v1[104:108] + struct.pack("<I", zlib.crc32(bytes(head) + v1[104:108])) + v1[112:]
+    with pytest.raises(CorruptDocument, match="unknown flags"):
+        decode(bad)
+
+
+def test_reserved_word_must_be_zero():
+    with pytest.raises(CorruptDocument, match="reserved header word"):
+        decode(_rewrite_header(_doc(), 136, "<I", 1))
+
+
+def test_bad_ids_are_refused_when_writing():
+    with pytest.raises(ValueError, match="16 bytes"):
+        encode(Kind.DELTA, b"x", epoch=1, seq=1, storage_id=b"short")
+    with pytest.raises(ValueError, match="no storage id"):
+        encode(Kind.DELTA, b"x", epoch=1, seq=1, storage_id=SID, version=1)
 
 
 def test_empty_body_and_genesis_default():
@@ -68,15 +138,28 @@ def test_foreign_bytes_are_named():
 
 
 def _rewrite_header(data: bytes, offset: int, fmt: str, value) -> bytes:
-    head = bytearray(data[:108])
+    head = bytearray(data[:140])
     struct.pack_into(fmt, head, offset, value)
-    return bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[112:]
+    return bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[144:]
 
 
 def test_newer_version_says_so():
     data = _rewrite_header(_doc(), 4, "<H", FORMAT_VERSION + 1)
     with pytest.raises(CorruptDocument, match="newer tgsnap"):
         decode(data, ref="r")
+    # checked before the size: a short document of an unknown version still says "newer", not "truncated"
+    with pytest.raises(CorruptDocument, match="newer tgsnap"):
+        decode(data[:20], ref="r")
+    with pytest.raises(CorruptDocument, match="version 0 does not exist"):
+        decode(_rewrite_header(_doc(), 4, "<H", 0), ref="r")
+
+
+def test_version_1_header_size_is_enough_for_version_1_only():
+    v1 = encode(Kind.DELTA, b"", epoch=1, seq=1, compress=False, version=1)
+    assert len(v1) == 112 and decode(v1).body == b""
+    v2 = _doc()
+    with pytest.raises(CorruptDocument, match="truncated: 112 bytes, the version 2 header alone needs 144"):
+        decode(v2[:112])
 
 
 def test_unknown_kind_and_flags():

@@ -63,14 +63,40 @@ class _NoDiscovery(LocalDirBackend):
 async def test_the_documented_reader_reads_inline_and_packed_deltas(tmp_path):
     root = tmp_path / "store"
     r = Replica(_NoDiscovery(root, fsync=False), ReplicaConfig(part_size=2048, shard_size=4096,
-                                                               inline_delta_bytes=1200))
+                                                               inline_delta_bytes=1232))
     await r.acquire()
     live = Live()
     for i in range(8):
         for k in range(i * 3, i * 3 + 3):
             live.set(k, clicks=i, name=f"имя {k}")
         assert await live.flush(r)
-    m, _ = decode_manifest((root / "MANIFEST").read_bytes())
-    assert m.format == 2 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
+    m, _ = decode_manifest((root / r.slot).read_bytes())
+    assert m.format == 3 and any(e.pack for e in m.deltas) and any(e.inline for e in m.deltas)
     conn, seq = _reader()["read"](str(root))
     assert seq == 8 and state(conn) == live.rows()
+
+
+async def test_the_documented_reader_applies_only_complete_split_cuts(tmp_path):
+    import os
+
+    class Small(LocalDirBackend):
+        @property
+        def info(self):
+            return dataclasses.replace(super().info, max_document_size=3000)
+
+    root = tmp_path / "store"
+    r = Replica(Small(root, fsync=False), ReplicaConfig(part_size=2048, shard_size=4096))
+    await r.acquire()
+    live = Live()
+    live.set(1, clicks=1)
+    assert await live.flush(r)
+    before = live.rows()
+    for k in range(100, 250):
+        live.set(k, clicks=k, name=os.urandom(40).hex())
+    assert await live.flush(r)
+    conn, seq = _reader()["read"](str(root))
+    assert seq == r.last_seq > 2 and state(conn) == live.rows()
+    last = max((root / "docs").iterdir())
+    last.unlink()  # the cut's last piece, as if the writer died before storing it
+    conn, seq = _reader()["read"](str(root))
+    assert seq == 1 and state(conn) == before

@@ -33,9 +33,13 @@ class Counting(MemoryBackend):
         self.puts += 1
         return await super().put(name, data)
 
-    async def publish_manifest(self, data):
+    async def replace_slot(self, ref, data):
         self.publishes += 1
-        return await super().publish_manifest(data)
+        return await super().replace_slot(ref, data)
+
+    async def create_slot(self, data, *, after):
+        self.publishes += 1
+        return await super().create_slot(data, after=after)
 
 
 def manifest_json(storage: MemoryStorage) -> dict:
@@ -55,7 +59,7 @@ async def test_small_deltas_cost_one_publication_each_and_no_document():
         assert await live.flush(r)
     assert backend.puts == puts and backend.publishes == pubs + 6
     raw = manifest_json(storage)
-    assert raw["format"] == 2 and [d["seq"] for d in raw["deltas"]] == [1, 2, 3, 4, 5, 6]
+    assert raw["format"] == 3 and [d["seq"] for d in raw["deltas"]] == [1, 2, 3, 4, 5, 6]
     assert all("inline" in d and "pack" not in d for d in raw["deltas"])
     got = await restore(MemoryBackend(storage, can_discover=False))
     assert state(got.conn) == live.rows() and got.seq == 6
@@ -151,29 +155,6 @@ def test_format_1_written_without_inline_and_refused_fields_in_format_1():
     body["deltas"][0]["size"] = 4
     with pytest.raises(CorruptDocument, match="holds 3 bytes"):
         Manifest.from_json(json.dumps(body).encode())
-
-
-async def test_old_format_1_storage_with_listed_documents_still_restores_and_continues():
-    storage = MemoryStorage()
-    # A format-1 writer: every delta its own document, listed by ref (what round 1 wrote on the Bot API).
-    old = Replica(MemoryBackend(storage, can_discover=True), ReplicaConfig(**SMALL))
-    await old.acquire()
-    live = Live()
-    for i in range(3):
-        live.set(i, clicks=i)
-        assert await live.flush(old)
-    await old._publish()  # list every delta, as a format-1 Bot API writer did after each one
-    await old.release()
-    assert manifest_json(storage)["format"] == 1
-    new = Replica(MemoryBackend(storage, can_discover=False), ReplicaConfig(**SMALL))
-    got = await new.acquire()
-    assert state(got.conn) == live.rows() and got.seq == 3
-    live.set(9, clicks=9)
-    assert await live.flush(new)
-    raw = manifest_json(storage)
-    assert raw["format"] == 2 and "inline" not in raw["deltas"][0] and "inline" in raw["deltas"][-1]
-    again = await restore(MemoryBackend(storage, can_discover=False))
-    assert state(again.conn) == live.rows() and again.seq == 4
 
 
 async def test_failed_pack_publication_acknowledges_nothing_and_the_retry_restores():

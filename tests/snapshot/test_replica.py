@@ -397,7 +397,8 @@ async def test_two_newcomers_racing_for_an_expired_lease_end_with_one_writer():
     winners = [r for r in results if not isinstance(r, Exception)]
     losers = [r for r in results if isinstance(r, Exception)]
     assert len(winners) == 1 and len(losers) == 1
-    assert isinstance(losers[0], StorageBusy) and "lost the takeover race" in str(losers[0])
+    assert isinstance(losers[0], StorageBusy) and "lost the claim race" in str(losers[0])
+    assert losers[0].writer_id in ("bot-A", "bot-B") and losers[0].epoch == 2
 
 
 async def test_a_writer_whose_lease_lapsed_reclaims_it_when_nobody_took_over():

@@ -11,6 +11,7 @@ from snapshot.changes import ChangeSet, TableChanges
 from snapshot.delta import encode_delta
 from snapshot.envelope import GENESIS, document_hash
 from snapshot.errors import ChainError, RestoreError
+from snapshot.manifest import Manifest, encode_manifest
 from snapshot.replica import Replica, ReplicaConfig
 from snapshot.restore import delta_name, execute, plan, restore
 from tests.snapshot.helpers import COLUMNS, DDL, Live, state
@@ -124,6 +125,9 @@ class Chain:
     def __init__(self, storage: MemoryStorage):
         self.storage = storage
         self.backend = MemoryBackend(storage)
+        # An empty manifest of a writer without storage or claim ids (format 1): every discovered
+        # document counts, and the chain rules alone choose among them.
+        storage.manifest = encode_manifest(Manifest(epoch=1, generation=1, created_at=0.0))
 
     async def put(self, seq, prev, epoch, *rows, at=None) -> bytes:
         data = encode_delta(_cs(at if at is not None else float(seq), *rows), epoch=epoch, seq=seq, prev=prev)

@@ -31,9 +31,9 @@ def test_missing_storage_configuration_is_exit_2(name, monkeypatch, tmp_path, ca
 
 
 @pytest.mark.parametrize("name", ["compact", "verify", "export"])
-def test_a_directory_that_does_not_exist_is_exit_2_and_not_created(name, tmp_path, capsys):
+def test_a_directory_that_does_not_exist_is_exit_5_and_not_created(name, tmp_path, capsys):
     missing = tmp_path / "typo"
-    assert TOOLS[name](["--storage-dir", str(missing), "-q"]) == 2
+    assert TOOLS[name](["--storage-dir", str(missing), "-q"]) == 5
     assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
 

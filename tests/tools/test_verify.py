@@ -29,8 +29,8 @@ def test_good_storage_passes(tmp_path, capsys):
     assert "FAIL" not in out
 
 
-def test_empty_storage_is_not_an_error(tmp_path, capsys):
-    assert run_verify(tmp_path) == 0
+def test_empty_storage_is_its_own_exit_code(tmp_path, capsys):
+    assert run_verify(tmp_path) == 5
     assert "storage is empty" in capsys.readouterr().out
 
 
@@ -100,9 +100,7 @@ def test_a_delta_that_no_longer_links_is_named(tmp_path, capsys):
 
 def test_a_corrupted_manifest_is_named(tmp_path, capsys):
     build_sync(tmp_path, 3)
-    from snapshot.backends.local import MANIFEST_FILE
-
-    m = tmp_path / MANIFEST_FILE
+    m = max(tmp_path.glob("MANIFEST*"))  # the newest slot
     m.write_bytes(flip_byte(m.read_bytes(), 130))
     assert run_verify(tmp_path) == 1
     assert "FAIL  manifest" in capsys.readouterr().out
