@@ -56,8 +56,10 @@ class BudgetConfig:
     recovery_s: float = 60.0
     recovery_step: float = 0.125
     #: edits of one message (the manifest): below the ~15 a minute reported to draw escalating penalties.
-    edits_per_minute: float = 12.0
-    edit_burst: int = 2
+    #: None: 2/3 of `per_minute` (12 of the default 18) and `burst` - 1 (2), so a budget scaled up or down
+    #: (tests at 30x, an "unlimited" one) scales its edit bound with it.
+    edits_per_minute: float | None = None
+    edit_burst: int | None = None
 
     def __post_init__(self) -> None:
         if not self.per_minute > 0:
@@ -70,13 +72,22 @@ class BudgetConfig:
             raise ConfigError("rate budget flood_backoff and min_factor must be in (0, 1]")
         if not self.recovery_s > 0 or not self.recovery_step > 0:
             raise ConfigError("rate budget recovery_s and recovery_step must be positive")
-        if not self.edits_per_minute > 0 or self.edit_burst < 1:
+        if not self.edit_rate > 0 or self.edit_burst_size < 1:
             raise ConfigError("rate budget edits_per_minute must be positive and edit_burst at least 1")
 
     @property
     def interval(self) -> float:
         """Seconds between two slots at the sustained rate."""
         return 60.0 / self.per_minute
+
+    @property
+    def edit_rate(self) -> float:
+        """Edits of one message per minute in force."""
+        return self.edits_per_minute if self.edits_per_minute is not None else self.per_minute * 2 / 3
+
+    @property
+    def edit_burst_size(self) -> int:
+        return self.edit_burst if self.edit_burst is not None else max(1, self.burst - 1)
 
 
 @dataclass
@@ -160,8 +171,8 @@ class ChatBudget:
 
     async def _edit_slot(self, message: object, limit: float) -> None:
         c = self.config
-        interval = 60.0 / c.edits_per_minute
-        tolerance = (c.edit_burst - 1) * interval
+        interval = 60.0 / c.edit_rate
+        tolerance = (c.edit_burst_size - 1) * interval
         now = self._clock()
         tat = max(self._edit_tat.get(message, now - tolerance), now)
         wait = tat - tolerance - now
@@ -169,7 +180,7 @@ class ChatBudget:
             self.stats.refused += 1
             raise BackendError(
                 f"edits of message {message} in {self.label} are spent: next edit in {wait:.1f}s "
-                f"({c.edits_per_minute:g}/min per message); the rows stay dirty and go out in the next delta",
+                f"({c.edit_rate:g}/min per message); the rows stay dirty and go out in the next delta",
                 retryable=True, retry_after=wait)
         self._edit_tat[message] = tat + interval
         if len(self._edit_tat) > 64:  # only the manifest is edited often; keep the map small

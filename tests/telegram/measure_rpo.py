@@ -83,7 +83,7 @@ async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, c
                                     "channel_burst": emu.world.knobs.channel_burst,
                                     "message_edits_per_minute": emu.world.knobs.message_edits_per_minute},
                 "budget": {"per_minute": budget.config.per_minute, "burst": budget.config.burst,
-                           "edits_per_minute": budget.config.edits_per_minute,
+                           "edits_per_minute": budget.config.edit_rate,
                            "slowest_factor": min(b.stats.slowest_factor for b in budgets)},
                 "flush_interval": StoreConfig().flush_interval,
                 "rpo_max_seconds": round(ordered[-1], 2),
