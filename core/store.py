@@ -396,6 +396,20 @@ class Store:
             raise TransactionConflict("flush() inside transaction() would wait for its own commit")
         await self._flusher.flush(timeout)
 
+    def write_ticket(self) -> int:
+        """A number such that every write committed before this call is in a capture numbered <= it
+        (0 if nothing is pending). Pass it to `wait_durable`."""
+        return self._flusher.write_ticket()
+
+    async def wait_durable(self, ticket: int, *, hurry: bool = False) -> None:
+        """Return when a capture numbered >= `ticket` is durable (at once for 0 or an old ticket).
+
+        Unlike `flush()` this forces nothing unless `hurry`: the flush loop ships at its own interval,
+        so many waiters cost no extra deltas. Raises `FencedError` / `StoreClosed` as `flush()` does.
+        Safe to cancel: the rows stay dirty and ship anyway.
+        """
+        await self._flusher.wait_durable(ticket, hurry)
+
     async def snapshot(self, timeout: float | None = None) -> SnapshotReceipt:  # noqa: ASYNC109 - agreed API
         """Write a full snapshot of the current state now; durable (and in the manifest) when it returns."""
         if self._tx_task is not None and _current_task() is self._tx_task:
