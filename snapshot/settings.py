@@ -32,8 +32,8 @@ ENV = {
     "TGSNAP_MTPROTO_SESSION": ("mtproto_session", "Telethon StringSession (optional; the emulator prints one)"),
     "TGSNAP_BOT_API_URL": ("bot_api_url", "Bot API server base URL (default: Telegram's; the emulator's "
                                           "for local runs)"),
-    "TGSNAP_BOT_API_LOCAL": ("bot_api_local", "1 if TGSNAP_BOT_API_URL is a self-hosted telegram-bot-api started "
-                                              "with --local (absolute file paths, documents up to 2000 MB)"),
+    "TGSNAP_BOT_API_LOCAL": ("bot_api_local", "1 if TGSNAP_BOT_API_URL is a self-hosted telegram-bot-api in local "
+                                              "mode (absolute file paths, documents up to 2000 MB)"),
     "TGSNAP_MTPROTO_SESSION_DIR": ("mtproto_session_dir", "where MTProto sessions are saved, one per host and "
                                                           "process slot (default ~/.local/state/tgsnap/sessions)"),
     "TGSNAP_ENCRYPTION_KEY": ("encryption_key", "32-byte key, hex (64 chars) or base64, for encryption at rest"),

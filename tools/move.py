@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             target_settings = dataclasses.replace(settings, storage_chat=args.to_chat)
         source = await open_backend(settings)
         try:
-            target = await open_backend(target_settings, must_exist=False)
+            target = await open_backend(target_settings, writes=True)
             try:
                 result = await move(source, target, settings.encryption_key, wait=args.wait,
                                     progress=ProgressPrinter(quiet=args.quiet))

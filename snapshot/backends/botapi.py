@@ -128,7 +128,7 @@ class BotApiBackend(Backend):
         #: documents up to 2000 MB can be stored and read back.
         self.local = local
         if local and not api_url:
-            raise ConfigError("a --local Bot API server needs its URL: set TGSNAP_BOT_API_URL")
+            raise ConfigError("a self-hosted Bot API server in local mode needs its URL: set TGSNAP_BOT_API_URL")
         try:
             if api_url:
                 wrap = {}
@@ -460,7 +460,7 @@ class BotApiBackend(Backend):
         if len(data) > self._max_document:
             raise BackendError(
                 f"{name}: {len(data)} bytes is over the Bot API's limit of {self._max_document} bytes; "
-                "use smaller snapshot parts, a --local Bot API server or MTProto storage", retryable=False)
+                "use smaller snapshot parts, a local-mode Bot API server or MTProto storage", retryable=False)
 
     async def _download(self, file_id: str, what: str) -> bytes:
         async def fetch() -> bytes:

@@ -29,7 +29,7 @@ async def test_a_local_server_serves_big_documents_from_its_disk(emulator, demo)
 async def test_the_cloud_server_refuses_what_getfile_could_not_return(emulator, demo):
     b = await botapi(emulator, demo).open()
     try:
-        with pytest.raises(BackendError, match="--local Bot API server or MTProto"):
+        with pytest.raises(BackendError, match="local-mode Bot API server or MTProto"):
             await b.put("snapshot-000000000001-0000-0001", b"x" * (BOTAPI_MAX_DOCUMENT + 1))
     finally:
         await b.close()
