@@ -233,8 +233,8 @@ class Manifest:
             if self.is_claim and (self.snapshot is not None or self.deltas):
                 raise CorruptDocument(ref, "a claim manifest lists a snapshot or deltas")
         seqs = [e.seq for e in self.deltas]
-        if seqs != sorted(seqs) or any(s <= self.base_seq for s in seqs):
-            raise CorruptDocument(ref, "manifest's delta list is not ascending after the snapshot base")
+        if any(b <= a for a, b in zip(seqs, seqs[1:])) or any(s <= self.base_seq for s in seqs):
+            raise CorruptDocument(ref, "manifest's delta list is not strictly ascending after the snapshot base")
         for h in [e.hash for e in self.deltas] + ([self.snapshot.base_hash, self.snapshot.image_sha256]
                                                    if self.snapshot else []):
             if len(h) != 64:
