@@ -68,7 +68,8 @@ def test_newer_format_is_refused():
 
 @pytest.mark.parametrize("mutate, why", [
     (lambda d: d.pop("epoch"), "schema"),
-    (lambda d: d["deltas"][0].update(seq=1), "not ascending"),
+    (lambda d: d["deltas"][0].update(seq=1), "not strictly ascending"),
+    (lambda d: d["deltas"].append(dict(d["deltas"][-1])), "not strictly ascending"),  # a seq listed twice
     (lambda d: d["deltas"][0].update(hash="zz"), "malformed hash"),
     (lambda d: d.update(format="1"), "format"),
 ])
