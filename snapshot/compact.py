@@ -127,11 +127,17 @@ async def compact(backend: Backend, key: bytes | None = None, *, wait: float = 0
     """Take the lease, restore, write the state as a snapshot at the last delta, release the lease.
 
     Raises StorageBusy (naming the holder) when a live writer keeps the lease past `wait` seconds.
+
+    Retention: with no `config`, a storage that retains history (snapshot/retention.py) keeps every
+    retained point and gains the one this compaction supersedes: compaction never lets history go,
+    `prune` does. A storage without history is compacted as before (the superseded documents go).
     """
     t0 = time.monotonic()
     cfg = dataclasses.replace(config or ReplicaConfig(), encryption_key=key, takeover_wait=wait)
     replica = Replica(backend, cfg, writer_id=f"tgsnap-compact@{socket.gethostname()}:{os.getpid()}")
     restored = await replica.acquire(progress=progress)
+    if config is None and replica.history:
+        replica.config.keep_snapshots = len(replica.history) + 1
     try:
         folded = replica.status().deltas_since_snapshot
         image = restored.conn.serialize()

@@ -264,6 +264,11 @@ class Replica:
         return self._storage
 
     @property
+    def history(self) -> list[HistoryPoint]:
+        """The retained older points listed in our manifest, oldest first (a copy)."""
+        return list(self._history)
+
+    @property
     def slot(self) -> str | None:
         """The ref of this writer's manifest slot."""
         return self._slot

@@ -211,3 +211,21 @@ async def prune(backend: Backend, key: bytes | None = None, *, keep_snapshots: i
         return await replica.prune(now=now)
     finally:
         await replica.release()
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '90s', '45m', '48h', '7d', '2w' (ConfigError otherwise)."""
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:], None)
+    number = t[:-1] if unit is not None else t
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a duration: write seconds, or a number with s, m, h, d or w "
+                          "(e.g. 48h, 7d)") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{text!r} is not a duration >= 0")
+    return value
