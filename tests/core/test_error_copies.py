@@ -21,6 +21,7 @@ from snapshot.errors import (
     EncryptionError,
     FencedError,
     MissingManifest,
+    OversizeRow,
     RestoreError,
     StorageBusy,
     TgsnapError,
@@ -33,6 +34,7 @@ SAMPLES = [
     ChainError("gap"), RestoreError("digest"), MissingManifest("none"), SlotRace("lost", newer="s4"),
     StorageBusy("held", writer_id="w", host="h", pid=7, expires_at=12.5, epoch=3),
     FencedError("fenced", rival_claim="ab" * 16, rival_epoch=4, rival_writer="w2", claim="cd" * 16),
+    OversizeRow("a row of table 'files' is over the limit", table="files", limit=4096),
     StoreClosed("closed"), TransactionConflict("busy"),
     sqlite3.OperationalError("database is locked"), OSError(28, "No space left on device"),
 ]
