@@ -250,3 +250,16 @@ def dataclasses_replace(cfg, **kw):
     import dataclasses
 
     return dataclasses.replace(cfg, **kw)
+
+
+def test_the_bot_passes_its_retention_settings_to_the_replica():
+    from bot.config import load
+    from snapshot.settings import StorageSettings
+
+    s = load(["--keep-snapshots", "3"], environ={"TGSNAP_KEEP_FOR": "2d"}, dotenv=False)
+    replica = s.store_config(StorageSettings()).replica
+    assert (replica.keep_snapshots, replica.keep_for) == (3, 2 * 86400.0)
+    for env in ({"TGSNAP_KEEP_SNAPSHOTS": "-1"}, {"TGSNAP_KEEP_FOR": "soon"}):
+        with pytest.raises(ConfigError, match=next(iter(env))):
+            load([], environ=env, dotenv=False)
+    assert retention.parse_duration("90") == 90.0 and retention.parse_duration("45m") == 2700.0
