@@ -263,3 +263,19 @@ def test_the_bot_passes_its_retention_settings_to_the_replica():
         with pytest.raises(ConfigError, match=next(iter(env))):
             load([], environ=env, dotenv=False)
     assert retention.parse_duration("90") == 90.0 and retention.parse_duration("45m") == 2700.0
+
+
+async def test_verify_checks_retained_points_and_names_a_missing_part(make):
+    from snapshot.verify import verify
+
+    r, _live, _at = await _history_run(make, ReplicaConfig(part_size=2048, shard_size=4096, keep_snapshots=3))
+    report = await verify(make())
+    assert report.ok, [c.line() for c in report.faults]
+    states = [c for c in report.checks if c.kind == "state"]
+    assert len(states) == 4  # the current state and three retained points, each rebuilt
+    assert report.last_seq == r.last_seq
+    m = _manifest(make().storage)
+    victim = m.history[1].snapshot.parts[0].ref
+    del make().storage.docs[victim]
+    report = await verify(make())
+    assert not report.ok and [c.ref for c in report.faults] == [victim]
