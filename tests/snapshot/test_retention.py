@@ -279,3 +279,13 @@ async def test_verify_checks_retained_points_and_names_a_missing_part(make):
     del make().storage.docs[victim]
     report = await verify(make())
     assert not report.ok and [c.ref for c in report.faults] == [victim]
+
+
+async def test_status_shows_how_far_back_restore_reaches(make):
+    from snapshot.status import status
+
+    r, _live, _at = await _history_run(make, ReplicaConfig(part_size=2048, shard_size=4096, keep_snapshots=2))
+    st = await status(make())
+    assert (st.retention.points, st.retention.earliest_seq) == (2, 6) and st.retention.bytes > 0
+    assert "restore reaches back to seq 6" in st.table()
+    assert st.to_json()["retention"]["points"] == 2
