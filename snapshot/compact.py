@@ -53,6 +53,11 @@ class CompactPlan:
         return self.restore.total_bytes
 
     @property
+    def retains(self) -> bool:
+        """The storage retains history: compaction keeps what it supersedes as a point (compact())."""
+        return self.restore.manifest is not None and bool(self.restore.manifest.history)
+
+    @property
     def nothing_to_do(self) -> bool:
         return self.deltas_folded == 0
 
@@ -71,7 +76,9 @@ class CompactPlan:
             "read_bytes": self.read_bytes,
             "new_snapshot_base_seq": self.new_base_seq,
             "new_snapshot_captured_at": r.captured_at,
-            "documents_superseded": (len(r.snapshot.parts) if r.snapshot else 0) + self.deltas_folded,
+            "documents_superseded": 0 if self.retains else (len(r.snapshot.parts) if r.snapshot else 0)
+            + self.deltas_folded,
+            "retained_points": len(r.manifest.history) if r.manifest else 0,
             "nothing_to_do": self.nothing_to_do,
             "lease_holder": self.lease.describe() if self.busy and self.lease else None,
             "lease_expires_at": self.lease.expires_at if self.busy and self.lease else None,
@@ -94,8 +101,13 @@ class CompactPlan:
             lines.append(f"  write: a new snapshot with base seq {self.new_base_seq} (state captured "
                          f"{when(r.captured_at)}), folding seq {r.deltas[0].seq}..{r.deltas[-1].seq}"
                          if r.deltas else f"  write: a new snapshot with base seq {self.new_base_seq}")
-            lines.append(f"  then delete: {self.as_dict()['documents_superseded']} superseded document(s), "
-                         f"{size_text(self.superseded_bytes)}")
+            if self.retains:
+                lines.append(f"  then keep: the superseded snapshot and its deltas as a retained point (the "
+                             f"storage keeps {len(r.manifest.history)} older snapshot(s); `prune` lets them go)"
+                             if r.manifest else "")
+            else:
+                lines.append(f"  then delete: {self.as_dict()['documents_superseded']} superseded document(s), "
+                             f"{size_text(self.superseded_bytes)}")
         if self.busy and self.lease:
             lines.append(f"  lease: held by {self.lease.describe()} until {when(self.lease.expires_at)}: a real "
                          "run would refuse (exit 3) unless --wait outlasts it")

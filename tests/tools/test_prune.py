@@ -107,3 +107,15 @@ def test_bad_durations_are_usage_errors(tmp_path, capsys):
         else:
             raise AssertionError(bad)
         assert "--keep-for" in capsys.readouterr().err
+
+
+def test_compact_on_storage_that_retains_history_says_it_keeps_it(tmp_path, capsys):
+    store = tmp_path / "store"
+    _r, states, _c = _build(store, 6, {3}, keep=2)
+    assert cli.main(["compact", "--storage-dir", str(store), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "then keep: the superseded snapshot and its deltas as a retained point" in out
+    assert cli.main(["compact", "--storage-dir", str(store), "-q"]) == 0
+    capsys.readouterr()
+    for seq in (0, 3, 5, 6):
+        assert _exported(store, "--at-seq", str(seq)) == states[seq]
