@@ -639,7 +639,10 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     _check_chain(chain, [c for c in cands if not beyond(c.seq)] if reached else cands, base_seq, base_hash,
                  ignored)
     # Only complete cuts count: the documents of a split cut whose last one never landed are not applied,
-    # and a writer continues after the last complete cut (its next seq supersedes them).
+    # and a writer continues after the last complete cut (its next seq supersedes them). (With a seq
+    # target, discovery stopped at the target, so a cut running past it looks incomplete here: the seq
+    # is still in storage, and the restore stops at the end of the cut before it.)
+    stored_tip = chain[-1].seq if chain else base_seq
     while chain and chain[-1].continued:
         c = chain.pop()
         ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document is "
@@ -651,7 +654,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             raise RestoreError(f"cannot restore to seq {to_seq}: the earliest restorable point is seq {base_seq} "
                                f"(the current snapshot, captured {when(snap.captured_at if snap else None)}); "
                                "older history was compacted away")
-        tip = chain[-1].seq if chain else base_seq
+        tip = max(stored_tip, chain[-1].seq if chain else base_seq)
         if to_seq > tip:
             raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {tip}")
         deltas = [c for c in chain if c.seq <= to_seq]
