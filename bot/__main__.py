@@ -31,7 +31,9 @@ async def run(settings: config.BotSettings) -> int:
         settings.admin_ids = settings.admin_ids | {world.user_id}
         interactive = local.interactive_terminal()
         up = asyncio.Event()
-        serving = asyncio.create_task(serve(settings, world.storage, on_ready=lambda _clicker: up.set()))
+        stop = asyncio.Event()
+        serving = asyncio.create_task(serve(settings, world.storage, on_ready=lambda _clicker: up.set(),
+                                            stop=stop))
         # Print the instructions once the bot is up, so they are not buried under restore logs.
         ready = asyncio.create_task(up.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -39,7 +41,12 @@ async def run(settings: config.BotSettings) -> int:
         if not serving.done():
             print(local.instructions(world, settings.data_dir, interactive), flush=True)
             if interactive:
-                chat = asyncio.create_task(local.console(world))
+                log_path = settings.data_dir / "bot.log"
+                print(f"(log lines go to {log_path} while you chat here; warnings still show)\n", flush=True)
+                local.logs_to_file(log_path)
+                chat = asyncio.create_task(local.console(world, prompt=f"{world.user_name}> "))
+                # Ctrl+D (end of input) stops the bot the way Ctrl+C does.
+                chat.add_done_callback(lambda _task: stop.set())
         try:
             return await serving
         finally:

@@ -33,6 +33,7 @@ from bot.retry import RetryAfter
 from bot.takeover import open_store
 from bot.users import MIGRATIONS, Users
 from bot.users import SCHEMA as USERS_SCHEMA
+from bot.webhook import DurableWebhook, derive_secret
 from core import Store
 from snapshot.backend import Backend
 from snapshot.settings import StorageSettings
@@ -41,8 +42,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA = USERS_SCHEMA + StoreStorage.SCHEMA
 
-#: how long a graceful stop waits for running handlers before it flushes anyway.
-DRAIN_TIMEOUT = 30.0
+#: a graceful stop (SIGTERM) finishes within this: Heroku, Docker and Kubernetes send SIGKILL after 30 s
+#: by default. What cannot be made durable in time stays unconfirmed in Telegram, not lost.
+GRACE = 28.0
+#: how long a graceful stop waits for running handlers (and their durability) before it flushes anyway.
+DRAIN_TIMEOUT = 20.0
 
 
 async def open_backend(settings: StorageSettings) -> Backend:
@@ -96,7 +100,9 @@ class Clicker:
         self.bot = bot
         self.dispatcher = dispatcher
         self.storage = storage
-        self.poller = Poller(dispatcher, bot)
+        self.poller = Poller(dispatcher, bot, store)
+        #: set in webhook mode: updates come from Telegram's POSTs instead of the poller.
+        self.webhook: DurableWebhook | None = None
         self._polling: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -132,13 +138,36 @@ class Clicker:
         clicker = cls(store, bot, dispatcher, storage, backend)
         await _advertise_commands(bot)
         await dispatcher.emit_startup(bot=bot)
-        clicker._polling = asyncio.create_task(clicker.poller.run(), name="clicker-polling")
+        if settings.webhook_url:
+            # Set only now, after the storage is ours: a predecessor deletes its webhook before releasing
+            # the storage, so in a deploy overlap the newcomer's setWebhook comes last and stays.
+            clicker.webhook = DurableWebhook(
+                dispatcher, bot, store, url=settings.webhook_url,
+                secret_token=settings.webhook_secret or derive_secret(token), host=settings.webhook_host,
+                port=settings.webhook_port, max_connections=settings.webhook_max_connections)
+            try:
+                await clicker.webhook.start()  # a port in use or a refused setWebhook fails here
+            except BaseException:
+                await clicker.webhook.close_server()
+                await store.close()
+                await backend.close()
+                await bot.session.close()
+                raise
+            clicker._polling = asyncio.create_task(clicker.webhook.run(drain=DRAIN_TIMEOUT), name="clicker-webhook")
+        else:
+            clicker._polling = asyncio.create_task(clicker.poller.run(), name="clicker-polling")
         return clicker
+
+    def _stop_receiving(self) -> None:
+        if self.webhook is not None:
+            self.webhook.stop()
+        else:
+            self.poller.stop()
 
     async def abandon(self) -> None:
         """Stop without a final flush or hand-over: for a writer that was fenced (its writes are refused)."""
         self._stopped = True
-        self.poller.stop()
+        self._stop_receiving()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self.polling), DRAIN_TIMEOUT)
         with contextlib.suppress(Exception):
@@ -156,9 +185,11 @@ class Clicker:
         if self._stopped:
             return
         self._stopped = True
-        self.poller.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GRACE
+        self._stop_receiving()
         try:
-            await asyncio.wait_for(asyncio.shield(self.polling), DRAIN_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(self.polling), DRAIN_TIMEOUT + 1.0)
         except TimeoutError:
             log.warning("handlers still running after %.0f s; flushing without them", DRAIN_TIMEOUT)
             self.polling.cancel()
@@ -168,8 +199,13 @@ class Clicker:
             await self.dispatcher.emit_shutdown(bot=self.bot)
         finally:
             try:
-                await self.store.close()  # the final flush, then the lease is released for a successor
+                # The final flush, then the lease is released for a successor. Bounded: rows it could
+                # not ship belong to updates that were never confirmed, so Telegram sends them again.
+                await self.store.close(timeout=max(1.0, deadline - loop.time()))
                 log.info("final flush done; storage handed over")
+            except TimeoutError:
+                log.error("stopped before everything was durable; the updates behind it stay unconfirmed "
+                          "in Telegram and are handled again by the next start")
             finally:
                 await self.backend.close()
                 await self.bot.session.close()
@@ -187,10 +223,10 @@ def _rows(rows: dict[str, int]) -> str:
 
 
 async def serve(settings: BotSettings, storage: StorageSettings, *,
-                on_ready: Callable[[Clicker], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (exit 0), until another writer takes the storage over (exit 3), or until
-    polling fails for good, e.g. a revoked token (exit 1)."""
-    stop = asyncio.Event()
+                on_ready: Callable[[Clicker], None] | None = None, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT or `stop` is set (exit 0), until another writer takes the storage over
+    (exit 3), or until polling fails for good, e.g. a revoked token (exit 1)."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Installed before the restore: a signal during it stops the bot cleanly once it is up.

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core import StoreConfig
 from snapshot.errors import ConfigError
@@ -86,6 +88,18 @@ BOT_OPTIONS = [
     Option("TGSNAP_DATA_DIR", "where local mode keeps the emulator's world; parent of the default storage "
                               "directory", default=f"`./{DEFAULT_DATA_DIR}`", metavar="DIR"),
     Option("TGSNAP_LOG_LEVEL", " | ".join(LOG_LEVELS), default="INFO", metavar="LEVEL"),
+    Option("TGSNAP_PORT", "local mode: the emulator's HTTP port (Bot API and control API)",
+           default="the previous run's, else any free one", metavar="PORT"),
+    Option("TGSNAP_MTPROTO_PORT", "local mode: the emulator's MTProto port",
+           default="the previous run's, else any free one", metavar="PORT"),
+    Option("TGSNAP_WEBHOOK_URL", "public URL Telegram posts updates to (webhook mode instead of long polling); "
+                                 "its path is the one served", default="none: long polling", metavar="URL"),
+    Option("TGSNAP_WEBHOOK_SECRET", "the X-Telegram-Bot-Api-Secret-Token to require (1-256 of A-Z a-z 0-9 _ -)",
+           secret=True, default="derived from the bot token", metavar="SECRET"),
+    Option("TGSNAP_WEBHOOK_HOST", "address the webhook server listens on", default="0.0.0.0", metavar="HOST"),
+    Option("TGSNAP_WEBHOOK_PORT", "port the webhook server listens on", default="$PORT, else 8080", metavar="PORT"),
+    Option("TGSNAP_WEBHOOK_MAX_CONNECTIONS", "setWebhook max_connections: requests Telegram sends at once (1-100)",
+           default="40", metavar="N"),
 ]
 
 #: the health and metrics endpoint and the self-verification schedule (bot/metrics.py, core/selfcheck.py).
@@ -117,6 +131,15 @@ class BotSettings:
     takeover_wait: float = 0.0  # bot/takeover.py waits at least a lease period + 5 s anyway
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
+    #: local mode's emulator ports (0: the previous run's, else any free one).
+    local_port: int = 0
+    local_mtproto_port: int = 0
+    #: webhook mode when set (see bot/webhook.py).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_host: str = "0.0.0.0"  # noqa: S104 - a server behind the platform's router
+    webhook_port: int = 8080
+    webhook_max_connections: int = 40
     keep_snapshots: int = 0
     keep_for: float = 0.0
 
@@ -220,6 +243,10 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if level not in LOG_LEVELS:
             raise ConfigError(f"TGSNAP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
         settings.log_level = level
+    _load_webhook(settings, values, environ)
+    for env, attr in (("TGSNAP_PORT", "local_port"), ("TGSNAP_MTPROTO_PORT", "local_mtproto_port")):
+        if env in values:
+            setattr(settings, attr, _port(env, values[env]))
     if "TGSNAP_KEEP_SNAPSHOTS" in values:
         text = values["TGSNAP_KEEP_SNAPSHOTS"]
         if not text.isdigit():
@@ -238,6 +265,37 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if "TGSNAP_ENCRYPTION_KEY" in values:
         parse_key(values["TGSNAP_ENCRYPTION_KEY"])  # fail at start, not at the first flush
     return settings
+
+
+def _load_webhook(settings: BotSettings, values: dict[str, str], environ: Mapping[str, str]) -> None:
+    url = values.get("TGSNAP_WEBHOOK_URL")
+    webhook_only = [k for k in ("TGSNAP_WEBHOOK_SECRET", "TGSNAP_WEBHOOK_MAX_CONNECTIONS") if k in values]
+    if url is None:
+        if webhook_only:
+            raise ConfigError(f"{webhook_only[0]} is set but TGSNAP_WEBHOOK_URL is not (webhook mode needs the URL)")
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"TGSNAP_WEBHOOK_URL must be an https:// URL Telegram can reach, got {url!r}")
+    settings.webhook_url = url
+    secret = values.get("TGSNAP_WEBHOOK_SECRET")
+    if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        raise ConfigError("TGSNAP_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - "
+                          "(Telegram refuses others)")
+    settings.webhook_secret = secret
+    settings.webhook_host = values.get("TGSNAP_WEBHOOK_HOST", settings.webhook_host)
+    port = values.get("TGSNAP_WEBHOOK_PORT") or environ.get("PORT", "").strip() or "8080"
+    settings.webhook_port = _port("TGSNAP_WEBHOOK_PORT", port)
+    connections = values.get("TGSNAP_WEBHOOK_MAX_CONNECTIONS", "40")
+    if not connections.isdigit() or not 1 <= int(connections) <= 100:
+        raise ConfigError(f"TGSNAP_WEBHOOK_MAX_CONNECTIONS must be 1-100 (Telegram's range), got {connections!r}")
+    settings.webhook_max_connections = int(connections)
+
+
+def _port(name: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {text!r}")
+    return int(text)
 
 
 def parse_admin_ids(text: str) -> frozenset[int]:

@@ -8,6 +8,12 @@ and restored with the rest of the store. Every write is one statement (an UPSERT
 transaction, so FSM writes can interleave with any other task's writes. A key whose state is None and
 whose data is empty has no row, as in RedisStorage, so the table holds only live conversations.
 
+Durability: FSM writes are store writes, so with tgsnap's poller or webhook (bot/polling.py,
+bot/webhook.py) an update that changed state or data is confirmed to Telegram only once that change is
+durable; after a crash Telegram delivers it again and it arrives in the state last made durable.
+StoreStorage's methods never suspend, so writes between two suspending awaits of a handler land in one
+capture (docs/integration.md).
+
 Key mapping: `thread_id=None` is stored as 0 and `business_connection_id=None` as '' (a primary key
 cannot hold NULL). Telegram never issues thread id 0 or an empty connection id, and aiogram's own
 DefaultKeyBuilder (hence RedisStorage) already treats 0 and '' as absent.

@@ -18,7 +18,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 
@@ -61,8 +61,17 @@ async def local_world(settings: BotSettings) -> AsyncIterator[LocalWorld]:
     from tools.emulator.app import Emulator
 
     with _single_instance(settings.data_dir):
-        emulator = Emulator(settings.data_dir / "emulator")
-        await emulator.start()
+        port, mtproto_port = _ports(settings)
+        emulator = Emulator(settings.data_dir / "emulator", port=port, mtproto_port=mtproto_port)
+        try:
+            await emulator.start()
+        except OSError as exc:
+            if settings.local_port or settings.local_mtproto_port:
+                raise ConfigError(f"cannot listen on the port asked for (--port / --mtproto-port): {exc}") from None
+            # The ports of the last run are taken by now: any free ones (the printed commands change).
+            emulator = Emulator(settings.data_dir / "emulator")
+            await emulator.start()
+        _remember_ports(settings.data_dir, emulator.port, emulator.mtproto_port)
         try:
             demo = emulator.demo()
             user = emulator.world.user(demo.user_id)
@@ -77,6 +86,27 @@ async def local_world(settings: BotSettings) -> AsyncIterator[LocalWorld]:
             )
         finally:
             await emulator.close()
+
+
+_PORTS_FILE = "ports.json"
+
+
+def _ports(settings: BotSettings) -> tuple[int, int]:
+    """--port / --mtproto-port if given, else the ports of the previous run (so the CLI and curl
+    commands it printed keep working after a restart), else 0: any free port."""
+    saved: dict[str, int] = {}
+    try:
+        saved = json.loads((settings.data_dir / _PORTS_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    port = settings.local_port or int(saved.get("port", 0) or 0)
+    mtproto = settings.local_mtproto_port or int(saved.get("mtproto_port", 0) or 0)
+    return port, mtproto
+
+
+def _remember_ports(data_dir: Path, port: int | None, mtproto_port: int | None) -> None:
+    with contextlib.suppress(OSError):
+        (data_dir / _PORTS_FILE).write_text(json.dumps({"port": port, "mtproto_port": mtproto_port}) + "\n")
 
 
 def instructions(world: LocalWorld, data_dir: Path, interactive: bool) -> str:
@@ -101,14 +131,27 @@ def instructions(world: LocalWorld, data_dir: Path, interactive: bool) -> str:
         f"  {sys.executable} -m tools.emulator.cli --control {world.control_url} say --user {world.user_id} "
         f"--bot {world.bot_username} {texts.CLICK_BUTTON}",
         f"  curl -s {world.control_url}/say -H 'Content-Type: application/json' -d '{say}'",
-        "Stop with Ctrl+C: the bot saves everything and exits; run it again to continue where it stopped.",
+        "Stop with Ctrl+C (or Ctrl+D here): the bot saves everything and exits; run it again to continue "
+        "where it stopped (the same ports, so these commands keep working).",
         "",
     ]
     return "\n".join(lines)
 
 
-async def console(world: LocalWorld, stream: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
-    """Read lines from a terminal and say them to the bot as the demo user, printing its replies."""
+def keyboard_line(reply: dict[str, Any]) -> str | None:
+    """A reply keyboard as the user would see it under the chat: `[Клик] [Рейтинг]`."""
+    markup = reply.get("reply_markup") or {}
+    rows = markup.get("keyboard") if isinstance(markup, dict) else None
+    if not rows:
+        return None
+    return " ".join(f"[{b.get('text', b) if isinstance(b, dict) else b}]" for row in rows for b in row)
+
+
+async def console(world: LocalWorld, stream: TextIO = sys.stdin, out: TextIO = sys.stdout, *,
+                  prompt: str | None = None) -> None:
+    """Read lines from a terminal and say them to the bot as the demo user, printing its replies (and the
+    reply keyboard when one comes). With `prompt`, show it before each line. Returns at end of input
+    (Ctrl+D)."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     fd = stream.fileno()
@@ -129,12 +172,19 @@ async def console(world: LocalWorld, stream: TextIO = sys.stdin, out: TextIO = s
                 lines.put_nowait(pending)
             lines.put_nowait(None)
 
+    def show_prompt() -> None:
+        if prompt:
+            out.write(prompt)
+            out.flush()
+
     loop.add_reader(fd, readable)
     try:
         async with aiohttp.ClientSession() as http:
+            show_prompt()
             while (line := await lines.get()) is not None:
                 text = line.strip()
                 if not text:
+                    show_prompt()
                     continue
                 try:
                     async with http.post(f"{world.control_url}/say", json={
@@ -150,9 +200,30 @@ async def console(world: LocalWorld, stream: TextIO = sys.stdin, out: TextIO = s
                 for reply in replies:
                     body = reply.get("text") or ""
                     out.write("  " + body.replace("\n", "\n  ") + "\n")
+                    keys = keyboard_line(reply)
+                    if keys:
+                        out.write("  " + keys + "\n")
+                show_prompt()
+                out.flush()
+            if prompt:
+                out.write("\n")  # end of input (Ctrl+D): leave the prompt's line
                 out.flush()
     finally:
         loop.remove_reader(fd)
+
+
+def logs_to_file(path: Path) -> None:
+    """While the console runs, log lines go to `path` (warnings and errors still to the terminal), so they
+    do not land in the middle of the chat."""
+    root = logging.getLogger()
+    level = root.level
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    for existing in root.handlers:
+        if isinstance(existing, logging.StreamHandler) and not isinstance(existing, logging.FileHandler):
+            existing.setLevel(max(logging.WARNING, level))
+    root.addHandler(handler)
 
 
 def interactive_terminal(stream: TextIO = sys.stdin) -> bool:

@@ -1,12 +1,29 @@
-"""Long polling that stops cleanly: every update taken is handled to the end and then confirmed.
+"""Long polling that confirms an update to Telegram only once its effect is durable.
 
-aiogram's `start_polling` runs each update as a task and confirms updates to Telegram only with its
-next getUpdates call; on SIGTERM it cancels the poll but neither waits for running handlers nor confirms
-the last batch. For a bot whose state must not lose or double a click that is not good enough, so this
-loop (public aiogram API only: `bot.get_updates`, `dispatcher.feed_update`) does three things on `stop()`:
-stop asking for updates, wait for every running handler, then confirm exactly the updates it handled.
-Updates never fetched, or fetched by a poll cancelled before it returned, stay with Telegram for the
-next run.
+Telegram confirms an update when getUpdates is called with an offset above its id; aiogram's
+`start_polling` does that with its very next call, long before the click the handler wrote is in
+storage, so a kill -9 loses every click of the last flush window. This poller (public aiogram API
+only: `bot.get_updates`, `dispatcher.feed_update`) keeps two numbers instead of one:
+
+- the *frontier*: updates below it were handed to a handler (at once: replies are not delayed);
+- the *offset* sent to Telegram: updates below it are confirmed, and an update is confirmed only when
+  its handler has finished and every write it made is durable (`Store.write_ticket` taken after the
+  handler, `Store.wait_durable`), and every earlier update is confirmed too (update-id order).
+
+Between the two, Telegram keeps returning the handed-over but unconfirmed updates with every poll (the
+Bot API has no way to ask for newer updates without confirming older ones); they are recognised by id
+and skipped. While any are outstanding, the poller asks at once after a poll that brought something new
+and otherwise waits `repoll` seconds or until a confirmation moves the offset, so an idle bot does not
+spin. A poll returns at most 100 updates: when that many are outstanding no new one can be seen, so the
+poller hurries the flush (one extra delta per 100 updates; otherwise the flush loop keeps its own pace,
+and the rate budget is not spent on confirmations).
+
+After a crash Telegram delivers again everything not confirmed, which includes everything not durable;
+handlers must apply a redelivered update once (the clicker's do: see bot/users.py).
+
+On `stop()`: stop asking for new updates, let every running handler finish, hurry the flush, confirm
+exactly the updates whose effect is durable. Updates never fetched, or fetched by a poll cancelled before
+it returned, or not durable by then, stay with Telegram for the next run.
 """
 
 from __future__ import annotations
@@ -18,29 +35,63 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramUnauthorizedError
+from aiogram.methods import GetUpdates
 from aiogram.types import Update
+
+from core import Store
 
 log = logging.getLogger(__name__)
 
 
+class _RawGetUpdates(GetUpdates):
+    """getUpdates answering plain dicts: the poller parses only the updates it has not handed over yet
+    (Telegram returns every outstanding one with every poll, and aiogram would parse them all again)."""
+
+    __returning__ = list[dict[str, Any]]  # type: ignore[assignment]
+
+#: getUpdates returns at most this many updates (Bot API: "Values between 1-100 are accepted").
+POLL_LIMIT = 100
+
+
 class Poller:
-    def __init__(self, dispatcher: Dispatcher, bot: Bot, *, timeout: int = 10, **workflow: Any):
+    """Durable long polling over `store`; `run()` until `stop()`."""
+
+    def __init__(self, dispatcher: Dispatcher, bot: Bot, store: Store, *, timeout: int = 10,
+                 repoll: float = 0.005, drain: float = 20.0, **workflow: Any):
         self.dispatcher = dispatcher
         self.bot = bot
+        self.store = store
         self.timeout = timeout
+        #: seconds between polls while updates are outstanding and the last poll brought nothing new.
+        self.repoll = repoll
+        #: on stop, how long running handlers get to finish and become durable.
+        self.drain = drain
         self.workflow = workflow
-        #: the next update id to ask for; everything below it has been handed to a handler.
+        #: the offset sent to Telegram: every update below it is handled and durable (None: none yet).
         self.offset: int | None = None
+        #: update id -> True once handled and durable; in update-id order; all are >= offset.
+        self._outstanding: dict[int, bool] = {}
+        #: one above the last update handed to a handler.
+        self._frontier: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
-        self._poll: asyncio.Task[list[Update]] | None = None
+        self._progress = asyncio.Event()
+        self._poll: asyncio.Task[list[dict[str, Any]]] | None = None
+        #: updates handed to handlers / confirmed, for tests and /status.
+        self.handled = 0
+        self.confirmed = 0
 
     @property
     def running_handlers(self) -> int:
         return len(self._tasks)
 
+    @property
+    def outstanding(self) -> int:
+        """Updates handed to a handler and not yet confirmed to Telegram."""
+        return len(self._outstanding)
+
     async def run(self) -> None:
-        """Poll and dispatch until `stop()`; then drain handlers and confirm what was handled.
+        """Poll and dispatch until `stop()`; then drain handlers and confirm what is durable.
 
         Network trouble, server errors and conflicts are retried with backoff; a refused token ends it.
         """
@@ -52,10 +103,19 @@ class Poller:
     async def _poll_until_stopped(self) -> None:
         allowed = self.dispatcher.resolve_used_update_types()
         delay = 0.5
+        brought_new = True
         while not self._stopping.is_set():
-            self._poll = asyncio.ensure_future(self.bot.get_updates(
-                offset=self.offset, timeout=self.timeout, allowed_updates=allowed,
-                request_timeout=self.timeout + 30))
+            if self._outstanding and not brought_new:
+                # Telegram would answer at once with the outstanding updates: wait for news first.
+                full = len(self._outstanding) >= POLL_LIMIT
+                await self._wait_progress(None if full else self.repoll)
+                if self._stopping.is_set():
+                    break
+            self._progress.clear()
+            asked = self.offset
+            self._poll = asyncio.ensure_future(self.bot(_RawGetUpdates(
+                offset=self.offset, limit=POLL_LIMIT, timeout=0 if self._outstanding else self.timeout,
+                allowed_updates=allowed), request_timeout=self.timeout + 30))
             stop = asyncio.ensure_future(self._stopping.wait())
             try:
                 await asyncio.wait({self._poll, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -80,9 +140,22 @@ class Poller:
                 delay = min(delay * 2, 30.0)
                 continue
             delay = 0.5
-            for update in updates:
+            brought_new = False
+            for raw in updates:
+                update_id = int(raw["update_id"])
+                if asked is not None and self._frontier is not None and asked <= update_id < self._frontier:
+                    # Handed over already: outstanding, or confirmed while this poll was on its way. (Ids
+                    # restart at random only after a week without updates, when this range is empty.)
+                    continue
+                brought_new = True
+                update = Update.model_validate(raw, context={"bot": self.bot})
+                self._frontier = update.update_id + 1
+                if not self._outstanding:
+                    # The only outstanding update: the offset moves to it (ids restart after a week
+                    # without updates, so a lower id with nothing outstanding is new, not old).
+                    self.offset = update.update_id
+                self._outstanding[update.update_id] = False
                 self._dispatch(update)
-                self.offset = update.update_id + 1
 
     def stop(self) -> None:
         """Ask `run()` to stop taking updates (safe to call from a signal handler, twice is harmless)."""
@@ -94,10 +167,54 @@ class Poller:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, update: Update) -> None:
+        self.handled += 1
         try:
             await self.dispatcher.feed_update(self.bot, update, **self.workflow)
         except Exception:
+            # Confirmed once durable all the same, as aiogram does: a handler that always fails must not
+            # come back forever. What it wrote before failing is made durable first.
             log.exception("update %d failed", update.update_id)
+        ticket = self.store.write_ticket()
+        try:
+            await self.store.wait_durable(ticket, hurry=self._must_hurry())
+        except Exception as exc:  # fenced or closed: never confirmed, Telegram sends it again
+            log.warning("update %d not confirmed: its writes are not durable (%s)", update.update_id, exc)
+            return
+        self._durable(update.update_id)
+
+    def _must_hurry(self) -> bool:
+        return self._stopping.is_set() or len(self._outstanding) >= POLL_LIMIT
+
+    def _durable(self, update_id: int) -> None:
+        if update_id not in self._outstanding:
+            return
+        self._outstanding[update_id] = True
+        moved = False
+        while self._outstanding:
+            first = next(iter(self._outstanding))
+            if not self._outstanding[first]:
+                self.offset = first
+                break
+            del self._outstanding[first]
+            self.offset = first + 1
+            self.confirmed += 1
+            moved = True
+        if moved:
+            self._progress.set()
+
+    async def _wait_progress(self, seconds: float | None) -> None:
+        if seconds is None:
+            # Nothing new can be seen before a confirmation: make it come sooner.
+            with contextlib.suppress(Exception):
+                ticket = self.store.write_ticket()
+                hurry = asyncio.ensure_future(self.store.wait_durable(ticket, hurry=True))
+                hurry.add_done_callback(lambda f: f.cancelled() or f.exception())
+        waits = {asyncio.ensure_future(self._progress.wait()), asyncio.ensure_future(self._stopping.wait())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -106,12 +223,26 @@ class Poller:
     async def _finish(self) -> None:
         if self._tasks:
             log.info("waiting for %d running handler(s)", len(self._tasks))
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.offset is not None:
-            # Confirm the handled updates without taking a new one: an update is confirmed by a later
-            # getUpdates whose offset is above it; the one update this call may return stays unconfirmed.
-            try:
-                await self.bot.get_updates(offset=self.offset, limit=1, timeout=0)
-            except Exception as exc:
-                log.warning("could not confirm handled updates (%s); Telegram will send them again, and "
-                            "clicks already counted will not count twice", exc)
+            # They wait for durability once done: do not make them wait for the next tick.
+            with contextlib.suppress(Exception):
+                hurry = asyncio.ensure_future(self.store.wait_durable(self.store.write_ticket(), hurry=True))
+                hurry.add_done_callback(lambda f: f.cancelled() or f.exception())
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.drain)
+            if late:
+                log.warning("%d handler(s) still running after %.0f s; their updates stay unconfirmed",
+                            len(late), self.drain)
+        await self.confirm()
+
+    async def confirm(self) -> None:
+        """Tell Telegram about every update confirmed so far, without taking a new one."""
+        if self.offset is None:
+            return
+        if self._outstanding:
+            log.warning("%d update(s) not durable at stop; Telegram will send them again", len(self._outstanding))
+        # An update is confirmed by a later getUpdates whose offset is above it; the one update this call
+        # may return stays unconfirmed.
+        try:
+            await self.bot.get_updates(offset=self.offset, limit=1, timeout=0)
+        except Exception as exc:
+            log.warning("could not confirm handled updates (%s); Telegram will send them again, and "
+                        "clicks already counted will not count twice", exc)

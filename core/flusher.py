@@ -142,6 +142,40 @@ class Flusher:
         finally:
             self._waiters = [(t, f) for t, f in self._waiters if f is not fut]
 
+    # ---- durable confirmation (tickets) ----------------------------------------------------------
+
+    def write_ticket(self) -> int:
+        """The capture number that holds every write committed so far (0: nothing is pending).
+
+        Cheap (no capture, no I/O): a bot takes one after each handler, before confirming its update.
+        """
+        target = self._flush_target()
+        return 0 if target is None else target
+
+    async def wait_durable(self, ticket: int, hurry: bool) -> None:
+        """Until a capture numbered >= `ticket` is durable. Without `hurry` the loop keeps its own pace
+        (the interval, the rate budget): a bot confirming updates late must not spend the budget early."""
+        if ticket <= self._durable_no:
+            return
+        if self.fenced is not None:
+            raise FencedError(str(self.fenced))
+        if not self.running:
+            from core.errors import StoreClosed
+
+            raise StoreClosed("the store is closed; its un-flushed rows can no longer be shipped")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, fut))
+        if hurry:
+            self._wake.set()
+        try:
+            await fut
+        finally:
+            self._waiters = [(t, f) for t, f in self._waiters if f is not fut]
+
+    def hurry(self) -> None:
+        """Ship what is dirty as soon as the backoff and the backend's budget allow."""
+        self._wake.set()
+
     async def snapshot(self, within: float | None) -> SnapshotReceipt:
         if self.fenced is not None:
             raise copy_error(self.fenced)

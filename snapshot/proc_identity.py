@@ -63,6 +63,17 @@ def identity() -> dict[str, object]:
     return mine
 
 
+def proc_is_ours() -> bool:
+    """Whether /proc counts pids in our own PID namespace: /proc/self's pid is our pid. A process in a
+    PID namespace that still sees its parent's /proc (e.g. `unshare --pid` without `--mount-proc`) would
+    otherwise look a holder's pid up among another namespace's processes."""
+    stat = _read("/proc/self/stat")
+    try:
+        return stat is not None and int(stat.split()[0]) == os.getpid()
+    except ValueError:
+        return False
+
+
 def holder_gone(pid: int, boot: str | None, ns: str | None, started: int | None) -> str | None:
     """Why the process a lease names (pid + its boot id, PID namespace and start time) is provably
     gone, or None if it may still run. Proof needs the same boot and PID namespace as ours: then a pid
@@ -70,7 +81,7 @@ def holder_gone(pid: int, boot: str | None, ns: str | None, started: int | None)
     here = identity()
     if None in (boot, ns, started) or boot != here["boot_id"] or ns != here["pid_ns"]:
         return None
-    if here["pid_ns"] is None or here["boot_id"] is None:
+    if here["pid_ns"] is None or here["boot_id"] is None or not proc_is_ours():
         return None
     now = start_time(pid)
     if now is None:

@@ -568,6 +568,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     listed = {e.ref: e for e in (m.deltas if m else [])}
     todo: list[tuple[str, DeltaEntry | None]] = list(listed.items())
     discovered = 0
+    names: dict[str, str] = {}  # discovered ref -> the name it was stored under (when the backend knows it)
     packs: dict[str, bytes] = {}
     pack_refs = {e.pack for e in listed.values() if e.pack is not None}
     if pack_refs:
@@ -589,8 +590,9 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                 continue
             if name is not None:
                 mt = DELTA_NAME.match(name)
-                if not mt or int(mt.group(1)) <= base_seq or beyond(int(mt.group(1))):
+                if not mt or int(mt.group(1)) <= base_seq:
                     continue
+                names[ref] = name
             todo.append((ref, None))
             discovered += 1
     _notify(progress, "discover", discovered, discovered)
@@ -601,6 +603,11 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         nonlocal done
         try:
             c = await _fetch_delta(backend, ref, cipher, allow_plaintext, entry, packs)
+        except CorruptDocument:
+            mt = DELTA_NAME.match(names.get(ref, "")) if entry is None else None
+            if mt and beyond(int(mt.group(1))):
+                return None  # unreadable, and past the target by its name: a rescue does not need it
+            raise
         except DocumentNotFound:
             if entry is None or beyond(entry.seq):
                 return None  # deleted between listing and reading: superseded (or past the target)
@@ -635,18 +642,18 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             forks.append(f"{what}: written by a claim this storage never made (a diverged copy of it was "
                          "continued elsewhere); never applied, never preferred")
     chain = _select(cands, base_seq, base_hash, ignored)
-    reached = to_seq is not None and (chain[-1].seq if chain else base_seq) >= to_seq
+    raw_tip = chain[-1].seq if chain else base_seq  # before incomplete cuts are dropped below
+    reached = to_seq is not None and raw_tip >= to_seq
     _check_chain(chain, [c for c in cands if not beyond(c.seq)] if reached else cands, base_seq, base_hash,
                  ignored)
     # Only complete cuts count: the documents of a split cut whose last one never landed are not applied,
-    # and a writer continues after the last complete cut (its next seq supersedes them). (With a seq
-    # target, discovery stopped at the target, so a cut running past it looks incomplete here: the seq
-    # is still in storage, and the restore stops at the end of the cut before it.)
-    stored_tip = chain[-1].seq if chain else base_seq
+    # and a writer continues after the last complete cut (its next seq supersedes them). With a target
+    # seq, discovery stops at it, so a cut running past the target is not incomplete, only cut short.
     while chain and chain[-1].continued:
         c = chain.pop()
-        ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document is "
-                       "missing (an oversize change set split over several deltas, never completed)")
+        if not reached:
+            ignored.append(f"delta {c.ref} (seq {c.seq}, epoch {c.epoch}): part of a cut whose last document "
+                           "is missing (an oversize change set split over several deltas, never completed)")
 
     deltas = list(chain)
     if to_seq is not None:
@@ -654,9 +661,8 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
             raise RestoreError(f"cannot restore to seq {to_seq}: the earliest restorable point is seq {base_seq} "
                                f"(the current snapshot, captured {when(snap.captured_at if snap else None)}); "
                                "older history was compacted away")
-        tip = max(stored_tip, chain[-1].seq if chain else base_seq)
-        if to_seq > tip:
-            raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {tip}")
+        if to_seq > raw_tip:
+            raise RestoreError(f"cannot restore to seq {to_seq}: the last delta in storage is seq {raw_tip}")
         deltas = [c for c in chain if c.seq <= to_seq]
         while deltas and deltas[-1].continued:
             deltas.pop()  # point-in-time stops only at the end of a cut
@@ -736,6 +742,11 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
                       progress: Progress | None = None, parallelism: int = 8, allow_plaintext: bool = False
                       ) -> bytes:
     """Download, verify and reassemble a snapshot's image; check the state digest."""
+    if [sh.index for sh in snap.shards] != list(range(len(snap.shards))):
+        # docs/formats.md §3: shards are listed in index order, 0, 1, 2, ...; the image is their
+        # concatenation in that order. A manifest that says otherwise is not guessed at.
+        raise RestoreError(f"snapshot at base seq {snap.base_seq}: shard indexes "
+                           f"{[sh.index for sh in snap.shards]} are not 0..{len(snap.shards) - 1} in order")
     parts = [(sh, j, p) for sh in snap.shards for j, p in enumerate(sh.parts)]
     image_sha = bytes.fromhex(snap.image_sha256)
     done = 0

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from snapshot import reading
 from snapshot.backend import Backend
 from snapshot.cipher import Cipher, as_cipher
 from snapshot.errors import CorruptDocument, RestoreError, TgsnapError
@@ -249,8 +250,18 @@ def _manifest_status(m: Manifest) -> ManifestStatus:
 async def status(backend: Backend, key: bytes | Cipher | None = None, *, now: float | None = None,
                  count_documents: bool = True) -> StorageStatus:
     """The status of the storage behind `backend`. Raises only for configuration (a key that does not fit)
-    and outages; a manifest or chain restore would refuse is reported in the value."""
+    and outages; a manifest or chain restore would refuse is reported in the value. Beside a live writer
+    a chain error seen while the manifest moved on (a snapshot switch deleted what was being read) is no
+    verdict: the status is read again on the newer manifest (snapshot/reading.py)."""
     cipher = as_cipher(key)
+    return await reading.settled(
+        backend, lambda _at: _status_once(backend, cipher, now=now, count_documents=count_documents),
+        failed=lambda st: st.manifest_error is not None or (st.chain is not None and st.chain.error is not None),
+        key=cipher)
+
+
+async def _status_once(backend: Backend, cipher: Cipher | None, *, now: float | None,
+                       count_documents: bool) -> StorageStatus:
     st = StorageStatus(backend=backend.info.name, checked_at=time.time() if now is None else now)
     kind = st.backend.split(":", 1)[0]
     try:

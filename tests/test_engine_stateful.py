@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from core import Store, StoreConfig
 from snapshot.backends.memory import Faults, MemoryBackend, MemoryStorage
-from snapshot.errors import BackendError, FencedError, TgsnapError
+from snapshot.errors import BackendError, FencedError, StorageBusy, TgsnapError
 from snapshot.replica import Replica, ReplicaConfig
 from tools.compact import compact
 
@@ -762,6 +762,13 @@ class Writers(RuleBasedStateMachine):
         self.winner: Incarnation | None = None
         self.names = 0
         self.forks = 0
+        self.discover = True
+
+    @initialize(discover=st.booleans())
+    def first_claim(self, discover: bool) -> None:
+        """Storage that can list documents (directory, MTProto) or cannot (Bot API: deltas ride inside
+        the manifest slot, so the slot update's check is what acknowledges them)."""
+        self.discover = discover
         self.run(self._claim())
 
     def run(self, coro):
@@ -806,7 +813,8 @@ class Writers(RuleBasedStateMachine):
 
     async def _open(self, storage: MemoryStorage, faults: Faults) -> Store:
         config = StoreConfig(flush_interval=3600.0, retry_min=0.01, retry_max=0.02, writer_id=WRITER)
-        replica = Replica(MemoryBackend(storage, faults, latency=0.001), self.rconfig, writer_id=WRITER)
+        replica = Replica(MemoryBackend(storage, faults, latency=0.001, can_discover=self.discover), self.rconfig,
+                          writer_id=WRITER)
         return await Store.open_replica(replica, schema=MULTI_SCHEMA, config=config)
 
     async def _claim(self, faults: Faults | None = None) -> Incarnation | None:
@@ -815,6 +823,9 @@ class Writers(RuleBasedStateMachine):
             store = await self._open(self.storage, faults)
         except BackendError:
             return None  # the claim's answer was lost: it may or may not be in storage; nobody serves on it
+        return self._opened(store, faults)
+
+    def _opened(self, store: Store, faults: Faults) -> Incarnation:
         faults.clear()
         version, rows = self._state(store._conn)
         self.claims += 1
@@ -893,9 +904,10 @@ class Writers(RuleBasedStateMachine):
     @precondition(lambda self: any(not i.pending and not i.fenced for i in self.live))
     @rule(who=WHO, when=st.sampled_from(["before", "after"]))
     def freeze_in_upload(self, who: int, when: str) -> None:
-        """A flush frozen inside its delta upload, before or after the storage stored it."""
+        """A flush frozen inside its delta upload, before or after the storage acted on it."""
         inc = pick([i for i in self.live if not i.pending and not i.fenced], who)
-        gate = inc.faults.gate("put", when, match="delta-")
+        # where the delta leaves: its own document, or (storage that cannot list) the slot update carrying it
+        gate = inc.faults.gate("put", when, match="delta-") if self.discover else inc.faults.gate("replace_slot", when)
         task = self.loop.create_task(inc.store.flush(timeout=60))
 
         async def frozen() -> None:
@@ -929,6 +941,21 @@ class Writers(RuleBasedStateMachine):
             faults.lose["create_slot"] = 1
         self.run(self._claim(faults))
 
+    @precondition(lambda self: len(self.live) < 2)
+    @rule()
+    def simultaneous_claims(self) -> None:
+        """Two newcomers claim at the same moment: exactly one serves, the other is refused."""
+        async def both():
+            return await asyncio.gather(self._open(self.storage, Faults()), self._open(self.storage, Faults()),
+                                        return_exceptions=True)
+
+        results = self.run(both())
+        won = [r for r in results if isinstance(r, Store)]
+        lost = [r for r in results if not isinstance(r, Store)]
+        assert all(isinstance(e, StorageBusy) for e in lost), lost
+        assert len(won) == 1, f"{len(won)} of two simultaneous claims serve"
+        self._opened(won[0], Faults())
+
     @precondition(lambda self: any(not i.pending for i in self.live))
     @rule(who=WHO)
     def snapshot(self, who: int) -> None:
@@ -948,8 +975,8 @@ class Writers(RuleBasedStateMachine):
             version, claims = inc.last, self.claims
             try:
                 self.run(inc.store.close(timeout=30))
-                # close() swallows the FencedError of its final flush (core/store.py); a caller can
-                # only see it in `fenced` (tests/adversary/test_holes.py): nothing was acknowledged then
+                # close() raises the FencedError of its final flush; a store fenced earlier with nothing
+                # left to ship closes normally, and its `fenced` says no acknowledgement came of this stop
                 outcome = FencedError("final flush fenced") if inc.store.fenced else None
             except TgsnapError as exc:
                 outcome = exc
@@ -987,7 +1014,7 @@ class Writers(RuleBasedStateMachine):
     def fresh_restore(self) -> None:
         from snapshot.restore import restore
 
-        got = self.run(restore(MemoryBackend(self.storage)))
+        got = self.run(restore(MemoryBackend(self.storage, can_discover=self.discover)))
         try:
             version, rows = self._state(got.conn)
         finally:

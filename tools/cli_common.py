@@ -46,11 +46,12 @@ storage (same as the bot; flags override environment variables and .env):
   TGSNAP_STORAGE_DIR       local-directory backend             (--storage-dir)
   TGSNAP_STORAGE_CHAT      storage channel id or @username     (--storage-chat)
   TGSNAP_ENCRYPTION_KEY    32-byte key, hex or base64          (--key-file, --key)
+  TGSNAP_DATA_DIR          the bot's local-mode data directory (--data-dir; ./data when nothing else is set)
   TGSNAP_BOT_TOKEN, TGSNAP_STORAGE_BOT_TOKEN, TGSNAP_API_ID, TGSNAP_API_HASH,
   TGSNAP_MTPROTO_SESSION, TGSNAP_BOT_API_URL                   (environment only: secrets stay off argv)
 
-exit codes: 0 ok, 1 verification failed, 2 bad configuration, 3 storage busy (live writer),
-            4 storage unreachable, 5 storage empty, 130 interrupted
+exit codes: 0 ok, 1 data at fault, 2 bad configuration, 3 storage busy (live writer),
+            4 storage unreachable, 5 no storage there (missing or empty), 130 interrupted
 """
 
 
@@ -97,6 +98,10 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
                        help="file holding the 32-byte encryption key (hex or base64)")
     group.add_argument("--key", metavar="KEY",
                        help="encryption key, hex or base64 (visible in `ps`: prefer --key-file or the env)")
+    group.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="the bot's local-mode data directory: its storage lives in the emulator's channel "
+                            "there, which is started from its saved world for this command (default: ./data, "
+                            "when nothing else names the storage and ./data/emulator exists)")
 
 
 def seq_number(text: str) -> int:
@@ -120,6 +125,18 @@ def known_variables() -> set[str]:
     return {o.env for o in OPTIONS}
 
 
+#: what a command started for its run (a local-mode emulator): stopped when `run` ends.
+_CLEANUPS: list[Callable[[], None]] = []
+
+
+def _names_no_storage(args: argparse.Namespace) -> bool:
+    """Neither flags nor the environment say where the storage is (then the bot's local mode is meant)."""
+    if args.storage_dir is not None or args.storage_chat is not None or args.mode is not None:
+        return False
+    return not any(os.environ.get(v, "").strip() for v in ("TGSNAP_STORAGE_DIR", "TGSNAP_STORAGE_CHAT",
+                                                           "TGSNAP_STORAGE_MODE", "TGSNAP_BOT_TOKEN"))
+
+
 def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     """StorageSettings from the environment with this command line's overrides; ConfigError if incomplete."""
     key: bytes | None = None
@@ -136,6 +153,17 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     mode = args.mode
     if mode is None and args.storage_dir is not None and args.storage_chat is None:
         mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is None and _names_no_storage(args):
+        named = os.environ.get("TGSNAP_DATA_DIR", "").strip()
+        if named:
+            data_dir = Path(named)
+        elif (Path("data") / "emulator").is_dir():
+            data_dir = Path("data")  # the bot's default data directory, where local mode left a world
+    if data_dir is not None:
+        from tools.localworld import local_world_settings
+
+        return local_world_settings(data_dir, mode=mode, key=key, cleanups=_CLEANUPS)
     return StorageSettings.from_env(
         mode=mode,
         local_dir=args.storage_dir,
@@ -184,6 +212,8 @@ def run(prog: str, body: Callable[[], Awaitable[int]]) -> int:
             return await body()
         finally:
             close_all()  # progress bars off the screen before the result or the error is printed
+            while _CLEANUPS:
+                _CLEANUPS.pop()()
 
     try:
         return asyncio.run(bounded())

@@ -1,9 +1,12 @@
 """`python -m tools.export`: restore the stored state (latest or at a point in time) into a file.
 
-Two formats. `sqlite` (the default) writes a standalone SQLite database: open it with `sqlite3`,
-Datasette or anything else. `jsonl` writes one JSON object per row, `{"table": name, "row": {column:
-value}}`, tables in name order and rows in primary-key order, so two exports of the same state are
-byte-identical and diff cleanly. tgsnap's internal tables (`_tgsnap_*`) are left out of both.
+Three targets. `--to postgresql://...` loads the state into PostgreSQL (snapshot/postgres.py: types by storage
+class, keys, indexes, NOT NULL/DEFAULT, COPY, checksums compared before the one commit; a follow cursor is
+recorded so `python -m tools.follow` can continue from the export). Two file formats: `sqlite` (the default)
+writes a standalone SQLite database: open it with `sqlite3`, Datasette or anything else. `jsonl` writes one
+JSON object per row, `{"table": name, "row": {column: value}}`, tables in name order and rows in primary-key
+order, so two exports of the same state are byte-identical and diff cleanly. tgsnap's internal tables
+(`_tgsnap_*`) are left out of both.
 
 JSON has no bytes and no NaN/Infinity: a BLOB is written as `{"$base64": "..."}`, a non-finite float as
 `{"$float": "nan" | "inf" | "-inf"}`. Integers are exact (Python's JSON has arbitrary precision).
@@ -15,18 +18,21 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from snapshot import postgres as pg
 from snapshot import reading
 from snapshot.apply import INTERNAL_PREFIX, quote
 from snapshot.errors import ConfigError
 from snapshot.restore import execute, plan, when
 from snapshot.restored import Restored
 from tools.cli_common import (
+    EXIT_BACKEND,
     EXIT_FAILED,
     EXIT_OK,
     NoStorage,
@@ -44,7 +50,11 @@ DESCRIPTION = """\
 Restore the stored state (the latest, or as it was at --at-seq / --at-time) and write it out: as a
 standalone SQLite database (--format sqlite, the default) or as JSON lines, one row per line
 ({"table": ..., "row": {...}}; BLOBs as {"$base64": ...}). Reads only: takes no lease, safe beside a
-live bot. Refuses to overwrite an existing file unless --force."""
+live bot. Refuses to overwrite an existing file unless --force.
+
+--to postgresql://user:password@host:port/db loads it into PostgreSQL instead (schema --schema, default
+public), all in one transaction; refuses existing tables of the same names unless --force. Put the
+password in PGPASSWORD or ~/.pgpass rather than on the command line."""
 EXAMPLES = """\
   # the current state as a SQLite file, then look at it
   tgsnap-export --storage-dir ./data --to users.sqlite
@@ -56,6 +66,9 @@ EXAMPLES = """\
   # the state as it was after delta 1200, or at a moment (ISO 8601, UTC unless given; or unix seconds)
   tgsnap-export --storage-dir ./data --at-seq 1200 --to at-1200.sqlite
   tgsnap-export --storage-dir ./data --at-time 2026-11-26T17:30:00 --to before-incident.sqlite
+
+  # into PostgreSQL (schema "clicker"), then keep it current with tools.follow
+  PGPASSWORD=... tgsnap-export --storage-dir ./data --to postgresql://bot@127.0.0.1:5432/bot --schema clicker
 """
 
 
@@ -141,7 +154,10 @@ def build_parser():
     when_group.add_argument("--at-time", metavar="TIME",
                             help="the state as of TIME: the last delta captured at or before it "
                                  "(ISO 8601, UTC unless an offset is given, or unix seconds)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.add_argument("--schema", default=None, metavar="NAME",
+                        help="PostgreSQL schema to load into (created if missing; default public)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing output file (PostgreSQL: replace existing tables)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     return parser
 
@@ -149,6 +165,15 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if pg.is_postgres_url(args.to):
+        if args.format is not None:
+            parser.error("--format is for files; a postgresql:// target is loaded into PostgreSQL")
+        return export_postgres(args)
+    if args.to and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", args.to):
+        parser.error(f"--to {pg.redact(args.to)!r}: the only database target is postgresql://...; "
+                     "anything else is a file path")
+    if args.schema is not None:
+        parser.error("--schema is for a postgresql:// target")
     fmt = args.format or ("jsonl" if args.to and (args.to == "-" or args.to.endswith((".jsonl", ".ndjson")))
                           else "sqlite")
     target = args.to or f"export.{fmt}"
@@ -193,6 +218,61 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write(f"exported {rows} row(s) at seq {restored.seq} (captured {when(restored.captured_at)}) "
                      f"to {'stdout' if target == '-' else target} as {fmt}\n")
     return EXIT_OK
+
+
+def export_postgres(args) -> int:
+    """Restore (latest or at the point asked), then load into PostgreSQL with the chain position as cursor."""
+    schema = args.schema or "public"
+    report: list[pg.LoadReport] = []
+
+    async def body() -> int:
+        pg.check_url(args.to)
+        pg.check_schema_name(schema)
+        at_time = parse_time(args.at_time) if args.at_time is not None else None
+        settings = settings_from_args(args)
+        progress = ProgressPrinter(quiet=args.quiet)
+        try:
+            conn = await pg.connect(args.to)  # first: a wrong password shows before a long restore
+        except pg.PostgresUnreachable as exc:
+            fail(f"{PROG}: {exc}")
+            return EXIT_BACKEND
+        try:
+            backend = await open_backend(settings)
+            try:
+                async def once(at: reading.Current | None):
+                    p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress,
+                                   manifest=at)
+                    if p.manifest is None and not p.chain:
+                        raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
+                    return p, await execute(p, backend, settings.encryption_key, progress=progress)
+
+                # beside a live writer: re-read on the newer manifest if a snapshot switch deleted what the
+                # plan needed (snapshot/reading.py), as the file export does
+                p, restored = await reading.settled(backend, once, key=settings.encryption_key)
+            finally:
+                await backend.close()
+            try:
+                report.append(await pg.load_state(conn, restored.conn, schema, replace=args.force,
+                                                  position=pg.position_of(p, pg.location_of(settings)), url=args.to))
+            finally:
+                restored.conn.close()
+        except pg.PostgresUnreachable as exc:
+            fail(f"{PROG}: {exc}")
+            return EXIT_BACKEND
+        finally:
+            await conn.close()
+        r = report[0]
+        for note in r.notes:
+            sys.stderr.write(f"note: {note}\n")
+        for t in r.tables:
+            sys.stderr.write(f"  {schema}.{t.name}: {t.rows} row(s), checksum {t.checksum} matches; "
+                             + ", ".join(f"{c} {ty}" for c, ty in t.types.items()) + "\n")
+        sys.stderr.write(f"exported {r.rows} row(s) in {len(r.tables)} table(s) at seq {p.seq} (captured "
+                         f"{when(p.captured_at)}) to {pg.redact(args.to)} schema {schema} in {r.elapsed:.1f} s"
+                         + (f", replacing {', '.join(r.replaced)}" if r.replaced else "") + "\n")
+        return EXIT_OK
+
+    return run(PROG, body)
 
 
 def write(conn: sqlite3.Connection, fmt: str, target: str) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class Writer:
     proc: asyncio.subprocess.Process
     lines: list[str] = field(default_factory=list)
     reader: asyncio.Task | None = None
+    times: list[float] = field(default_factory=list)  # monotonic time each line arrived (for diagnosis)
 
     @property
     def acks(self) -> list[int]:
@@ -125,6 +127,7 @@ class Place:
             assert proc.stdout is not None
             async for raw in proc.stdout:
                 w.lines.append(raw.decode().rstrip("\n"))
+                w.times.append(time.monotonic())
 
         w.reader = asyncio.ensure_future(read())
         self.writers.append(w)

@@ -1,5 +1,5 @@
-"""Holes found while testing the claim protocol that belong to other parts of the code: each test says
-what should hold and is marked xfail (strict) until it does, so fixing the hole turns it into a pass."""
+"""Holes found while testing the claim protocol that belong to other parts of the code, each kept as a
+regression test once fixed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from snapshot.errors import FencedError
 SCHEMA = ["CREATE TABLE t(k INTEGER PRIMARY KEY, v INTEGER)"]
 
 
-@pytest.mark.xfail(strict=True, reason="core/store.py close() swallows the FencedError of its final flush")
 async def test_close_of_a_superseded_writer_does_not_return_as_if_its_writes_were_durable():
     storage = MemoryStorage()
     config = StoreConfig(flush_interval=3600.0, writer_id="bot")

@@ -3,7 +3,7 @@ storage as damaged when a snapshot switch deleted what they were reading). A wri
 every few deltas on the directory backend while verify and export read in a loop: no false report.
 A document missing under an unchanged manifest is still reported.
 
-`TGSNAP_ADVERSARY=full` reads 200 times each instead of 25.
+`TGSNAP_ADVERSARY=full` reads 200 times each instead of 15.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.adversary.conftest import FULL
 from tests.adversary.procs import ROOT, Place
 from tools.verify import verify_settled
 
-RUNS = 200 if FULL else 25
+RUNS = 200 if FULL else 15
 
 
 async def test_verify_and_export_beside_a_writer_that_snapshots_report_no_damage(local: Place, tmp_path):

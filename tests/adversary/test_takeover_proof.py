@@ -49,6 +49,20 @@ def test_only_a_missing_or_reused_pid_in_our_boot_and_namespace_is_proof():
     assert proc_identity.holder_gone(gone, None, None, None) is None  # an older lease: no proof
 
 
+def test_no_proof_when_proc_belongs_to_another_pid_namespace():
+    """Inside `unshare --pid` without a /proc of its own, pids looked up in /proc are another namespace's."""
+    import shutil
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1)")
+    code = "from snapshot import proc_identity as p; print(p.proc_is_ours())"
+    inside = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=30)
+    assert inside.stdout.strip() == "False", inside.stderr
+    assert proc_identity.proc_is_ours()
+
+
 async def held(storage: MemoryStorage, *, pid: int, **ident) -> Replica:
     """A writer holding a live lease whose identity fields are `ident` over our own."""
     old = Replica(MemoryBackend(storage), ReplicaConfig(lease_seconds=30), writer_id="old-bot")

@@ -201,7 +201,27 @@ async def test_local_console_says_typed_lines_and_prints_the_answers(world):
                        storage=world.clicker.storage)
     with os.fdopen(read_fd, "r") as stream:
         await asyncio.wait_for(console(local, stream=stream, out=out), 30)
-    assert out.getvalue().split("\n") == ["  Приветствую Eve", "  Кликов: 1", "  Всего: 1", "  1: Eve - 1", ""]
+    assert out.getvalue().split("\n") == ["  Приветствую Eve", "  [Клик] [Рейтинг]", "  Кликов: 1", "  Всего: 1",
+                                          "  1: Eve - 1", ""]
+
+
+async def test_local_console_prompts_and_ends_cleanly_at_end_of_input(world):
+    import io
+    import os
+
+    from bot.local import LocalWorld, console
+
+    uid = await world.user("Eve")
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"/start\n")
+    os.close(write_fd)  # Ctrl+D after one line
+    out = io.StringIO()
+    local = LocalWorld(control_url=world.emu.control_url, bot_api_url=world.emu.bot_api_url,
+                       bot_username=world.demo.bot_username, user_id=uid, user_name="Eve",
+                       storage=world.clicker.storage)
+    with os.fdopen(read_fd, "r") as stream:
+        await asyncio.wait_for(console(local, stream=stream, out=out, prompt="Eve> "), 30)
+    assert out.getvalue() == "Eve>   Приветствую Eve\n  [Клик] [Рейтинг]\nEve> \n"
 
 
 async def test_the_command_menu_offers_start_only(world):

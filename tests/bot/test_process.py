@@ -71,8 +71,10 @@ async def test_readme_command_runs_out_of_the_box_and_keeps_clicks_across_a_rest
     assert code == 0
     assert (tmp_path / "data" / "emulator").is_dir()
 
+    first_control = info["control"]
     proc, _text, info = await start_local_bot(tmp_path)
     try:
+        assert info["control"] == first_control  # the same ports: the printed commands still work
         async with Control(info["control"]) as control:
             said = await control.say(int(info["user"]), info["bot"], "Клик")
             assert said.replies == ["Кликов: 3"]

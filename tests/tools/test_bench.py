@@ -8,7 +8,8 @@ import json
 from tools.bench.__main__ import main
 from tools.bench.population import users
 
-EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload"}
+EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
+            "stall"}
 
 
 def test_population_is_deterministic_and_shaped_like_the_articles_users():
@@ -25,8 +26,8 @@ def test_population_is_deterministic_and_shaped_like_the_articles_users():
 
 def test_bench_smoke_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--users", "20000", "--seed", "3", "--repeats", "1", "--upload-mib", "4",
-                 "--json-out", str(out), "--quiet"]) == 0
+    plots = tmp_path / "plots"
+    assert main(["--quick", "--seed", "3", "--json-out", str(out), "--quiet", "--plot", str(plots)]) == 0  # CI's run
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert report["users"] == 20000 and report["seed"] == 3
@@ -48,6 +49,23 @@ def test_bench_smoke_run(tmp_path, capsys):
     up = m["upload"]  # a 4 MiB payload: the shape, never the speed-up, is checked here
     assert "skipped" in up or (up["payload_mib"] == 4.0 and up["sequential_seconds"] > 0
                                and up["parallel_seconds"] > 0 and up["connections"] >= 1)
+    h = m["handler"]  # the PostgreSQL baseline is part of the CI run: never skipped here
+    assert "skipped" not in h, h.get("skipped")
+    for system in ("tgsnap", "postgres_loopback", "postgres_2ms", "article"):
+        for kind in ("click", "rating", "mix"):
+            fig = h[system][kind]
+            assert fig["n"] > 0 and 0 < fig["p50_us"] <= fig["p99_us"]
+    assert h["tgsnap"]["mix"]["n"] == h["postgres_2ms"]["mix"]["n"] == h["replies"]
+    assert set(h["ratios"]) == {f"{k}_p99_vs_{b}" for k in ("click", "rating", "mix")
+                                for b in ("postgres_loopback", "postgres_2ms", "article")}
+    assert h["postgres"]["version"] and h["postgres"]["driver"].startswith("asyncpg")
+    assert {p.name for p in plots.iterdir()} == {"handler_latency.png", "size_vs_users.png", "time_vs_users.png",
+                                                 "stall.png"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())
+    assert len(h["tgsnap"]["mix"]["percentiles_us"]) == 99
+    st = m["stall"]
+    assert st["snapshot_seconds"] > 0 and st["snapshot_bytes"] > 0 and st["longest_stall_ms"] >= 0
+    assert st["click_latency"]["during_snapshot"]["n"] >= 0 and st["ticker_lateness"]["before"]["n"] > 0
     skipped = {name for name in ("restore_emulator", "upload") if "skipped" in m[name]}
     for name in EXPECTED - {"rpo"} - skipped:
         verdicts = [v for v in m[name].values() if isinstance(v, dict) and "meets_target" in v] or [m[name]]
@@ -55,5 +73,5 @@ def test_bench_smoke_run(tmp_path, capsys):
 
 
 def test_only_selects_measures(capsys):
-    assert main(["--users", "1000", "--only", "rpo", "--quiet"]) == 0
+    assert main(["--users", "1000", "--only", "rpo", "--rpo-seconds", "0", "--quiet"]) == 0
     assert set(json.loads(capsys.readouterr().out)["measures"]) == {"rpo"}

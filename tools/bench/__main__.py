@@ -23,6 +23,12 @@ examples:
   # just two measures, reproducible with another population
   python -m tools.bench --users 200000 --seed 7 --only delta snapshot
 
+  # the CI run: small, every measure, the PostgreSQL baseline included
+  python -m tools.bench --quick
+
+  # the clicker's replies on tgsnap vs PostgreSQL (loopback and behind 2 ms) vs the article's method
+  python -m tools.bench --only handler
+
   # parallel vs sequential MTProto upload of 200 MiB through the emulator (50 ms RTT)
   python -m tools.bench --users 1000 --repeats 1 --only upload
 """
@@ -37,10 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
             "results as JSON with ratios against the BRIEF's targets. Timings are wall-clock on this\n"
             "machine; the ratios are what to compare across machines. Progress goes to stderr."
         ),
-        epilog=EXAMPLES + "\nmeasures: " + ", ".join(f"{m.name} ({m.summary})" for m in MEASURES.values()),
+        epilog=EXAMPLES + "\nmeasures: " + ", ".join(f"{m.name} ({m.summary})"
+                                             # BRIEF order, not import order (which depends on who imported first)
+                                             for m in sorted(MEASURES.values(), key=lambda m: _brief_order(m.name))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--users", type=int, default=1_000_000, metavar="N", help="population size (default 1000000)")
+    parser.add_argument("--users", type=int, default=None, metavar="N",
+                        help="population size (default 1000000; 20000 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run for CI: 20000 users, one repeat, a 4 MiB upload, 300 handler replies")
+    parser.add_argument("--postgres", metavar="URL", default=None,
+                        help="PostgreSQL for the handler baseline (its public.users is replaced); default: start "
+                             "a throw-away server from the installed binaries")
+    parser.add_argument("--plot", type=Path, metavar="DIR", default=None,
+                        help="also write PNG charts (matplotlib) of this run and any --plot-with reports to DIR")
+    parser.add_argument("--plot-with", type=Path, nargs="+", metavar="FILE", default=[],
+                        help="earlier --json-out reports to chart beside this run (sizes against users)")
+    parser.add_argument("--rpo-seconds", type=float, metavar="S", default=None,
+                        help="how long the rpo measure runs per Telegram mode (default 60; 0 = computed only, "
+                             "the --quick default)")
+    parser.add_argument("--handler-replies", type=int, metavar="N", default=None,
+                        help="replies per system in the handler measure (default 5000; 300 up to 50000 users)")
     parser.add_argument("--seed", type=int, default=1, metavar="S", help="population seed (default 1)")
     parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the JSON to FILE")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(MEASURES),
@@ -56,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quick:
+        args.users = args.users or 20_000
+        args.repeats = args.repeats or 1
+        args.upload_mib = min(args.upload_mib, 4)
+    args.users = args.users or 1_000_000
+    try:  # read before a long run, not after it
+        others = [json.loads(p.read_text()) for p in args.plot_with]
+    except (OSError, ValueError) as e:
+        parser.error(f"--plot-with: {e}")
     if args.users < 100:
         parser.error("--users must be at least 100 (1 %% dirty must be at least one row)")
     if args.repeats is not None and args.repeats < 1:
@@ -64,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--upload-mib must be at least 1")
     ctx = Context(users=args.users, seed=args.seed, log=(lambda _m: None) if args.quiet else _log,
                   runs=args.repeats, upload_mib=args.upload_mib)
+    ctx.rpo_seconds = args.rpo_seconds if args.rpo_seconds is not None else (0.0 if args.quick else 60.0)
+    ctx.postgres_url = args.postgres
+    ctx.handler_ops = args.handler_replies
     started = time.time()
     results: dict[str, object] = {}
     try:
@@ -92,12 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json_out is not None:
         args.json_out.write_text(text + "\n")
+    if args.plot is not None:
+        from tools.bench.plot import plot
+
+        for path in plot([report, *others], args.plot):
+            ctx.log(f"wrote {path}")
     return 0
 
 
 def _brief_order(name: str) -> int:
     # BRIEF section 5's table
-    order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload"]
+    order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
+             "stall"]
     return order.index(name) if name in order else len(order)
 
 

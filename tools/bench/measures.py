@@ -48,6 +48,8 @@ class Context:
     runs: int | None = None
     #: payload of the `upload` measure, in MiB.
     upload_mib: int = 200
+    #: seconds the `rpo` measure runs per Telegram mode.
+    rpo_seconds: float = 60.0
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,4 +141,5 @@ def measure(name: str, summary: str):
 
 
 # The measure bodies live in their own module so this file stays the framework.
-from tools.bench import suite  # noqa: E402,F401  (registers the measures)
+# (handler: the clicker vs PostgreSQL vs the article's method; stall: the event loop during a snapshot)
+from tools.bench import handler, stall, suite  # noqa: E402,F401  (registers the measures)

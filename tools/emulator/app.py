@@ -133,6 +133,7 @@ class Emulator:
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self._botapi.start_webhooks()
         if self._want_mtproto:
             await self._start_mtproto()
 
@@ -150,6 +151,7 @@ class Emulator:
     async def close(self) -> None:
         if self._botapi is not None:
             self._botapi.close()
+            await self._botapi.close_webhooks()
         if self._mtproto is not None:
             await self._mtproto.close()
             self._mtproto = None

@@ -1035,6 +1035,11 @@ class World:
         )
         return [Update(bot_id, r[0], json.loads(r[1])) for r in rows]
 
+    def forget_update(self, bot_id: int, update_id: int) -> None:
+        """Drop one delivered update (a webhook answered it with 2xx), whatever its place in the queue."""
+        with self._tx() as db:
+            db.execute("DELETE FROM updates WHERE bot_id = ? AND update_id = ?", (bot_id, update_id))
+
     def pending_update_count(self, bot_id: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM updates WHERE bot_id = ?", (bot_id,)).fetchone()[0])
 

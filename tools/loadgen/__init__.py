@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     own.add_argument("--flush-interval", type=float, default=1.0, help="the bot's flush interval (default 1)")
     own.add_argument("--storage-mode", choices=("local", "botapi", "mtproto"),
                      help="the bot's storage (default: as in local mode)")
+    own.add_argument("--webhook", action="store_true",
+                     help="run the bot in webhook mode (the emulator posts updates to it) instead of polling")
     return p
 
 
@@ -63,10 +65,23 @@ async def run(args: argparse.Namespace) -> Report:
     from tools.loadgen.stack import ClickerStack
 
     with tempfile.TemporaryDirectory(prefix="tgsnap-loadgen-") as tmp:
+        extra_env = {}
+        if args.webhook:
+            port = _free_port()
+            extra_env = {"TGSNAP_WEBHOOK_URL": f"http://127.0.0.1:{port}/tg", "TGSNAP_WEBHOOK_PORT": str(port),
+                         "TGSNAP_WEBHOOK_HOST": "127.0.0.1"}
         async with ClickerStack(args.data or tmp, flush_interval=args.flush_interval,
-                                storage_mode=args.storage_mode) as stack:
+                                storage_mode=args.storage_mode, extra_env=extra_env) as stack:
             assert stack.control is not None
             return await _drive(stack.control, stack.demo.bot_username, config, args.keep_limits)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _drive(control: Control, bot: str, config: LoadConfig, keep_limits: bool) -> Report:

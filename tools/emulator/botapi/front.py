@@ -61,6 +61,12 @@ class BotApiFront:
     def close(self) -> None:
         self.methods.stop_polls()
 
+    def start_webhooks(self) -> None:
+        self.methods.webhooks.start()
+
+    async def close_webhooks(self) -> None:
+        await self.methods.webhooks.close()
+
     async def handle_method(self, request: web.Request) -> web.StreamResponse:
         knobs = self.world.knobs
         await knobs.apply_latency()

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..records import Chat, FileRecord, Message, User
+from ..records import Chat, FileRecord, Message, Update, User
 from ..world import World, WorldError
 from .errors import BotApiError, bad_request, forbidden, from_world, too_many_requests
 from .render import Renderer
 from .request import Params
+from .webhook import WebhookError, Webhooks
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -20,6 +21,8 @@ NOT_MODIFIED = (
     " current content and reply markup of the message"
 )
 CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+WEBHOOK_CONFLICT = ("Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the "
+                    "webhook first")
 
 Handler = Callable[[User, Params], Awaitable[Any]]
 
@@ -30,6 +33,8 @@ class BotApiMethods:
     def __init__(self, world: World) -> None:
         self.world = world
         self._polls: dict[int, asyncio.Future[None]] = {}
+        self.webhooks = Webhooks(world, self._render_update)
+        self._update_json: dict[int, dict[int, Any]] = {}
         self._table: dict[str, Handler] = {}
         for attr in dir(self):
             if attr.startswith("m_"):
@@ -191,6 +196,8 @@ class BotApiMethods:
         return True
 
     async def m_getUpdates(self, bot: User, p: Params) -> Any:
+        if self.webhooks.active(bot.user_id):
+            raise BotApiError(409, WEBHOOK_CONFLICT)
         offset = p.int("offset", 0) or 0
         limit = p.int("limit", 100) or 100
         wait_s = max(0.0, min(p.float("timeout", 0.0), 50.0))
@@ -219,22 +226,67 @@ class BotApiMethods:
         finally:
             if self._polls.get(bot.user_id) is mine:
                 del self._polls[bot.user_id]
-        render = self._render(bot)
-        return [render.update(u) for u in updates]
+        return self._rendered(bot, updates)
+
+    def _rendered(self, bot: User, updates: list[Update]) -> list[Any]:
+        """The updates' JSON, each rendered once: telegram-bot-api stores an update's JSON in its queue when
+        the update is created (Client::add_update_impl), so a redelivered update is the same text."""
+        cache = self._update_json.setdefault(bot.user_id, {})
+        if updates:
+            first = updates[0].update_id
+            for stale in [k for k in cache if k < first]:
+                del cache[stale]
+        render = None
+        out = []
+        for u in updates:
+            data = cache.get(u.update_id)
+            if data is None:
+                render = render or self._render(bot)
+                data = cache[u.update_id] = render.update(u)
+            out.append(data)
+        return out
+
+    # --- webhooks (see webhook.py) ---------------------------------------------------------------
+
+    def _render_update(self, bot_id: int, update: Update) -> Any:
+        bot = self.world.user(bot_id)
+        assert bot is not None
+        return self._rendered(bot, [update])[0]
 
     async def m_deleteWebhook(self, bot: User, p: Params) -> Any:
+        self.webhooks.delete(bot.user_id)
         if p.bool("drop_pending_updates"):
-            pending = self.world.get_updates(bot.user_id, 0, 100)
-            while pending:
-                pending = self.world.get_updates(bot.user_id, pending[-1].update_id + 1, 100)
+            self._drop_pending(bot)
         return True
 
+    def _drop_pending(self, bot: User) -> None:
+        pending = self.world.get_updates(bot.user_id, 0, 100)
+        while pending:
+            pending = self.world.get_updates(bot.user_id, pending[-1].update_id + 1, 100)
+
     async def m_setWebhook(self, bot: User, p: Params) -> Any:
-        raise bad_request("the emulator serves getUpdates only; webhooks are not supported")
+        url = p.str("url") or ""
+        allowed = p.json("allowed_updates")
+        if allowed is not None:
+            self.world.set_allowed_updates(bot.user_id, list(allowed))
+        if p.bool("drop_pending_updates"):
+            self._drop_pending(bot)
+        if not url:  # Client.cpp: setWebhook with an empty url removes the webhook
+            self.webhooks.delete(bot.user_id)
+            return True
+        try:
+            self.webhooks.set(bot.user_id, url, p.str("secret_token") or "", p.int("max_connections"))
+        except WebhookError as exc:
+            raise bad_request(str(exc).removeprefix("Bad Request: ")) from None
+        # A long poll running now ends (Client.cpp: abort_long_poll when a webhook is set).
+        poll = self._polls.pop(bot.user_id, None)
+        if poll is not None and not poll.done():
+            poll.set_exception(BotApiError(409, WEBHOOK_CONFLICT))
+            poll.exception()
+        return True
 
     async def m_getWebhookInfo(self, bot: User, p: Params) -> Any:
-        return {"url": "", "has_custom_certificate": False,
-                "pending_update_count": self.world.pending_update_count(bot.user_id)}
+        return self.webhooks.info(bot.user_id)
 
     # --- sending --------------------------------------------------------------------------------
 

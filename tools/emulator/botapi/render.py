@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import re
 from typing import Any
 
 from ..records import Chat, FileRecord, Message, Update, User
@@ -123,6 +124,9 @@ class Renderer:
                 out["reply_to_message"] = self.message(replied, depth=1)
         if msg.text is not None:
             out["text"] = msg.text
+            command = bot_command_entity(msg.text)
+            if command is not None:
+                out["entities"] = [command]
         if msg.document is not None:
             out["document"] = self.document(msg.document)
         if msg.caption is not None:
@@ -196,3 +200,16 @@ class Renderer:
         if status in ("left",):
             return {"status": "left", "user": user}
         return {"status": "member", "user": user}
+
+
+_COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]{1,32})?")
+
+
+def bot_command_entity(text: str) -> dict[str, Any] | None:
+    """Telegram marks a leading /command (with an optional @botname) as a `bot_command` entity; offsets and
+    lengths count UTF-16 code units (Bot API, MessageEntity). python-telegram-bot's CommandHandler
+    matches only messages with that entity, so a message without it is not a command there."""
+    match = _COMMAND.match(text)
+    if match is None:
+        return None
+    return {"type": "bot_command", "offset": 0, "length": len(match.group(0).encode("utf-16-le")) // 2}
