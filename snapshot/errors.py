@@ -51,10 +51,16 @@ class ConfigError(TgsnapError):
 class BackendError(TgsnapError):
     """A storage operation failed. `retryable` says whether trying again later may succeed."""
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None):
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None,
+                 telegram_error: str | None = None, telegram_code: int | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        #: Telegram's own name for the failure when Telegram answered (MTProto `FILE_PART_3_MISSING`, Bot API
+        #: description `Bad Request: invalid file_id`) and its numeric class (400, 406, 420, 429, ...):
+        #: callers branch on these, never on the message text.
+        self.telegram_error = telegram_error
+        self.telegram_code = telegram_code
 
 
 class DocumentNotFound(BackendError):

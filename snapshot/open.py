@@ -61,14 +61,15 @@ async def open_backend(settings: StorageSettings, *, budget: BudgetConfig | None
             from snapshot.backends.botapi import BotApiBackend
 
             lanes.append(BotApiBackend(token, chat, api_url=settings.bot_api_url, budget=budget,
-                                       token_var=token_var))
+                                       token_var=token_var, local=settings.bot_api_local))
         elif settings.mode == "mtproto":
             from snapshot.backends.mtproto import MTProtoBackend
 
             lanes.append(MTProtoBackend(bot_token=token, chat=chat, api_id=settings.api_id,
                                         api_hash=settings.api_hash,
                                         session=sessions[k % len(tokens)] if sessions else None,
-                                        connections=connections, budget=budget, token_var=token_var))
+                                        connections=connections, budget=budget, token_var=token_var,
+                                        session_dir=settings.mtproto_session_dir))
         else:  # validate() has refused anything else already
             raise ConfigError(f"unknown storage mode {settings.mode!r}")
     if len(lanes) == 1:

@@ -32,6 +32,10 @@ ENV = {
     "TGSNAP_MTPROTO_SESSION": ("mtproto_session", "Telethon StringSession (optional; the emulator prints one)"),
     "TGSNAP_BOT_API_URL": ("bot_api_url", "Bot API server base URL (default: Telegram's; the emulator's "
                                           "for local runs)"),
+    "TGSNAP_BOT_API_LOCAL": ("bot_api_local", "1 if TGSNAP_BOT_API_URL is a self-hosted telegram-bot-api in local "
+                                              "mode (absolute file paths, documents up to 2000 MB)"),
+    "TGSNAP_MTPROTO_SESSION_DIR": ("mtproto_session_dir", "where MTProto sessions are saved, one per host and "
+                                                          "process slot (default ~/.local/state/tgsnap/sessions)"),
     "TGSNAP_ENCRYPTION_KEY": ("encryption_key", "32-byte key, hex (64 chars) or base64, for encryption at rest"),
 }
 
@@ -58,6 +62,8 @@ class StorageSettings:
     api_hash: str | None = field(default=None, repr=False)
     mtproto_session: str | None = field(default=None, repr=False)
     bot_api_url: str | None = None
+    bot_api_local: bool = False
+    mtproto_session_dir: Path | None = None
     encryption_key: bytes | None = field(default=None, repr=False)
 
     def describe(self) -> str:
@@ -112,6 +118,13 @@ class StorageSettings:
                 raise ConfigError("TGSNAP_API_ID must be a number") from None
         if "local_dir" in values:
             values["local_dir"] = Path(str(values["local_dir"]))
+        if "mtproto_session_dir" in values:
+            values["mtproto_session_dir"] = Path(str(values["mtproto_session_dir"]))
+        if isinstance(values.get("bot_api_local"), str):
+            text = str(values["bot_api_local"]).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ConfigError(f"TGSNAP_BOT_API_LOCAL must be 1 or 0, got {values['bot_api_local']!r}")
+            values["bot_api_local"] = text in ("1", "true", "yes", "on")
         if isinstance(values.get("encryption_key"), str):
             values["encryption_key"] = parse_key(str(values["encryption_key"]))
         if "mode" not in values:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 from aiogram import Bot
@@ -43,35 +45,56 @@ from snapshot.backend import Backend, BackendInfo, Slot, SlotRace
 from snapshot.backends import telegram_channel as channel
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
 from snapshot.backends.telegram_retry import RetryPolicy, call
-from snapshot.errors import BackendError, DocumentNotFound
+from snapshot.errors import BackendError, ConfigError, DocumentNotFound
 
 log = logging.getLogger(__name__)
 
+#: a bot may delete a channel message only this long after it was sent (Bot API deleteMessage docs), with a
+#: margin so a batch is not refused for one message that crossed the line while the call was on its way.
+DELETE_WINDOW_S = 48 * 3600
+DELETE_MARGIN_S = 600
 #: getFile's cap is "20 MB"; stay under both readings of it.
 BOTAPI_MAX_DOCUMENT = 20_000_000
+#: a --local server: "Upload files up to 2000 MB", "Download files without a size limit" (Bot API docs).
+LOCAL_MAX_DOCUMENT = 2000 * 1000 * 1000
 _NOT_MODIFIED = "message is not modified"
+#: getFile answers for a document that is not there (telegram-bot-api Client.cpp: check_remote_file_id's default).
+_GONE_FILE = ("invalid file_id", "wrong file identifier", "file not found")
 
 
-def _classify(exc: BaseException) -> BackendError | None:
-    """aiogram's exceptions → retryable or not, with Telegram's own words kept."""
+def _classify(exc: BaseException) -> BackendError | ConfigError | None:
+    """aiogram's exceptions → what to do, with telegram-bot-api's description and code kept on the error."""
+    if isinstance(exc, TelegramAPIError):
+        named = {"telegram_error": exc.message, "telegram_code": _code(exc)}
+    else:
+        named = {}
     if isinstance(exc, TelegramRetryAfter):
         return BackendError(f"Telegram flood control: retry after {exc.retry_after}s", retryable=True,
-                            retry_after=float(exc.retry_after))
+                            retry_after=float(exc.retry_after), **named)
     if isinstance(exc, TelegramEntityTooLarge):
-        return BackendError(f"Telegram refused the document as too large: {exc.message}", retryable=False)
+        return BackendError(f"Telegram refused the document as too large: {exc.message}", retryable=False, **named)
     if isinstance(exc, TelegramNetworkError | TelegramServerError | ClientDecodeError | aiohttp.ClientError
                   | ConnectionError):
-        return BackendError(f"Telegram unreachable or failing: {exc}", retryable=True)
+        return BackendError(f"Telegram unreachable or failing: {exc}", retryable=True, **named)
     if isinstance(exc, TelegramUnauthorizedError):
-        return BackendError(str(channel.bad_token()), retryable=False)
+        return channel.bad_token()
     if isinstance(exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound):
         hint = ""
         if isinstance(exc, TelegramForbiddenError) or "rights" in exc.message or "can't be edited" in exc.message:
             hint = ("; the storage bot lost its place or its administrator rights in the storage channel: "
                     "restore them (post and edit messages)")
-        return BackendError(f"Telegram refused: {exc.message}{hint}", retryable=False)
+        return BackendError(f"Telegram refused: {exc.message}{hint}", retryable=False, **named)
     if isinstance(exc, TelegramAPIError):
-        return BackendError(f"Telegram error: {exc.message}", retryable=True)
+        return BackendError(f"Telegram error: {exc.message}", retryable=True, **named)
+    return None
+
+
+def _code(exc: TelegramAPIError) -> int | None:
+    for cls, code in ((TelegramRetryAfter, 429), (TelegramEntityTooLarge, 413), (TelegramUnauthorizedError, 401),
+                      (TelegramForbiddenError, 403), (TelegramNotFound, 404), (TelegramBadRequest, 400),
+                      (TelegramServerError, 500)):
+        if isinstance(exc, cls):
+            return code
     return None
 
 
@@ -96,11 +119,26 @@ class BotApiBackend(Backend):
 
     def __init__(self, token: str, chat: str | int, *, api_url: str | None = None,
                  budget: ChatBudget | BudgetConfig | None = None, policy: RetryPolicy | None = None,
-                 token_var: str = "TGSNAP_BOT_TOKEN") -> None:
+                 token_var: str = "TGSNAP_BOT_TOKEN", local: bool = False,
+                 local_files: tuple[str, str] | None = None) -> None:
         self._chat_arg = channel.parse_chat(chat)
         self._token_var = token_var
+        #: a self-hosted telegram-bot-api started with --local: getFile answers absolute paths on the server's
+        #: disk (read here directly, or through `local_files` = (server dir, the same dir as mounted here)) and
+        #: documents up to 2000 MB can be stored and read back.
+        self.local = local
+        if local and not api_url:
+            raise ConfigError("a self-hosted Bot API server in local mode needs its URL: set TGSNAP_BOT_API_URL")
         try:
-            session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
+            if api_url:
+                wrap = {}
+                if local_files:
+                    from aiogram.client.telegram import SimpleFilesPathWrapper
+
+                    wrap = {"wrap_local_file": SimpleFilesPathWrapper(*(Path(p) for p in local_files))}
+                session = AiohttpSession(api=TelegramAPIServer.from_base(api_url, is_local=local, **wrap))
+            else:
+                session = AiohttpSession()
             self.bot = Bot(token, session=session)
         except TokenValidationError:
             raise channel.bad_token(token_var) from None
@@ -113,7 +151,8 @@ class BotApiBackend(Backend):
         self.bot_name = "the bot"
         self._manifest_id: int | None = None
         self._manifest_pinned = False
-        self._deleted: set[int] = set()
+        self._deleted: set[int] = set()  # message ids Telegram really deleted (get() of them: DocumentNotFound)
+        self._sent_at: dict[int, float] = {}  # message id → when this process stored it (the 48 h rule)
 
     def __repr__(self) -> str:
         return f"BotApiBackend(chat={self.chat_title!r})"
@@ -121,8 +160,12 @@ class BotApiBackend(Backend):
     @property
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"botapi:{self.chat_title}", can_discover=False,
-                           max_document_size=BOTAPI_MAX_DOCUMENT, manifest_min_interval=0.0,
+                           max_document_size=self._max_document, manifest_min_interval=0.0,
                            delete_window=48 * 3600.0)
+
+    @property
+    def _max_document(self) -> int:
+        return LOCAL_MAX_DOCUMENT if self.local else BOTAPI_MAX_DOCUMENT
 
     # -- opening and checks ------------------------------------------------------------------------
 
@@ -130,10 +173,8 @@ class BotApiBackend(Backend):
         """Check the token, the chat, the bot's rights and the pinned message. Writes nothing."""
         try:
             me = await self._call(self.bot.get_me, "getMe")
-        except BackendError as e:
-            if "token" in str(e):
-                raise channel.bad_token(self._token_var) from None
-            raise
+        except ConfigError:
+            raise channel.bad_token(self._token_var) from None
         self.bot_name = f"@{me.username}" if me.username else f"bot {me.id}"
         chat = await self._get_chat()
         self.chat_id = chat.id
@@ -187,6 +228,7 @@ class BotApiBackend(Backend):
             f"storing {name}", budgeted=True, attempt_timeout=timeout)
         if msg.document is None:
             raise BackendError(f"storing {name}: Telegram's answer carries no document", retryable=True)
+        self._sent_at[msg.message_id] = msg.date.timestamp()
         return encode_ref(msg.message_id, msg.document.file_id)
 
     async def get(self, ref: str) -> bytes:
@@ -245,7 +287,7 @@ class BotApiBackend(Backend):
                         "start from a new one (tgsnap will not guess a replacement)", retryable=False) from None
                 raise
 
-        await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit)
+        await self._call(edit, "publishing the manifest", budgeted=True, attempt_timeout=limit, edit_of=mid)
 
     # -- manifest slots ----------------------------------------------------------------------------
     # A slot is a manifest message, sent and pinned; older slots stay pinned. getChat's pinned_message is
@@ -349,26 +391,54 @@ class BotApiBackend(Backend):
         return await self._download(pinned.document.file_id, f"manifest {pinned.message_id}")
 
     async def delete(self, refs: list[str]) -> None:
-        ids = []
+        """Delete superseded documents within the Bot API's rules, forgetting only what is really gone.
+
+        A bot may delete a channel message only while it is younger than 48 h, so the youngest (highest ids)
+        go first and ids this process knows to be older are not tried; `deleteMessages` fails a whole batch
+        when one message cannot be deleted, so a failed batch is retried one message at a time."""
+        ids = set()
         for ref in refs:
             try:
                 mid = decode_ref(ref)[0]
             except DocumentNotFound:
                 continue
             if mid != self._manifest_id:  # never the entry point, whatever the caller passes
-                ids.append(mid)
-        for i in range(0, len(ids), 100):
-            batch = ids[i:i + 100]
+                ids.add(mid)
+        now = time.time()
+        old = {mid for mid in ids if now - self._sent_at.get(mid, now) >= DELETE_WINDOW_S - DELETE_MARGIN_S}
+        if old:
+            log.info("%s: %d superseded documents are older than 48 h and stay in the channel (the Bot API "
+                     "cannot delete them)", self.chat_title, len(old))
+        todo = sorted(ids - old, reverse=True)  # youngest first: they are the ones still inside the window
+        for i in range(0, len(todo), 100):
+            batch = todo[i:i + 100]
+            if await self._delete_batch(batch):
+                self._forget(batch)
+                continue
+            for mid in batch:  # the batch failed whole: find out which ones can go
+                if await self._delete_batch([mid]):
+                    self._forget([mid])
 
-            async def remove(batch: list[int] = batch) -> None:
-                try:
-                    await self.bot.delete_messages(self._cid, batch)
-                except TelegramBadRequest as e:
-                    # gone already, or older than 48 h (the Bot API cannot delete those): leave them.
-                    log.info("delete in %s: %s (%d messages left in place)", self.chat_title, e.message, len(batch))
+    async def _delete_batch(self, batch: list[int]) -> bool:
+        """True if Telegram deleted every message of `batch` (or they were gone already)."""
+        async def remove() -> bool:
+            try:
+                await (self.bot.delete_messages(self._cid, batch) if len(batch) > 1
+                       else self.bot.delete_message(self._cid, batch[0]))
+                return True
+            except TelegramBadRequest as e:
+                if "message to delete not found" in e.message:
+                    return True  # gone already: nothing left to delete
+                if len(batch) == 1:
+                    log.info("delete in %s: message %d stays: %s", self.chat_title, batch[0], e.message)
+                return False
 
-            await self._call(remove, "deleting superseded documents")
-            self._deleted.update(batch)
+        return await self._call(remove, "deleting superseded documents")
+
+    def _forget(self, mids: list[int]) -> None:
+        self._deleted.update(mids)
+        for mid in mids:
+            self._sent_at.pop(mid, None)
 
     async def discover(self, after: str | None) -> list[str]:
         return []
@@ -388,24 +458,26 @@ class BotApiBackend(Backend):
     def _check_size(self, name: str, data: bytes) -> None:
         if not data:
             raise BackendError(f"{name}: Telegram does not store empty documents", retryable=False)
-        if len(data) > BOTAPI_MAX_DOCUMENT:
+        if len(data) > self._max_document:
             raise BackendError(
-                f"{name}: {len(data)} bytes is over the Bot API's getFile limit of {BOTAPI_MAX_DOCUMENT} bytes; "
-                "use smaller snapshot parts or MTProto storage", retryable=False)
+                f"{name}: {len(data)} bytes is over the Bot API's limit of {self._max_document} bytes; "
+                "use smaller snapshot parts, a local-mode Bot API server or MTProto storage", retryable=False)
 
     async def _download(self, file_id: str, what: str) -> bytes:
         async def fetch() -> bytes:
             try:
                 f = await asyncio.wait_for(self.bot.get_file(file_id), self.policy.timeout)
             except TelegramBadRequest as e:
-                if "wrong file identifier" in e.message or "file not found" in e.message.lower():
+                # telegram-bot-api's texts (Client.cpp): an unknown or foreign file_id is "invalid file_id";
+                # older servers and some paths say "wrong file identifier"
+                if any(text in e.message.lower() for text in _GONE_FILE):
                     raise DocumentNotFound(what) from None
-                if "too big" in e.message:
+                if "file is too big" in e.message:
                     raise BackendError(f"{what} is over the Bot API's 20 MB getFile limit", retryable=False) from None
                 raise
             if not f.file_path:
                 raise BackendError(f"{what}: getFile returned no file path", retryable=True)
-            timeout = self.policy.timeout_for(f.file_size or BOTAPI_MAX_DOCUMENT)
+            timeout = self.policy.timeout_for(f.file_size or self._max_document)
             buf = await asyncio.wait_for(self.bot.download_file(f.file_path, io.BytesIO(), timeout=int(timeout)),
                                          timeout)
             assert isinstance(buf, io.BytesIO)
@@ -418,7 +490,8 @@ class BotApiBackend(Backend):
         # getFile is bounded by the policy's timeout, the download by one scaled to the file's size
         return await self._call(fetch, f"reading {what}", attempt_timeout=0)
 
-    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None):
+    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None,
+                    edit_of: int | None = None):
         budget = self.budget if budgeted else None
         return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
-                          attempt_timeout=attempt_timeout)
+                          attempt_timeout=attempt_timeout, edit_of=edit_of)

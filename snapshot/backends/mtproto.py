@@ -25,15 +25,19 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from telethon import TelegramClient, errors, utils
 from telethon.sessions import StringSession
 from telethon.tl import functions, types
 
 from snapshot.backend import Backend, BackendInfo, Slot, SlotRace
+from snapshot.backends import mtproto_sessions as sessions
 from snapshot.backends import mtproto_transfer as transfer
 from snapshot.backends import telegram_channel as channel
+from snapshot.backends import telethon_compat as compat
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
 from snapshot.backends.telegram_retry import RetryPolicy, call
 from snapshot.errors import BackendError, ConfigError, DocumentNotFound
@@ -43,6 +47,10 @@ log = logging.getLogger(__name__)
 MIME = "application/octet-stream"
 #: placeholders Telethon insists on when a pre-authorised session (the emulator's) comes without them.
 _PLACEHOLDER_API = (1, "0" * 32)
+#: bots may delete channel messages only this long after they were sent, MTProto included; the margin keeps a
+#: batch from being refused for one message that crossed the line on the way.
+DELETE_WINDOW_S = 48 * 3600
+DELETE_MARGIN_S = 600
 
 
 def require_cryptg() -> None:
@@ -53,23 +61,57 @@ def require_cryptg() -> None:
                           "(without it Telethon moves ~0.3 MiB/s)") from None
 
 
-def _classify(exc: BaseException) -> BackendError | None:
-    """Telethon's exceptions → retryable or not, with Telegram's error name kept."""
-    if isinstance(exc, errors.FloodWaitError | errors.FloodPremiumWaitError | errors.SlowModeWaitError):
-        return BackendError(f"Telegram FLOOD_WAIT: retry after {exc.seconds}s", retryable=True,
-                            retry_after=float(max(1, exc.seconds)))
-    if isinstance(exc, errors.ServerError | errors.TimedOutError | errors.RpcCallFailError):
-        return BackendError(f"Telegram internal error: {exc}", retryable=True)
-    if isinstance(exc, errors.UnauthorizedError | errors.AuthKeyError):
-        return BackendError(f"Telegram no longer accepts this session ({exc.message}): check the bot token "
-                            "and TGSNAP_MTPROTO_SESSION", retryable=False)
-    if isinstance(exc, errors.ChatAdminRequiredError | errors.ChatWriteForbiddenError | errors.ChannelPrivateError
-                  | errors.MessageAuthorRequiredError):
-        return BackendError(f"Telegram refused ({type(exc).__name__}): the storage bot lost its administrator rights "
-                            "in the storage channel; restore them (post and edit messages)", retryable=False)
+#: the auth key is no longer usable: log in again with the bot token on a fresh key (never reuse this one).
+SESSION_DEAD = frozenset({"AUTH_KEY_UNREGISTERED", "AUTH_KEY_DUPLICATED", "AUTH_KEY_INVALID", "AUTH_KEY_PERM_EMPTY",
+                          "SESSION_REVOKED", "SESSION_EXPIRED", "SESSION_PASSWORD_NEEDED"})
+#: the bot token itself is refused: a configuration error (exit 2), retrying cannot help.
+BAD_TOKEN = frozenset({"ACCESS_TOKEN_INVALID", "ACCESS_TOKEN_EXPIRED", "BOT_INVALID", "USER_DEACTIVATED",
+                       "USER_DEACTIVATED_BAN"})
+#: the bot lost its place or rights in the storage channel.
+NO_RIGHTS = frozenset({"CHAT_ADMIN_REQUIRED", "CHAT_WRITE_FORBIDDEN", "CHANNEL_PRIVATE", "CHAT_FORBIDDEN",
+                       "MESSAGE_AUTHOR_REQUIRED", "RIGHT_FORBIDDEN", "CHANNEL_INVALID", "USER_BANNED_IN_CHANNEL"})
+#: the document is not there (deleted message, a file id Telegram no longer knows).
+GONE = frozenset({"MESSAGE_ID_INVALID", "FILE_ID_INVALID", "LOCATION_INVALID", "MEDIA_EMPTY"})
+_FLOOD = re.compile(r"(FLOOD_WAIT|FLOOD_PREMIUM_WAIT|SLOWMODE_WAIT|FLOOD_TEST_PHONE_WAIT)_(\d+)")
+_PARTS = re.compile(r"FILE_PART_\d+_MISSING|FILE_PARTS_INVALID|FILE_PART_0_MISSING")
+
+
+def parts_lost(name: str | None) -> bool:
+    """The server no longer holds (all) the parts of an upload: upload again, then retry the send."""
+    return bool(name and _PARTS.fullmatch(name))
+
+
+def _classify(exc: BaseException) -> BackendError | ConfigError | None:
+    """Telethon's exceptions → what to do, with Telegram's error name and code kept on the error.
+
+    Decided by the RPC error's name (`telethon_compat.rpc_name`) and numeric class, never by Telethon's
+    class-level `message` (which reads 'BAD_REQUEST' for every 400)."""
     if isinstance(exc, errors.RPCError):
-        code = abs(exc.code or 0)
-        return BackendError(f"Telegram refused: {exc.message}", retryable=code >= 500)
+        name, code = compat.rpc_name(exc), compat.rpc_code(exc)
+        named = {"telegram_error": name, "telegram_code": code}
+        flood = _FLOOD.fullmatch(name)
+        if flood or code == 420:
+            seconds = int(flood.group(2)) if flood else int(getattr(exc, "seconds", 0) or 1)
+            return BackendError(f"Telegram {name}: retry after {seconds}s", retryable=True,
+                                retry_after=float(max(1, seconds)), **named)
+        if code >= 500 or name in ("TIMEOUT", "RPC_CALL_FAIL", "RPC_MCGET_FAIL"):
+            return BackendError(f"Telegram internal error {name} ({code})", retryable=True, **named)
+        if name in BAD_TOKEN:
+            return channel.bad_token()
+        if name in SESSION_DEAD:
+            return BackendError(f"Telegram no longer accepts this MTProto session ({name}): tgsnap logs in again "
+                                "with the bot token on a new key", retryable=False, **named)
+        if name in NO_RIGHTS:
+            return BackendError(f"Telegram refused ({name}): the storage bot lost its administrator rights "
+                                "in the storage channel; restore them (post and edit messages)", retryable=False,
+                                **named)
+        if parts_lost(name):
+            return BackendError(f"Telegram lost the uploaded parts ({name}): uploading again", retryable=True,
+                                **named)
+        if code == 303:  # *_MIGRATE_X: the transfer code follows FILE_MIGRATE itself; anything else is new here
+            return BackendError(f"Telegram asks to repeat the call on another DC ({name})", retryable=False,
+                                **named)
+        return BackendError(f"Telegram refused: {name} ({code})", retryable=False, **named)
     if isinstance(exc, OSError | ConnectionError | asyncio.IncompleteReadError):
         return BackendError(f"Telegram unreachable: {exc}", retryable=True)
     return None
@@ -110,11 +152,23 @@ class MTProtoBackend(Backend):
                  api_hash: str | None = None, session: str | None = None, connections: int = 6,
                  budget: ChatBudget | BudgetConfig | None = None, policy: RetryPolicy | None = None,
                  manifest_min_interval: float = 3.0, discover_gap: int = 200,
-                 token_var: str = "TGSNAP_BOT_TOKEN") -> None:
+                 token_var: str = "TGSNAP_BOT_TOKEN", session_dir: str | Path | None = None,
+                 login_max_wait: float | None = None, local_addr: str | None = None) -> None:
         self._chat_arg = channel.parse_chat(chat)
         self._token = bot_token
         self._token_var = token_var
         self._session = session or ""
+        # a host-local session store: always without a given session, and beside one when asked for
+        self._session_dir = Path(session_dir) if session_dir is not None else None if session else \
+            sessions.default_dir()
+        self.session_slot: sessions.SessionSlot | None = None
+        #: longest login FLOOD_WAIT waited out at start (None: as long as Telegram says; a restart would only
+        #: make it longer).
+        self.login_max_wait = login_max_wait
+        self.logins = 0  # auth.importBotAuthorization calls this backend made
+        self._local_addr = local_addr  # the source address of our connections (a multi-homed host)
+        self._relogin_lock = asyncio.Lock()
+        self._logins_done = 0  # re-logins while running (a generation: see _relogin)
         if not (api_id and api_hash) and not session:
             raise ConfigError("MTProto storage needs TGSNAP_API_ID and TGSNAP_API_HASH (from my.telegram.org)")
         self._api = (api_id, api_hash) if api_id and api_hash else _PLACEHOLDER_API
@@ -135,6 +189,10 @@ class MTProtoBackend(Backend):
         self._manifest_id: int | None = None
         self._manifest_pinned = False
         self._top = 0  # highest message id this process has seen in the channel
+        self._dates: dict[int, float] = {}  # message id → its date, where seen (the 48 h delete rule)
+        self._lookups: dict[int, list[asyncio.Future]] = {}  # message ids waiting for the next batched look-up
+        self._lookup_scheduled = False
+        self._lookup_tasks: set[asyncio.Task] = set()
         self._manifest_lock = asyncio.Lock()
         #: the gap check (newer_slot after a put): every message id up to `_checked` has been examined
         #: since our slot was made; `_own` are the ids this process sent above it (skipped, not read).
@@ -155,25 +213,19 @@ class MTProtoBackend(Backend):
     async def open(self) -> MTProtoBackend:
         """Log in, check the chat, the bot's rights and the pinned message. Writes nothing."""
         require_cryptg()
-        api_id, api_hash = self._api
-        client = self.client = TelegramClient(
-            StringSession(self._session), api_id, api_hash, receive_updates=False, flood_sleep_threshold=0,
-            request_retries=2, connection_retries=3, retry_delay=1, timeout=10)
+        if not self._token and not self._session:
+            raise ConfigError(f"MTProto storage needs a bot token: set {self._token_var}")
+        if self._session_dir is not None:
+            bot = self._token.split(":", 1)[0] if self._token else "session"
+            self.session_slot = sessions.claim_slot(self._session_dir, bot)
         try:
-            await asyncio.wait_for(client.connect(), self.policy.timeout)
-        except (OSError, TimeoutError) as e:
-            raise BackendError(f"cannot reach Telegram over MTProto: {e}", retryable=True) from None
-        if not await self._call(client.is_user_authorized, "checking the session"):
-            if not self._token:
-                raise ConfigError("the MTProto session is not logged in and no bot token is set: set "
-                                  f"{self._token_var}")
-            try:
-                await self._call(lambda: client.sign_in(bot_token=self._token), "logging in")
-            except BackendError as e:
-                if "ACCESS_TOKEN" in str(e) or "token" in str(e).lower():
-                    raise channel.bad_token(self._token_var) from None
-                raise
-        me = await self._call(client.get_me, "getMe")
+            await self._log_in()
+        except BaseException:
+            await self._drop_client()
+            raise
+        assert self.client is not None
+        # self.client, not a local: a re-login inside a call replaces the client
+        me = await self._call(lambda: self.client.get_me(), "getMe")
         if me is None or not me.bot:
             raise ConfigError("the MTProto session is not a bot's: tgsnap logs in with a bot token "
                               f"({self._token_var}); clear TGSNAP_MTPROTO_SESSION to log in afresh")
@@ -188,11 +240,156 @@ class MTProtoBackend(Backend):
             assert self._channel is not None
             self.budget = shared_budget(me.id, utils.get_peer_id(types.PeerChannel(self._channel.channel_id)),
                                         config)
-        self.pool = transfer.SenderPool(client, self.connections, timeout=self.policy.timeout)
+        if self.pool is None or self.pool.client is not self.client:
+            self.pool = transfer.SenderPool(self.client, self.connections, timeout=self.policy.timeout)
         pinned = await self._pinned_message()
         if pinned is None:
             await self._refuse_unpinned_storage()
         return self
+
+    # -- sessions and logins -------------------------------------------------------------------------
+
+    def _initial_session(self) -> str | StringSession:
+        """Which session to start from: this slot's saved one; else the given one, but only in slot 0 — a
+        second process on the same host gets its own key (one key in two places is AUTH_KEY_DUPLICATED)."""
+        slot = self.session_slot
+        if slot is not None:
+            saved = slot.load()
+            if saved:
+                return saved
+            if slot.index > 0 and self._session:
+                return _fresh_key_at(self._session)
+        return self._session
+
+    async def _connect(self, session: str | StringSession) -> TelegramClient:
+        api_id, api_hash = self._api
+        client = self.client = TelegramClient(
+            StringSession(session) if isinstance(session, str) else session, api_id, api_hash,
+            receive_updates=False, flood_sleep_threshold=0, request_retries=2, connection_retries=3, retry_delay=1,
+            timeout=10, local_addr=(self._local_addr, 0) if self._local_addr else None)
+        compat.check(client)
+        try:
+            await asyncio.wait_for(client.connect(), self.policy.timeout)
+        except (OSError, TimeoutError) as e:
+            raise BackendError(f"cannot reach Telegram over MTProto: {e}", retryable=True) from None
+        except errors.RPCError as e:  # connect() already sends initConnection: a dead key is refused here
+            err = _classify(e)
+            if err is None:
+                raise
+            raise err from e
+        return client
+
+    async def _drop_client(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if self.client is not None:
+            await self.client.disconnect()
+            self.client = None
+
+    async def _log_in(self) -> None:
+        """Connect on the chosen session; log in with the bot token when the key is not logged in, or on a
+        fresh key when Telegram refuses this one for good (AUTH_KEY_DUPLICATED & co.)."""
+        session = self._initial_session()
+        try:
+            client = await self._connect(session)
+            state = await self._session_state()
+        except BackendError as e:
+            if e.telegram_error not in SESSION_DEAD:
+                raise
+            state = e.telegram_error
+        if state == "ok":
+            self._save_session()
+            return
+        if not self._token:
+            raise ConfigError("the MTProto session is not logged in and no bot token is set: set "
+                              f"{self._token_var}")
+        if state != "AUTH_KEY_UNREGISTERED":
+            log.warning("Telegram refused the saved MTProto session (%s): logging in again on a new key", state)
+            if self.session_slot is not None:
+                self.session_slot.discard()
+            await self._drop_client()
+            client = await self._connect(_fresh_key_at(session) if isinstance(session, str) else StringSession())
+        await self._sign_in(client)
+        self._save_session()
+
+    async def _session_state(self) -> str:
+        """'ok' if the session is logged in, else Telegram's name for why not."""
+        try:
+            await self._call(lambda: self._invoke(functions.users.GetUsersRequest([types.InputUserSelf()])),
+                             "checking the session", relogin=False)
+        except BackendError as e:
+            if e.telegram_error in SESSION_DEAD:
+                return e.telegram_error
+            raise
+        return "ok"
+
+    async def _sign_in(self, client: TelegramClient) -> None:
+        """auth.importBotAuthorization; a FLOOD_WAIT on it is waited out here, explained, with its length and
+        end named: giving up and restarting would log in again and make Telegram's wait longer."""
+        while True:
+            self.logins += 1
+            try:
+                await asyncio.wait_for(client.sign_in(bot_token=self._token), self.policy.timeout)
+                return
+            except errors.RPCError as e:
+                err = _classify(e)
+                if isinstance(err, BackendError) and err.telegram_code == 420 and err.retry_after:
+                    await self._login_flood_wait(err.retry_after, err.telegram_error or "FLOOD_WAIT")
+                    continue
+                if err is None:
+                    raise
+                raise err from e
+            except (OSError, TimeoutError) as e:
+                raise BackendError(f"logging in: cannot reach Telegram over MTProto: {e}", retryable=True) from None
+
+    async def _login_flood_wait(self, seconds: float, name: str) -> None:
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + seconds))
+        advice = ("Telegram limits how often a bot logs in; tgsnap keeps one saved session per host and process "
+                  f"slot in {self._session_dir} (TGSNAP_MTPROTO_SESSION_DIR) so that restarts do not log in again")
+        if self.login_max_wait is not None and seconds > self.login_max_wait:
+            raise BackendError(f"Telegram refuses logins of {self._token_var}'s bot for {seconds:.0f} s ({name}, "
+                               f"until {until}), longer than login_max_wait={self.login_max_wait:g} s. {advice}",
+                               retryable=False, retry_after=seconds, telegram_error=name, telegram_code=420)
+        log.warning("Telegram refuses bot logins for %.0f s (%s): waiting until %s before logging in again. %s",
+                    seconds, name, until, advice)
+        left = seconds
+        while left > 0:  # a reminder every five minutes, so a long silent wait is not taken for a hang
+            await asyncio.sleep(min(left, 300.0))
+            left -= 300.0
+            if left > 0:
+                log.warning("still waiting %.0f s for Telegram's login FLOOD_WAIT to end", left)
+
+    def _save_session(self) -> None:
+        if self.session_slot is not None and self.client is not None:
+            self.session_slot.save(StringSession.save(self.client.session))
+
+    async def _relogin(self, reason: str, generation: int | None = None) -> None:
+        """The session died while running (AUTH_KEY_DUPLICATED: someone else used the key): a fresh key.
+
+        Calls that fail together log in once: a call that started before the last re-login (`generation`)
+        just tries again on the new key."""
+        async with self._relogin_lock:
+            if generation is not None and generation != self._logins_done:
+                return
+            await self._relogin_now(reason)
+            self._logins_done += 1
+
+    async def _relogin_now(self, reason: str) -> None:
+        log.warning("Telegram refused the MTProto session while running (%s): logging in again on a new key",
+                    reason)
+        if not self._token:
+            raise ConfigError(f"Telegram refused the MTProto session ({reason}) and no bot token is set to log "
+                              f"in again: set {self._token_var}")
+        assert self.client is not None
+        old = StringSession.save(self.client.session)
+        if self.session_slot is not None:
+            self.session_slot.discard()
+        await self._drop_client()
+        client = await self._connect(_fresh_key_at(old))
+        await self._sign_in(client)
+        self._save_session()
+        self.pool = transfer.SenderPool(client, self.connections, timeout=self.policy.timeout)
 
     async def _resolve_chat(self) -> None:
         assert self.client is not None
@@ -330,7 +527,7 @@ class MTProtoBackend(Backend):
                     f"the manifest message {mid} in {self.chat_title} was deleted: restore the channel or start "
                     "from a new one (tgsnap will not guess a replacement)", retryable=False) from None
 
-        await self._call(edit, "publishing the manifest", budgeted=True)
+        await self._call(edit, "publishing the manifest", budgeted=True, edit_of=mid)
 
     # -- manifest slots ----------------------------------------------------------------------------
     # A slot is a manifest message, sent and pinned; older slots stay pinned, and the channel's
@@ -432,19 +629,34 @@ class MTProtoBackend(Backend):
         return await self._download(msg.id, doc, f"manifest {msg.id}")
 
     async def delete(self, refs: list[str]) -> None:
-        ids = sorted({int(r) for r in refs if r.isdigit()} - {self._manifest_id or 0})
-        for i in range(0, len(ids), 100):
-            batch = ids[i:i + 100]
+        """Delete superseded documents within Telegram's rules (bots: only messages younger than 48 h, in
+        channels over MTProto too). Youngest first; ids known to be older are left alone; a batch refused
+        whole (MESSAGE_DELETE_FORBIDDEN for one of its messages) is retried one message at a time."""
+        ids = {int(r) for r in refs if r.isdigit()} - {self._manifest_id or 0}
+        now = time.time()
+        old = {i for i in ids if now - self._dates.get(i, now) >= DELETE_WINDOW_S - DELETE_MARGIN_S}
+        if old:
+            log.info("%s: %d superseded documents are older than 48 h and stay in the channel (bots cannot "
+                     "delete them)", self.chat_title, len(old))
+        todo = sorted(ids - old, reverse=True)
+        for i in range(0, len(todo), 100):
+            batch = todo[i:i + 100]
+            if not await self._delete_batch(batch) and len(batch) > 1:
+                for mid in batch:
+                    await self._delete_batch([mid])
 
-            async def remove(batch: list[int] = batch) -> None:
-                assert self.client is not None
-                try:
-                    await self._invoke(functions.channels.DeleteMessagesRequest(self._channel, batch))
-                except errors.MessageDeleteForbiddenError:
-                    log.warning("%s: not allowed to delete %d superseded documents; they stay in the channel",
-                                self.chat_title, len(batch))
+    async def _delete_batch(self, batch: list[int]) -> bool:
+        async def remove() -> bool:
+            try:
+                await self._invoke(functions.channels.DeleteMessagesRequest(self._channel, batch))
+                return True
+            except errors.MessageDeleteForbiddenError:
+                if len(batch) == 1:
+                    log.info("%s: message %d stays in the channel: MESSAGE_DELETE_FORBIDDEN", self.chat_title,
+                             batch[0])
+                return False
 
-            await self._call(remove, "deleting superseded documents")
+        return await self._call(remove, "deleting superseded documents")
 
     async def discover(self, after: str | None) -> list[str]:
         return [ref for ref, _name in await self.discover_named(after)]
@@ -468,10 +680,9 @@ class MTProtoBackend(Backend):
         return (int(ref),)
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-        if self.client is not None:
-            await self.client.disconnect()
+        await self._drop_client()
+        if self.session_slot is not None:
+            self.session_slot.release()
 
     # -- documents ---------------------------------------------------------------------------------
 
@@ -531,24 +742,27 @@ class MTProtoBackend(Backend):
         return None
 
     async def _upload(self, data: bytes, fname: str):
-        assert self.pool is not None
-        try:
-            return await transfer.upload(self.pool, data, fname)
-        except BackendError:
-            raise
-        except Exception as e:
-            err = _classify(e)
-            if err is None:
+        for attempt in (1, 2):
+            generation = self._logins_done
+            assert self.pool is not None
+            try:
+                return await transfer.upload(self.pool, data, fname)
+            except BackendError:
                 raise
-            raise err from e
+            except Exception as e:
+                err = _classify(e)
+                if err is None:
+                    raise
+                if attempt == 1 and isinstance(err, BackendError) and err.telegram_error in SESSION_DEAD:
+                    await self._relogin(err.telegram_error, generation)
+                    continue
+                raise err from e
+        raise AssertionError("unreachable")
 
     async def _download(self, mid: int, doc: types.Document, what: str) -> bytes:
         assert self.client is not None and self.pool is not None
         if doc.dc_id != self.client.session.dc_id:
-            # a file kept on another DC (not one we uploaded): let Telethon borrow a sender there.
-            return await self._call(lambda: self.client.download_file(
-                types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, ""), bytes,
-                file_size=doc.size), f"reading {what}", attempt_timeout=self.policy.timeout_for(doc.size))
+            return await self._download_elsewhere(mid, doc, doc.dc_id, what)
 
         async def refresh() -> types.InputDocumentFileLocation:
             fresh = _document(await self._message(mid))
@@ -558,21 +772,73 @@ class MTProtoBackend(Backend):
 
         location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
         # each piece has its own timeout inside the transfer; the whole may take as long as the file needs
-        return await self._call(lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
-                                f"reading {what}", attempt_timeout=0)
+        try:
+            return await self._call(
+                lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
+                f"reading {what}", attempt_timeout=0)
+        except transfer.FileMigrated as moved:
+            log.info("%s: %s; reading it from there", self.chat_title, moved)
+            return await self._download_elsewhere(mid, doc, moved.dc, what)
+
+    async def _download_elsewhere(self, mid: int, doc: types.Document, dc: int, what: str) -> bytes:
+        """A file kept on another DC than ours (a media DC, or FILE_MIGRATE_X): Telethon borrows a sender there
+        (auth.exportAuthorization → importAuthorization on that DC) and reads it one piece at a time."""
+        async def fetch() -> bytes:
+            fresh = _document(await self._message(mid)) or doc  # a fresh file reference
+            assert self.client is not None
+            return await self.client.download_file(
+                types.InputDocumentFileLocation(fresh.id, fresh.access_hash, fresh.file_reference, ""), bytes,
+                file_size=fresh.size, dc_id=dc)
+
+        return await self._call(fetch, f"reading {what} from DC {dc}",
+                                attempt_timeout=self.policy.timeout_for(doc.size))
 
     # -- messages ----------------------------------------------------------------------------------
 
     async def _message(self, mid: int) -> types.Message | None:
-        msgs = await self._messages([mid])
-        msg = msgs[0]
+        """One message by id. Look-ups made at the same moment (a restore fetching many documents at once)
+        go out together, up to 100 ids per `channels.getMessages`: Telegram limits look-ups too."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._lookups.setdefault(mid, []).append(fut)
+        if not self._lookup_scheduled:
+            self._lookup_scheduled = True
+            loop.call_soon(lambda: self._lookup_tasks.add(loop.create_task(self._run_lookups())))
+        msg = await fut
         return msg if isinstance(msg, types.Message) else None
+
+    async def _run_lookups(self) -> None:
+        self._lookup_scheduled = False
+        task = asyncio.current_task()
+        try:
+            while self._lookups:
+                ids = sorted(self._lookups)[:100]
+                waiting = {i: self._lookups.pop(i) for i in ids}
+                try:
+                    found = await self._messages(ids)
+                except BaseException as e:  # every waiter of this batch gets the error
+                    for futs in waiting.values():
+                        for f in futs:
+                            if not f.done():
+                                f.set_exception(e)
+                    if isinstance(e, asyncio.CancelledError):
+                        raise
+                    continue
+                for i, msg in zip(ids, found, strict=True):
+                    for f in waiting[i]:
+                        if not f.done():
+                            f.set_result(msg)
+        finally:
+            self._lookup_tasks.discard(task)  # type: ignore[arg-type]
 
     async def _messages(self, ids: list[int]) -> list[object]:
         answer = await self._rpc(
             functions.channels.GetMessagesRequest(self._channel, [types.InputMessageID(i) for i in ids]),
             "reading messages")
         by_id = {m.id: m for m in answer.messages if not isinstance(m, types.MessageEmpty)}
+        for m in by_id.values():
+            if isinstance(m, types.Message) and m.date is not None:
+                self._dates[m.id] = m.date.timestamp()
         if by_id:
             self._top = max(self._top, max(by_id))
         return [by_id.get(i) for i in ids]
@@ -599,17 +865,35 @@ class MTProtoBackend(Backend):
         """Send one request on the client's connection, without Telethon's own retry loop (it sleeps on
         server errors and flood waits; here the rate budget and `telegram_retry` decide)."""
         assert self.client is not None
-        return await self.client._sender.send(functions.InvokeWithoutUpdatesRequest(request))
+        return await compat.invoke(self.client, request)
 
     async def _rpc(self, request, what: str, *, budgeted: bool = False):
         return await self._call(lambda: self._invoke(request), what, budgeted=budgeted)
 
-    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None):
+    async def _call(self, op, what: str, *, budgeted: bool = False, attempt_timeout: float | None = None,
+                    relogin: bool = True, edit_of: int | None = None):
         if self.client is not None and not self.client.is_connected():
             try:
                 await asyncio.wait_for(self.client.connect(), self.policy.timeout)
             except (OSError, TimeoutError) as e:
                 raise BackendError(f"{what}: cannot reach Telegram over MTProto: {e}", retryable=True) from None
         budget = self.budget if budgeted else None
+        generation = self._logins_done
+        try:
+            return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
+                              attempt_timeout=attempt_timeout, edit_of=edit_of)
+        except BackendError as e:
+            if not relogin or e.telegram_error not in SESSION_DEAD:
+                raise
+            await self._relogin(e.telegram_error, generation)
         return await call(op, what=what, classify=_classify, policy=self.policy, budget=budget,
-                          attempt_timeout=attempt_timeout)
+                          attempt_timeout=attempt_timeout, edit_of=edit_of)
+
+
+def _fresh_key_at(session: str) -> StringSession:
+    """A session on the same DC as `session` but with no auth key: connecting makes a new key (DH)."""
+    fresh = StringSession()
+    if session:
+        old = StringSession(session)
+        fresh.set_dc(old.dc_id, old.server_address, old.port)
+    return fresh

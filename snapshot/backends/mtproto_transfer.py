@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from telethon import TelegramClient, errors
 from telethon.network import MTProtoSender
 from telethon.tl import functions, types
-from telethon.tl.alltlobjects import LAYER
 
+from snapshot.backends import telethon_compat as compat
 from snapshot.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,15 @@ MAX_FILE = 2000 * 1024 * 1024
 MAX_PARTS = 4000
 
 Location = types.InputDocumentFileLocation
+
+
+class FileMigrated(BackendError):
+    """The file lives on another DC (303 FILE_MIGRATE_X): the pool's connections to the home DC cannot read it."""
+
+    def __init__(self, dc: int, what: str) -> None:
+        super().__init__(f"{what} is kept on DC {dc} (FILE_MIGRATE_{dc})", retryable=False,
+                         telegram_error=f"FILE_MIGRATE_{dc}", telegram_code=303)
+        self.dc = dc
 Refresh = Callable[[], Awaitable[Location]]
 
 
@@ -66,21 +75,12 @@ class SenderPool:
 
     async def _open(self) -> MTProtoSender:
         c = self.client
-        # Private Telethon attributes, used as Telethon itself uses them for exported senders (1.x).
-        sender = MTProtoSender(c.session.auth_key, loggers=c._log, retries=c._connection_retries,
-                               delay=c._retry_delay, auto_reconnect=True, connect_timeout=c._timeout)
-        await sender.connect(c._connection(c.session.server_address, c.session.port, c.session.dc_id,
-                                           loggers=c._log, proxy=c._proxy, local_addr=c._local_addr))
-        init = c._init_request
-        hello = functions.InitConnectionRequest(
-            api_id=init.api_id, device_model=init.device_model, system_version=init.system_version,
-            app_version=init.app_version, system_lang_code=init.system_lang_code, lang_pack=init.lang_pack,
-            lang_code=init.lang_code, query=functions.help.GetConfigRequest(), proxy=init.proxy,
-            params=init.params)
+        dc_id, address, port = compat.session_dc(c)
+        sender = compat.new_sender(c, c.session.auth_key)
+        await sender.connect(compat.connection(c, address, port, dc_id))
         try:
-            await asyncio.wait_for(
-                sender.send(functions.InvokeWithLayerRequest(LAYER, functions.InvokeWithoutUpdatesRequest(hello))),
-                self.timeout)
+            await asyncio.wait_for(sender.send(compat.init_connection(c, functions.help.GetConfigRequest())),
+                                   self.timeout)
         except BaseException:
             await _quiet_disconnect(sender)
             raise
@@ -116,11 +116,12 @@ async def _quiet_disconnect(sender: MTProtoSender) -> None:
 
 def _transient(exc: BaseException) -> float | None:
     """Seconds to wait before retrying a part after `exc`, or None if retrying cannot help."""
-    if isinstance(exc, errors.FloodWaitError | errors.FloodPremiumWaitError):
-        return float(max(1, exc.seconds))
-    if isinstance(exc, errors.ServerError | errors.TimedOutError | errors.RpcCallFailError):
-        return 0.5
     if isinstance(exc, errors.RPCError):
+        name, code = compat.rpc_name(exc), compat.rpc_code(exc)
+        if code == 420:
+            return float(max(1, getattr(exc, "seconds", None) or 1))
+        if code >= 500 or name in ("TIMEOUT", "RPC_CALL_FAIL"):
+            return 0.5
         return None
     if isinstance(exc, OSError | ConnectionError | TimeoutError | asyncio.IncompleteReadError):
         return 0.5
@@ -145,6 +146,8 @@ async def _striped(pool: SenderPool, count: int, job: Callable[[int, int], Await
                 except Exception as exc:
                     delay = _transient(exc)
                     failures[index] = failures.get(index, 0) + 1
+                    if delay is None and isinstance(exc, errors.RPCError):
+                        raise  # Telegram's own refusal: the backend names it (and may log in again)
                     if delay is None or failures[index] >= attempts:
                         raise BackendError(f"{what}: part {index} failed: {exc}", retryable=True) from exc
                     log.info("%s: part %d failed (%s), retrying", what, index, exc)
@@ -219,6 +222,8 @@ async def download(pool: SenderPool, location: Location, size: int, *, refresh: 
             except (errors.FileReferenceExpiredError, errors.FileReferenceInvalidError):
                 await fresh_location(loc)
                 continue
+            except errors.FileMigrateError as e:
+                raise FileMigrated(e.new_dc, what) from None
             if not isinstance(result, types.upload.File):
                 raise BackendError(f"{what}: Telegram redirected the download to a CDN, which tgsnap does not "
                                    "support", retryable=False)

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from snapshot.backends.telegram_budget import ChatBudget
-from snapshot.errors import BackendError
+from snapshot.errors import BackendError, TgsnapError
 
 T = TypeVar("T")
-Classify = Callable[[BaseException], BackendError | None]
+#: a library exception → BackendError (retry or not), another TgsnapError (ConfigError: raised at once,
+#: e.g. a refused bot token), or None (not a Telegram failure: re-raised as it is).
+Classify = Callable[[BaseException], TgsnapError | None]
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,18 @@ class RetryPolicy:
 
 
 async def call(op: Callable[[], Awaitable[T]], *, what: str, classify: Classify, policy: RetryPolicy,
-               budget: ChatBudget | None = None, attempt_timeout: float | None = None) -> T:
+               budget: ChatBudget | None = None, attempt_timeout: float | None = None,
+               edit_of: object | None = None) -> T:
     """Run `op` under `budget` (when given), retrying per `policy`; raise a BackendError naming `what`.
 
-    `attempt_timeout` (default `policy.timeout`) bounds one attempt; 0 means the op bounds itself."""
+    `attempt_timeout` (default `policy.timeout`) bounds one attempt; 0 means the op bounds itself.
+    `edit_of` (a message id) makes each attempt also take a slot of that message's edit bound."""
     timeout = policy.timeout if attempt_timeout is None else attempt_timeout
     deadline = time.monotonic() + policy.max_wait
     failures = 0
     while True:
         if budget is not None:
-            await budget.acquire(max(0.0, deadline - time.monotonic()))
+            await budget.acquire(max(0.0, deadline - time.monotonic()), edit_of=edit_of)
         try:
             return await (asyncio.wait_for(op(), timeout) if timeout > 0 else op())
         except Exception as exc:
@@ -64,9 +68,12 @@ async def call(op: Callable[[], Awaitable[T]], *, what: str, classify: Classify,
             elif isinstance(exc, TimeoutError):
                 err = BackendError(f"no answer from Telegram within {timeout:g}s", retryable=True)
             else:
-                err = classify(exc)
-                if err is None:
+                classified = classify(exc)
+                if classified is None:
                     raise
+                if not isinstance(classified, BackendError):
+                    raise classified from exc
+                err = classified
             if not err.retryable:
                 if err is exc:
                     raise

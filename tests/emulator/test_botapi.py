@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from aiogram.exceptions import (
@@ -90,7 +92,8 @@ async def test_delete_is_refused_after_48_hours(emu, bot, demo):
         await bot.delete_message(demo.storage_chat_id, msg.message_id)
 
 
-async def test_flood_control_raises_retry_after_and_edits_share_the_budget(bot, demo):
+async def test_flood_control_raises_retry_after_and_edits_share_the_budget(emu, bot, demo):
+    emu.world.knobs.update({"botapi_flood_hold_s": 0})  # answer at once instead of holding
     chat = demo.storage_chat_id
     first = await bot.send_message(chat, "0")
     for i in range(1, 5):
@@ -106,7 +109,7 @@ async def test_flood_control_raises_retry_after_and_edits_share_the_budget(bot, 
 
 async def test_raw_429_has_telegrams_shape(emu, demo):
     url = f"{emu.bot_api_url}/bot{demo.bot_token}/sendMessage"
-    emu.world.knobs.update({"channel_burst": 1})
+    emu.world.knobs.update({"channel_burst": 1, "botapi_flood_hold_s": 2})
     async with aiohttp.ClientSession() as http:
         ok = await http.post(url, data={"chat_id": demo.storage_chat_id, "text": "a"})
         assert (await ok.json())["ok"] is True
@@ -169,7 +172,7 @@ async def test_bot_cannot_start_a_dialog_or_use_another_bots_file_id(emu, bot, d
     other = emu.world.create_bot("other_bot")
     emu.world.set_admin(demo.storage_chat_id, other.user_id)
     async with aiogram_bot(emu, other.token) as b:
-        with pytest.raises(TelegramBadRequest, match="wrong file identifier"):
+        with pytest.raises(TelegramBadRequest, match=r"^Telegram server says - Bad Request: invalid file_id$"):
             await b.get_file(sent.document.file_id)
         seen = await b.get_chat(demo.storage_chat_id)
         assert seen.id == demo.storage_chat_id
@@ -216,3 +219,28 @@ async def test_access_log_never_shows_the_token(tmp_path, caplog):
                 await b.get_me()
     assert "getMe" in caplog.text
     assert demo.bot_token not in caplog.text and demo.bot_token.split(":")[1] not in caplog.text
+
+
+async def test_delete_messages_batch_fails_whole_when_one_cannot_be_deleted(emu, bot, demo):
+    # telegram-bot-api: unknown ids are skipped, then tdlib deletes all of the rest or none
+    chat = demo.storage_chat_id
+    emu.world.knobs.clock_offset_s = -(48 * 3600 + 60)
+    old = await bot.send_message(chat, "old")
+    emu.world.knobs.clock_offset_s = 0
+    young = await bot.send_message(chat, "young")
+    with pytest.raises(TelegramBadRequest, match="message can't be deleted"):
+        await bot.delete_messages(chat, [old.message_id, young.message_id, 999_999])
+    assert emu.world.get_message(chat, young.message_id) is not None
+    assert await bot.delete_messages(chat, [young.message_id, 999_999])
+    assert emu.world.get_message(chat, young.message_id) is None
+
+
+async def test_short_flood_waits_are_slow_answers_like_telegram_bot_api(emu, bot, demo):
+    # TDLib inside telegram-bot-api waits out a FLOOD_WAIT and resends while the total stays within 60 s
+    emu.world.knobs.update({"channel_burst": 1, "channel_per_minute": 60})
+    chat = demo.storage_chat_id
+    await bot.send_message(chat, "a")
+    started = asyncio.get_running_loop().time()
+    await bot.send_message(chat, "b")  # over the limit: held about a second, then sent
+    assert asyncio.get_running_loop().time() - started >= 0.9
+    assert emu.world.limiter.held >= 1

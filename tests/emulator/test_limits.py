@@ -25,11 +25,11 @@ class Clock:
 def test_channel_budget_is_about_twenty_per_minute_with_a_small_burst():
     clock = Clock()
     limiter = RateLimiter(Knobs(), clock)
-    allowed = [limiter.check(CHANNEL, 1) is None for _ in range(6)]
-    assert allowed == [True] * 5 + [False]
+    allowed = [limiter.check(CHANNEL, 1) is None for _ in range(5)]
+    assert allowed == [True] * 5
     wait = limiter.check(CHANNEL, 1)
     assert wait == pytest.approx(3.0)
-    clock.t += 3.0
+    clock.t += 3.0  # honoured: no escalation
     assert limiter.check(CHANNEL, 1) is None
     assert limiter.check(CHANNEL, 2) is None  # another bot has its own budget
     assert limiter.check(CHANNEL - 1, 1) is None  # and another channel too
@@ -49,6 +49,50 @@ def test_no_window_of_a_minute_exceeds_burst_plus_rate(gaps):
     for i, start in enumerate(accepted):
         in_window = [t for t in accepted[i:] if t < start + 60]
         assert len(in_window) <= knobs.channel_burst + knobs.channel_per_minute + 1e-9
+
+
+def test_penalties_escalate_for_a_client_that_stays_at_the_limit():
+    # Telegram: repeated overruns draw retry_after of minutes; a client that honours retry_after and slows down
+    # sees one short wait
+    clock = Clock()
+    limiter = RateLimiter(Knobs(), clock)
+    for _ in range(5):
+        assert limiter.check(CHANNEL, 1) is None
+    waits = []
+    for _ in range(8):  # comes back the moment each penalty ends, with a burst again
+        wait = limiter.check(CHANNEL, 1)
+        while wait is None:
+            wait = limiter.check(CHANNEL, 1)
+        waits.append(wait)
+        clock.t += 1
+        assert limiter.check(CHANNEL, 1) == pytest.approx(wait - 1)  # inside the penalty: refused, not longer
+        clock.t += wait - 1
+    assert waits[0] == pytest.approx(3.0)
+    assert all(later > earlier for earlier, later in zip(waits, waits[1:], strict=False))
+    assert waits[-1] >= 200  # minutes, as reported of Telegram
+    assert limiter.check(CHANNEL - 1, 1) is None  # other chats are not punished
+
+
+def test_an_honest_client_sees_one_short_wait():
+    clock = Clock()
+    limiter = RateLimiter(Knobs(), clock)
+    for _ in range(5):
+        assert limiter.check(CHANNEL, 1) is None
+    assert limiter.check(CHANNEL, 1) == pytest.approx(3.0)
+    for _ in range(30):  # waits retry_after, then one request per 3.5 s: below 20 a minute
+        clock.t += 3.5
+        assert limiter.check(CHANNEL, 1) is None
+
+
+def test_edits_of_one_message_have_their_own_bucket():
+    clock = Clock()
+    limiter = RateLimiter(Knobs(channel_per_minute=600, channel_burst=100), clock)
+    accepted = 0
+    for _ in range(60):
+        clock.t += 1
+        if limiter.check(CHANNEL, 1, message_id=7) is None:
+            accepted += 1
+    assert accepted <= Knobs().message_edit_burst + Knobs().message_edits_per_minute
 
 
 def test_private_chats_and_the_global_budget():
@@ -122,3 +166,14 @@ def test_loopback_only_and_tokens_redacted():
     assert redact("/bot123:ABCdef/sendMessage") == "/bot<redacted>/sendMessage"
     assert redact("/file/bot123:ABC/documents/file_1.json") == "/file/bot<redacted>/documents/file_1.json"
     assert redact("/control/bots") == "/control/bots"
+
+
+def test_every_knob_has_a_row_in_the_fidelity_tables():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text()
+    missing = [name for name in Knobs.settable() if f"`{name}`" not in doc]
+    assert missing == [], f"docs/emulator.md lacks rows for {missing}"
+    from tools.emulator.knobs import KNOB_HELP
+
+    assert set(Knobs.settable()) <= set(KNOB_HELP)  # and --help explains each

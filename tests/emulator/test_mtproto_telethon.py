@@ -12,7 +12,8 @@ import pytest
 from telethon import TelegramClient, errors, functions, types
 from telethon.sessions import StringSession
 
-from tools.emulator.mtproto import parallel, serve_mtproto, session_string
+from snapshot.backends import mtproto_transfer as transfer
+from tools.emulator.mtproto import serve_mtproto, session_string
 from tools.emulator.world import World
 
 pytestmark = pytest.mark.timeout(60)
@@ -225,20 +226,31 @@ async def test_flood_wait_from_the_shared_limiter(emu: Emu) -> None:
     assert [m.text for m in emu.world.history(emu.chat_id, newest_first=False)] == ["1", "2"]
 
 
+async def _no_refresh() -> Any:
+    raise AssertionError("no file reference expires here")
+
+
 async def test_parallel_senders_share_the_auth_key(emu: Emu) -> None:
+    # the production transfer code (snapshot/backends/mtproto_transfer.py), not a copy of it
     client = await emu.client()
-    data = os.urandom(11 * MiB + 5)
-    input_file = await parallel.upload(client, data, "parallel.bin", connections=4)
-    assert isinstance(input_file, types.InputFileBig)
-    sent = await client.send_file(emu.peer, input_file, force_document=True)
-    assert sent.file.size == len(data)
-    assert await parallel.download(client, sent.media.document, connections=3) == data
-    # Small files go through saveFilePart, parts arriving out of order.
-    small = os.urandom(3 * MiB + 100)
-    input_small = await parallel.upload(client, small, "small.bin", connections=3, part_size=256 * 1024)
-    assert isinstance(input_small, types.InputFile)
-    sent_small = await client.send_file(emu.peer, input_small, force_document=True)
-    assert await client.download_media(sent_small, file=bytes) == small
+    pool = transfer.SenderPool(client, 4)
+    try:
+        data = os.urandom(11 * MiB + 5)
+        input_file = await transfer.upload(pool, data, "parallel.bin")
+        assert isinstance(input_file, types.InputFileBig)
+        sent = await client.send_file(emu.peer, input_file, force_document=True)
+        assert sent.file.size == len(data)
+        doc = sent.media.document
+        location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
+        assert await transfer.download(pool, location, doc.size, refresh=_no_refresh, what="parallel.bin") == data
+        # Small files go through saveFilePart, parts arriving out of order.
+        small = os.urandom(3 * MiB + 100)
+        input_small = await transfer.upload(pool, small, "small.bin", part_size=256 * 1024)
+        assert isinstance(input_small, types.InputFile)
+        sent_small = await client.send_file(emu.peer, input_small, force_document=True)
+        assert await client.download_media(sent_small, file=bytes) == small
+    finally:
+        await pool.close()
 
 
 async def test_concurrent_connections_are_really_concurrent(emu: Emu) -> None:
@@ -251,7 +263,11 @@ async def test_concurrent_connections_are_really_concurrent(emu: Emu) -> None:
         original(*args, **kwargs)
 
     emu.front.uploads.save_part = save_part  # type: ignore[method-assign]
-    await parallel.upload(client, os.urandom(2 * MiB), "c.bin", connections=3, part_size=128 * 1024)
+    pool = transfer.SenderPool(client, 3)
+    try:
+        await transfer.upload(pool, os.urandom(2 * MiB), "c.bin", part_size=128 * 1024)
+    finally:
+        await pool.close()
     # The main connection plus three senders were open while the parts arrived.
     assert max(seen) >= 4
 
@@ -456,3 +472,87 @@ async def test_fresh_session_logs_in_with_bot_token(emu: Emu) -> None:
     emu.clients.append(again)
     await again.connect()
     assert (await again.get_me()).id == emu.bot_id
+
+
+async def test_bots_cannot_delete_channel_messages_older_than_48_hours(emu: Emu) -> None:
+    client = await emu.client()
+    emu.world.knobs.clock_offset_s = -(48 * 3600 + 60)
+    old = await client.send_message(emu.peer, "old")
+    emu.world.knobs.clock_offset_s = 0
+    young = await client.send_message(emu.peer, "young")
+    with pytest.raises(errors.MessageDeleteForbiddenError):
+        await client.delete_messages(emu.peer, [old.id, young.id])
+    assert emu.world.get_message(emu.chat_id, young.id) is not None  # all or nothing
+    await client.delete_messages(emu.peer, [young.id])
+    assert emu.world.get_message(emu.chat_id, young.id) is None
+
+
+async def test_one_auth_key_from_two_addresses_is_killed(emu: Emu) -> None:
+    here = await emu.client()
+    await here.get_me()
+    string = session_string(emu.world, emu.bot_id, "127.0.0.1", emu.front.port)
+    there = TelegramClient(StringSession(string), api_id=1, api_hash="x" * 32, receive_updates=False,
+                           local_addr=("127.0.0.2", 0))
+    emu.clients.append(there)
+    with pytest.raises(errors.AuthKeyDuplicatedError):
+        await there.connect()
+    with pytest.raises(errors.AuthKeyDuplicatedError):  # dead for good, for the first holder too
+        await here.get_me()
+
+
+async def test_bot_logins_are_flood_limited(emu: Emu) -> None:
+    from tools.emulator.mtproto.handshake import trust_emulator_rsa_key
+
+    trust_emulator_rsa_key(emu.world)
+    emu.world.knobs.update({"login_flood_logins": 2, "login_flood_wait_s": 1500})
+    token = emu.world.user(emu.bot_id).token
+    base = StringSession(session_string(emu.world, emu.bot_id, "127.0.0.1", emu.front.port))
+    waits = []
+    for _ in range(4):
+        fresh = StringSession()
+        fresh.set_dc(base.dc_id, base.server_address, base.port)
+        client = TelegramClient(fresh, api_id=1, api_hash="x" * 32, receive_updates=False, flood_sleep_threshold=0)
+        emu.clients.append(client)
+        await client.connect()
+        try:
+            await client.sign_in(bot_token=token)
+            waits.append(0)
+        except errors.FloodWaitError as e:
+            waits.append(e.seconds)
+    assert waits[:2] == [0, 0]
+    assert waits[2] == 1500 and waits[3] > 2900  # a login during the wait makes it longer
+
+
+async def test_a_client_of_another_layer_is_refused_clearly(emu: Emu) -> None:
+    from telethon.tl.alltlobjects import LAYER
+
+    client = await emu.client()
+    with pytest.raises(errors.ConnectionLayerInvalidError):
+        await client(functions.InvokeWithLayerRequest(LAYER - 10, functions.help.GetConfigRequest()))
+
+
+async def test_upload_media_then_send_the_document(emu: Emu) -> None:
+    client = await emu.client()
+    data = os.urandom(5000)
+    handle = await client.upload_file(data, file_name="m.bin")
+    media = types.InputMediaUploadedDocument(handle, "application/octet-stream",
+                                             [types.DocumentAttributeFilename("m.bin")])
+    got = await client(functions.messages.UploadMediaRequest(emu.peer, media))
+    assert isinstance(got, types.MessageMediaDocument) and got.document.size == len(data)
+    assert emu.world.history(emu.chat_id) == []  # nothing was sent
+    doc = got.document
+    sent = await client.send_file(emu.peer, types.InputDocument(doc.id, doc.access_hash, doc.file_reference))
+    assert await client.download_media(sent, file=bytes) == data
+
+
+async def test_a_pin_adds_a_service_message_with_an_id_of_its_own(emu: Emu) -> None:
+    client = await emu.client()
+    post = await client.send_message(emu.peer, "pin me")
+    service = await client.pin_message(emu.peer, post.id, notify=False)
+    assert isinstance(service.action, types.MessageActionPinMessage) and service.id == post.id + 1
+    assert service.reply_to.reply_to_msg_id == post.id
+    got = await client(functions.channels.GetMessagesRequest(
+        types.InputChannel(emu.channel_id, 0), [types.InputMessageID(service.id)]))
+    assert isinstance(got.messages[0], types.MessageService)
+    nxt = await client.send_message(emu.peer, "next")
+    assert nxt.id == post.id + 2

@@ -14,7 +14,8 @@ from snapshot.backends.telegram_retry import RetryPolicy
 from tools.emulator.testing import Demo, Emulator, running_emulator
 
 #: a budget that never gets in the way, for tests about something else (the emulator's limits are off too).
-UNLIMITED = BudgetConfig(per_minute=600_000, burst=10_000, max_wait=30)
+UNLIMITED = BudgetConfig(per_minute=600_000, burst=10_000, max_wait=30,
+                         edits_per_minute=600_000, edit_burst=10_000)
 #: fail fast in tests: short per-call timeout, quick backoff.
 QUICK = RetryPolicy(attempts=4, backoff=0.05, timeout=10, max_wait=30)
 

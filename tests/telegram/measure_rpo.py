@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from core import Store, StoreConfig
-from snapshot.backends.telegram_budget import shared_budget
+from snapshot.backends.telegram_budget import BudgetConfig, shared_budget
 from snapshot.open import open_backend
 from snapshot.settings import StorageSettings
 from tools.bench.population import USERS_DDL, memory_db, users
@@ -30,7 +30,7 @@ from tools.emulator.testing import running_emulator
 
 
 async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, channels: int = 1,
-                  seed_value: int = 7) -> dict[str, Any]:
+                  seed_value: int = 7, budget_config: BudgetConfig | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         async with running_emulator(tmp, mtproto=mode == "mtproto") as emu:  # default knobs: limits on
             demo = emu.demo()
@@ -42,7 +42,7 @@ async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, c
             settings = StorageSettings(mode=mode, bot_token=demo.bot_token, storage_chat=",".join(map(str, chats)),
                                        bot_api_url=emu.bot_api_url, mtproto_session=demo.session_string)
             db = memory_db(rows, seed_value)
-            backend = await open_backend(settings)
+            backend = await open_backend(settings, budget=budget_config)
             t0 = time.monotonic()
             snapshot_bytes = await seed(backend, db)
             seeded_in = time.monotonic() - t0
@@ -80,8 +80,11 @@ async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, c
                 "channels": channels,
                 "seconds": seconds,
                 "emulator_limits": {"channel_per_minute": emu.world.knobs.channel_per_minute,
-                                    "channel_burst": emu.world.knobs.channel_burst},
-                "budget": {"per_minute": budget.config.per_minute, "burst": budget.config.burst},
+                                    "channel_burst": emu.world.knobs.channel_burst,
+                                    "message_edits_per_minute": emu.world.knobs.message_edits_per_minute},
+                "budget": {"per_minute": budget.config.per_minute, "burst": budget.config.burst,
+                           "edits_per_minute": budget.config.edit_rate,
+                           "slowest_factor": min(b.stats.slowest_factor for b in budgets)},
                 "flush_interval": StoreConfig().flush_interval,
                 "rpo_max_seconds": round(ordered[-1], 2),
                 "rpo_p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
@@ -103,9 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dirty-per-second", type=int, default=10_000, help="row updates per second (1 %% of 1 M)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--channels", type=int, default=1, help="storage channels (lanes of a MultiChannelBackend)")
+    p.add_argument("--edits-per-minute", type=float, default=None,
+                   help="the budget's bound on edits of one message (default: BudgetConfig's)")
     args = p.parse_args(argv)
+    config = BudgetConfig(edits_per_minute=args.edits_per_minute) if args.edits_per_minute else None
     print(json.dumps(asyncio.run(measure(args.mode, args.rows, args.dirty_per_second, args.seconds,
-                                         args.channels))))
+                                         args.channels, budget_config=config))))
 
 
 if __name__ == "__main__":

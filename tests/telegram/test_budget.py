@@ -127,3 +127,72 @@ def test_one_budget_per_bot_and_chat_in_a_process():
     a = shared_budget(1, -100123)
     assert shared_budget(1, "-100123") is a
     assert shared_budget(2, -100123) is not a
+
+
+# -- adaptive: slower after a flood answer, back gradually ---------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(floods=st.integers(1, 5), per_minute=st.floats(6, 60))
+def test_each_flood_answer_slows_the_rate_down_to_a_floor_and_it_recovers_gradually(floods, per_minute):
+    t = FakeTime()
+    b = budget(t, per_minute=per_minute, burst=1, max_wait=10_000)
+    for _ in range(floods):
+        b.pause(1)
+    expected = max(b.config.min_factor, 0.5 ** floods)
+    assert b.factor == pytest.approx(expected)
+    assert b.stats.slowest_factor == pytest.approx(expected)
+    seen = [b.factor]
+    for _ in range(20):  # recovery: one step per recovery_s, never a jump back to full speed
+        t.now += b.config.recovery_s
+        seen.append(b.factor)
+    steps = [later - earlier for earlier, later in zip(seen, seen[1:], strict=False)]
+    assert all(0 <= s <= b.config.recovery_step + 1e-9 for s in steps)
+    assert seen[-1] == 1.0
+
+
+def test_after_a_flood_grants_follow_the_slower_rate():
+    t = FakeTime()
+    b = budget(t, per_minute=20, burst=1, max_wait=10_000)
+    stamps = []
+
+    async def run():
+        b.pause(5)  # one 429: the chat waits 5 s, then goes on at half the rate
+        for _ in range(6):
+            await b.acquire()
+            stamps.append(t.now)
+
+    asyncio.run(run())
+    gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False)]
+    assert stamps[0] >= 1005
+    assert all(g >= 6.0 - 1e-9 for g in gaps)  # 60/20 = 3 s between slots before, 6 s now
+
+
+def test_edits_of_one_message_have_their_own_bound():
+    t = FakeTime()
+    b = budget(t, per_minute=600, burst=50, max_wait=10_000, edits_per_minute=12, edit_burst=2)
+    stamps = []
+
+    async def run():
+        for _ in range(14):
+            await b.acquire(edit_of=42)
+            stamps.append(t.now)
+        await b.acquire(edit_of=43)  # another message is not held up by the first one's edits
+        stamps.append(t.now)
+
+    asyncio.run(run())
+    assert max_in_window(stamps[:14], 60.0) <= 12 + 1
+    assert stamps[-1] == stamps[-2]
+
+
+def test_an_edit_that_would_wait_too_long_is_refused_with_retry_after():
+    t = FakeTime()
+    b = budget(t, per_minute=600, burst=50, max_wait=1, edits_per_minute=6, edit_burst=1)
+
+    async def run():
+        await b.acquire(edit_of=7)
+        with pytest.raises(BackendError, match="edits of message 7") as e:
+            await b.acquire(edit_of=7)
+        assert e.value.retryable and e.value.retry_after == pytest.approx(10)
+
+    asyncio.run(run())

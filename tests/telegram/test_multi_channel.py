@@ -51,10 +51,11 @@ class TestMultiBotApi(BackendContract):
 @pytest.mark.parametrize("mode", ["botapi", "mtproto"])
 async def test_lanes_multiply_the_budget(emulator, demo, second, mode):
     # Telegram's limits and tgsnap's budget at 30x speed: two lanes take twice the sends, never a 429.
-    emulator.world.knobs.update({"rate_limits": True, "channel_per_minute": 600, "channel_burst": 5})
+    emulator.world.knobs.update({"rate_limits": True, "channel_per_minute": 600, "channel_burst": 5,
+                                 "message_edits_per_minute": 15 * 30})
     make = botapi if mode == "botapi" else mtproto
     extra = {} if mode == "botapi" else {"session": second["session"]}
-    budgets = [ChatBudget(BudgetConfig(per_minute=540, burst=3)) for _ in range(2)]
+    budgets = [ChatBudget(BudgetConfig(per_minute=540, burst=3, edits_per_minute=12 * 30)) for _ in range(2)]
     b = await MultiChannelBackend([
         make(emulator, demo, budget=budgets[0]),
         make(emulator, demo, budget=budgets[1], chat=second["chat"], token=second["token"], **extra),

@@ -30,7 +30,8 @@ from snapshot.replica import ReplicaConfig
 
 SCHEMA = ["CREATE TABLE w(writer TEXT NOT NULL, i INTEGER NOT NULL, PRIMARY KEY (writer, i))"]
 #: the emulator runs with its limits off in these tests; the budget must not get in the way either.
-UNLIMITED = BudgetConfig(per_minute=600_000, burst=10_000, max_wait=30)
+UNLIMITED = BudgetConfig(per_minute=600_000, burst=10_000, max_wait=30,
+                         edits_per_minute=600_000, edit_burst=10_000)
 POLICY = RetryPolicy(attempts=4, backoff=0.05, timeout=10, max_wait=30)
 
 

@@ -260,7 +260,8 @@ async def _restore_emulator(ctx: Context) -> dict[str, Any]:
 
     art = ctx.article
     # the emulator's rate limits are off: this times transfer + decode, not Telegram's posting budget
-    budget = BudgetConfig(per_minute=600_000, burst=10_000, max_wait=60)
+    budget = BudgetConfig(per_minute=600_000, burst=10_000, max_wait=60,
+                                     edits_per_minute=600_000, edit_burst=10_000)
     with tempfile.TemporaryDirectory(prefix="tgsnap-bench-tg-") as tmp:
         async with running_emulator(Path(tmp) / "tg", mtproto=True, rate_limits=False) as emu:
             if emu.mtproto_port is None:

@@ -57,7 +57,8 @@ async def compare(info: dict[str, Any], payload: bytes, runs: int) -> dict[str, 
     from snapshot.backends.mtproto import MTProtoBackend
     from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget
 
-    budget = ChatBudget(BudgetConfig(per_minute=600_000, burst=10_000, max_wait=60))
+    budget = ChatBudget(BudgetConfig(per_minute=600_000, burst=10_000, max_wait=60,
+                                     edits_per_minute=600_000, edit_burst=10_000))
     backend = MTProtoBackend(bot_token=info["bot_token"], chat=info["storage_chat_id"],
                              session=info["session_string"], budget=budget, manifest_min_interval=0.0)
     await backend.open()

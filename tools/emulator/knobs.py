@@ -77,6 +77,24 @@ KNOB_HELP: dict[str, str] = {
     "global_per_second": "messages per second per bot across all chats",
     "global_burst": "how many of those may come at once",
     "clock_offset_s": "shift the world's clock (message dates, the 48 h deletion rule)",
+    "flood_escalation": "each refusal within flood_memory_s of earlier ones multiplies the penalty by this",
+    "flood_memory_s": "how long refusals are remembered for escalation, seconds",
+    "flood_max_wait_s": "the longest penalty, seconds",
+    "lookups_per_second": "getChat / channels.getFullChannel / channels.getMessages per second per bot",
+    "lookup_burst": "how many of those may come at once",
+    "file_parts_per_second": "upload/download parts (save*FilePart, upload.getFile, getFile) per second per bot",
+    "file_part_burst": "how many of those may come at once",
+    "file_dc": "two-DC mode: files live on this DC (1-5, 0 = off); upload.getFile elsewhere is FILE_MIGRATE_X",
+    "file_dc_reported": "documents name file_dc as their dc_id (as Telegram does); off: only FILE_MIGRATE tells",
+    "pin_service_messages": "a pin in a channel adds a service message (with a message id of its own)",
+    "botapi_local_mode": "act as a self-hosted telegram-bot-api --local server: absolute file paths, 2000 MB caps",
+    "botapi_flood_hold_s": "a Bot API request over the limit is held (answered late) while its wait stays within this",
+    "message_edits_per_minute": "edits of one message per minute (besides the chat's budget)",
+    "message_edit_burst": "how many of those may come at once",
+    "login_flood_logins": "bot logins (auth.importBotAuthorization) per bot allowed in login_flood_window_s",
+    "login_flood_window_s": "the window of login_flood_logins, seconds",
+    "login_flood_wait_s": "FLOOD_WAIT past it; every refused login during the wait adds as much again",
+    "auth_key_duplicated": "one auth key used from two client addresses at once: 406 AUTH_KEY_DUPLICATED, key dead",
 }
 
 
@@ -89,6 +107,10 @@ class Knobs:
     # Size limits (Telegram: Bot API upload 50 MB, getFile 20 MB, MTProto 2000 MiB).
     botapi_upload_limit: int = 50 * MB
     botapi_download_limit: int = 20 * MB
+    # A self-hosted telegram-bot-api started with --local (Client.cpp local_mode_): getFile answers the file's
+    # absolute path on the server's disk and no size caps but MTProto's 2000 MB apply (core.telegram.org/bots/api
+    # "Using a Local Bot API Server").
+    botapi_local_mode: bool = False
     mtproto_file_limit: int = 2000 * MB
     # Rate limits (Telegram: ~20 msgs/min per group/channel, ~1 msg/s per private chat, ~30 msg/s per bot).
     rate_limits: bool = True
@@ -98,8 +120,39 @@ class Knobs:
     private_burst: int = 5
     global_per_second: float = 30.0
     global_burst: int = 30
+    # Reads are limited too (core.telegram.org/api/errors: FLOOD_WAIT_X may answer any method; Telegram states no
+    # numbers for reads): generous, so only a client that hammers them is refused.
+    lookups_per_second: float = 30.0
+    lookup_burst: int = 60
+    file_parts_per_second: float = 400.0
+    file_part_burst: int = 400
+    # Telegram adds a service message to a channel on every pin (messageActionPinMessage; Bot API Message
+    # .pinned_message); it takes a message id like a post.
+    pin_service_messages: bool = True
+    # Two DCs: files on another DC than the client's home one (core.telegram.org/api/datacenter, FILE_MIGRATE_X).
+    file_dc: int = 0
+    file_dc_reported: bool = True
+    # Escalation (Telegram: repeated overruns draw retry_after of minutes; telegram-bot-api/TDLib resend after
+    # FLOOD_WAIT, so a client that ignores it digs deeper).
+    flood_escalation: float = 2.0
+    flood_memory_s: float = 600.0
+    flood_max_wait_s: float = 3600.0
+    # telegram-bot-api waits out FLOOD_WAITs for the bot while a query's total wait is ≤ 60 s (TDLib NetQueryDelayer,
+    # NetQuery::total_timeout_limit_): slowed answers, then 429.
+    botapi_flood_hold_s: float = 60.0
+    # One message edited over and over (~15 a minute without end is the pattern reported to draw penalties).
+    message_edits_per_minute: float = 15.0
+    message_edit_burst: int = 3
     # Shifts the world's clock (seconds), e.g. to test the 48 h deleteMessage rule.
     clock_offset_s: float = 0.0
+    # Bot logins (Telegram publishes no number; bot projects' issue threads report FLOOD_WAIT of 1000-3000 s on
+    # auth.importBotAuthorization after a handful of logins in a short time, longer when retried during it).
+    login_flood_logins: int = 5
+    login_flood_window_s: float = 3600.0
+    login_flood_wait_s: float = 1800.0
+    # One auth key in two places at once kills it (Telethon's AuthKeyDuplicatedError text: "used under two
+    # different IP addresses simultaneously"; tdlib issue #701: a copied database run twice).
+    auth_key_duplicated: bool = True
     faults: list[FaultRule] = field(default_factory=list)
     seed: int | None = None
 

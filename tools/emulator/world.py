@@ -754,7 +754,7 @@ class World:
         rights). Private: `chat_id` is the other side (the user for a bot sending, the bot for a user
         sending). Queues updates: to the bot for a user's private message, to other admin bots for
         channel posts. No rate limiting or permission checks here: the fronts do those."""
-        if text is None and document is None:
+        if text is None and document is None and not (extra and "service" in extra):
             raise WorldError("MESSAGE_EMPTY", "a message needs text or a document")
         chat = self._chat_for_send(chat_id, sender_id)
         now = self.now()
@@ -884,6 +884,13 @@ class World:
         assert msg is not None
         self._emit(WorldEvent("pin", chat.chat_id, chat.key, (message_id,), msg))
         return msg
+
+    def pin_service_message(self, chat_id: int, pinned_id: int, actor_id: int) -> Message | None:
+        """The service message Telegram adds to a channel when a message is pinned ("… pinned «…»"): it takes
+        a message id of its own, like any post (knob `pin_service_messages`)."""
+        if not self.knobs.pin_service_messages or not self.chat(chat_id, actor_id).is_channel:
+            return None
+        return self.send_message(chat_id, actor_id, extra={"service": {"pinned_message_id": pinned_id}})
 
     def unpin_message(self, chat_id: int, message_id: int | None = None, *, actor_id: int | None = None) -> list[int]:
         """Unpin one message, or (message_id None) the most recent pinned one. Returns unpinned ids."""

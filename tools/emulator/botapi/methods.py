@@ -108,10 +108,25 @@ class BotApiMethods:
         need = bad_request("need administrator rights in the channel chat")
         self._require_right(bot, chat, "can_post_messages", need)
 
-    def _spend(self, bot: User, chat: Chat) -> None:
-        wait = self.world.limiter.check(chat.chat_id, bot.user_id)
+    def _read(self, bot: User, kind: str) -> None:
+        wait = self.world.limiter.check_read(bot.user_id, kind)
         if wait is not None:
             raise too_many_requests(wait)
+
+    async def _spend(self, bot: User, chat: Chat, edit_of: int | None = None) -> None:
+        """Take a slot of Telegram's flood control, as telegram-bot-api does: TDLib's NetQueryDelayer waits out a
+        FLOOD_WAIT and resends while the query's total wait stays within `total_timeout_limit_` (60 s by default,
+        td/telegram/net/NetQuery.h), so the bot sees a slow answer; only past that a 429 "retry after N"."""
+        held = 0.0
+        while True:
+            wait = self.world.limiter.check(chat.chat_id, bot.user_id, message_id=edit_of)
+            if wait is None:
+                return
+            if held + wait > self.world.knobs.botapi_flood_hold_s:
+                raise too_many_requests(wait)
+            self.world.limiter.held += 1
+            held += wait
+            await asyncio.sleep(wait)
 
     def _message(self, bot: User, chat: Chat, message_id: int | None, missing: str) -> Message:
         if message_id is None:
@@ -296,7 +311,7 @@ class BotApiMethods:
         markup = self._reply_markup(p)
         reply_to = self._reply_to(bot, chat, p)
         self._can_post(bot, chat)
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         msg = self.world.send_message(chat.chat_id, bot.user_id, text=text, reply_markup=markup,
                                       reply_to_message_id=reply_to)
         return self._render(bot).message(msg)
@@ -308,7 +323,7 @@ class BotApiMethods:
         reply_to = self._reply_to(bot, chat, p)
         self._can_post(bot, chat)
         store = self._document(bot, p, p.raw("document") if p.raw("document") is not None else p.files.get("document"))
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         msg = self.world.send_message(chat.chat_id, bot.user_id, document=store(), caption=caption,
                                       reply_markup=markup, reply_to_message_id=reply_to)
         return self._render(bot).message(msg)
@@ -321,7 +336,7 @@ class BotApiMethods:
         chat, src = self._chat(bot, p), self._chat(bot, p, "from_chat_id")
         original = self._message(bot, src, p.int("message_id"), "message to forward not found")
         self._can_post(bot, chat)
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         forward = original.extra.get("forward") or {
             "from_chat_id": src.chat_id, "message_id": original.message_id,
             "date": original.date, "sender_id": original.sender_id,
@@ -336,7 +351,7 @@ class BotApiMethods:
         caption = self._check_caption(p.str("caption")) if p.has("caption") else original.caption
         markup = self._reply_markup(p)
         self._can_post(bot, chat)
-        self._spend(bot, chat)
+        await self._spend(bot, chat)
         msg = self.world.send_message(chat.chat_id, bot.user_id, text=original.text, document=original.document,
                                       caption=caption if original.document else None, reply_markup=markup)
         return {"message_id": msg.message_id}
@@ -372,7 +387,7 @@ class BotApiMethods:
             raise bad_request("there is no text in the message to edit")
         if text == msg.text and markup == msg.reply_markup:
             raise bad_request(NOT_MODIFIED)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, text=text, reply_markup=markup,
                                          actor_id=bot.user_id)
         return self._render(bot).message(edited)
@@ -385,7 +400,7 @@ class BotApiMethods:
             raise bad_request("there is no caption in the message to edit")
         if caption == msg.caption and markup == msg.reply_markup:
             raise bad_request(NOT_MODIFIED)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, caption=caption, reply_markup=markup,
                                          actor_id=bot.user_id)
         return self._render(bot).message(edited)
@@ -395,7 +410,7 @@ class BotApiMethods:
         markup = self._reply_markup(p)
         if markup == msg.reply_markup:
             raise bad_request(NOT_MODIFIED)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, reply_markup=markup, actor_id=bot.user_id)
         return self._render(bot).message(edited)
 
@@ -414,7 +429,7 @@ class BotApiMethods:
                 and caption == msg.caption and markup == msg.reply_markup):
             raise bad_request(NOT_MODIFIED)
         store = self._document(bot, p, ref)
-        self._spend(bot, chat)
+        await self._spend(bot, chat, edit_of=msg.message_id)
         edited = self.world.edit_message(chat.chat_id, msg.message_id, text=None, document=store(), caption=caption,
                                          reply_markup=markup, actor_id=bot.user_id)
         return self._render(bot).message(edited)
@@ -422,12 +437,16 @@ class BotApiMethods:
     # --- files ----------------------------------------------------------------------------------
 
     async def m_getFile(self, bot: User, p: Params) -> Any:
+        self._read(bot, "part")
         file_id = p.str("file_id")
         if not file_id:
             raise bad_request("file_id not specified")
         rec = self.world.file_by_bot_file_id(file_id, bot.user_id)
         if rec is None:
-            raise bad_request("wrong file identifier/HTTP URL specified")
+            # telegram-bot-api Client.cpp: check_remote_file_id fails with the default text "invalid file_id"
+            raise bad_request("invalid file_id")
+        if self.world.knobs.botapi_local_mode:  # --local: the path on the server's disk, no 20 MB cap
+            return dict(self._render(bot).file(rec), file_path=str(self.world.file_path(rec.id).resolve()))
         if rec.size > self.world.knobs.botapi_download_limit:
             raise bad_request("file is too big")
         return self._render(bot).file(rec)
@@ -440,6 +459,7 @@ class BotApiMethods:
                             bad_request("not enough rights to manage pinned messages in the chat"))
         msg = self._message(bot, chat, p.int("message_id"), "message to pin not found")
         self.world.pin_message(chat.chat_id, msg.message_id, actor_id=bot.user_id)
+        self.world.pin_service_message(chat.chat_id, msg.message_id, bot.user_id)
         return True
 
     async def m_unpinChatMessage(self, bot: User, p: Params) -> Any:
@@ -476,28 +496,31 @@ class BotApiMethods:
         return True
 
     async def m_deleteMessages(self, bot: User, p: Params) -> Any:
+        # telegram-bot-api (Client.cpp process_delete_messages_query): unknown ids are skipped, then tdlib's
+        # deleteMessages runs on the rest and fails whole ("message can't be deleted") if one of them cannot be
+        # deleted: nothing is deleted then.
         chat = self._chat(bot, p)
         ids = p.json("message_ids")
-        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+        if not isinstance(ids, list) or not ids:
             raise bad_request("message identifiers are not specified")
-        deletable = []
+        if len(ids) > 100:
+            raise bad_request("too many message identifiers specified")
+        found = []
         for mid in ids:
             msg = self.world.get_message(chat.chat_id, int(mid), actor_id=bot.user_id)
-            if msg is None:
-                continue
-            try:
-                self._check_deletable(bot, chat, msg)
-            except BotApiError:
-                continue
-            deletable.append(msg.message_id)
-        if not deletable:
+            if msg is not None:
+                found.append(msg)
+        if not found:
             raise bad_request("message to delete not found")
-        self.world.delete_messages(chat.chat_id, deletable, actor_id=bot.user_id)
+        for msg in found:
+            self._check_deletable(bot, chat, msg)
+        self.world.delete_messages(chat.chat_id, [m.message_id for m in found], actor_id=bot.user_id)
         return True
 
     # --- chat info ------------------------------------------------------------------------------
 
     async def m_getChat(self, bot: User, p: Params) -> Any:
+        self._read(bot, "lookup")
         return self._render(bot).chat_full_info(self._chat(bot, p))
 
     async def m_getChatMember(self, bot: User, p: Params) -> Any:

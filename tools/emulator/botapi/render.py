@@ -122,6 +122,13 @@ class Renderer:
             replied = self.world.get_message(chat.chat_id, msg.reply_to_message_id, actor_id=self.bot.user_id)
             if replied is not None:
                 out["reply_to_message"] = self.message(replied, depth=1)
+        service = msg.extra.get("service")
+        if service and "pinned_message_id" in service:
+            pinned = self.world.get_message(chat.chat_id, service["pinned_message_id"], actor_id=self.bot.user_id)
+            if pinned is not None and depth == 0:
+                out["pinned_message"] = self.message(pinned, depth=1)
+            elif depth == 0:  # the pinned message was deleted since: Telegram shows an InaccessibleMessage
+                out["pinned_message"] = {"chat": out["chat"], "message_id": service["pinned_message_id"], "date": 0}
         if msg.text is not None:
             out["text"] = msg.text
             command = bot_command_entity(msg.text)

@@ -173,7 +173,8 @@ async def _read_multipart(
     drop_after: int | None,
     throttle: Callable[[int], Awaitable[None]] | None,
 ) -> None:
-    limit = world.knobs.botapi_upload_limit
+    # a --local server takes uploads up to MTProto's 2000 MB (telegram-bot-api's local mode)
+    limit = world.knobs.mtproto_file_limit if world.knobs.botapi_local_mode else world.knobs.botapi_upload_limit
     received = 0
     too_large = False
     reader = await request.multipart()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from telethon.errors import TypeNotFoundError
 from telethon.extensions import BinaryReader
 from telethon.tl import functions, types
+from telethon.tl.alltlobjects import LAYER
 from telethon.tl.tlobject import TLRequest
 
 from .context import RpcContext
@@ -115,6 +116,7 @@ class Connection:
             log.warning("mtproto: closing %s after a malformed message", self.peer, exc_info=True)
         finally:
             self._closed = True
+            self.front.key_places.gone(self)
             if self._ping_timer is not None:
                 self._ping_timer.cancel()
             for task in tasks:
@@ -269,6 +271,13 @@ class Connection:
         inner, wrappers = unwrap(request)
         for wrapper in wrappers:
             if isinstance(wrapper, functions.InvokeWithLayerRequest):
+                if wrapper.layer != LAYER:
+                    # every object the emulator sends is built from Telethon's layer-LAYER schema: a client of
+                    # another layer would mis-read them, so it is refused clearly (Telegram's own error name)
+                    log.warning("mtproto: a client speaks layer %d; the emulator serves layer %d only",
+                                wrapper.layer, LAYER)
+                    self._answer_error(call, RpcError(400, "CONNECTION_LAYER_INVALID"))
+                    return
                 call.session.layer = wrapper.layer
             elif isinstance(wrapper, functions.InitConnectionRequest):
                 call.session.client_info = {
@@ -282,7 +291,15 @@ class Connection:
             log.warning("mtproto: %s is not supported by the emulator", name)
             self._answer_error(call, RpcError(400, "METHOD_NOT_SUPPORTED_BY_EMULATOR"))
             return
-        user_id = self.front.keys.user_of(call.session.key)
+        key = call.session.key
+        if self.front.knobs.auth_key_duplicated and not self.front.key_places.use(key.key_id, self, self.peer[0]):
+            log.warning("mtproto: auth key %#x used from two addresses at once: AUTH_KEY_DUPLICATED", key.key_id)
+            self.front.keys.kill(key, "AUTH_KEY_DUPLICATED")
+        dead = self.front.keys.dead(key)
+        if dead:
+            self._answer_error(call, RpcError(406, dead))
+            return
+        user_id = self.front.keys.user_of(key)
         if user_id is None and type(inner) not in UNAUTHORIZED_OK:
             self._answer_error(call, RpcError(401, "AUTH_KEY_UNREGISTERED"))
             return

@@ -16,6 +16,9 @@ from ..records import FileRecord
 from .rpc import RpcError
 
 EXTRA_KEY = "mtproto:file_refs"
+#: references expire by default (core.telegram.org/api/file_reference: they "expire after some time"; no
+#: lifetime is stated, clients report hours), so a client that never refetches is caught within a long run.
+DEFAULT_TTL_S = 3600
 _TAIL = struct.Struct("<IQ")
 
 
@@ -24,7 +27,7 @@ class FileReferences:
         self._world = world
 
     def _settings(self) -> dict[str, int]:
-        return dict(self._world.extra.get(EXTRA_KEY) or {"epoch": 0, "ttl_s": 0})
+        return dict(self._world.extra.get(EXTRA_KEY) or {"epoch": 0, "ttl_s": DEFAULT_TTL_S})
 
     @property
     def ttl_s(self) -> int:

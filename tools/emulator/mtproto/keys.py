@@ -21,6 +21,7 @@ class KeyRing:
         self._world = world
         self._keys: dict[int, AuthKey] = {}
         self._users: dict[int, int | None] = {}
+        self._dead: dict[int, str] = {}
         self._load()
 
     def _records(self) -> dict[str, dict[str, Any]]:
@@ -30,6 +31,8 @@ class KeyRing:
         for key_id, rec in self._records().items():
             self._keys[int(key_id)] = AuthKey(bytes.fromhex(rec["key"]))
             self._users[int(key_id)] = rec.get("user_id")
+            if rec.get("dead"):
+                self._dead[int(key_id)] = rec["dead"]
 
     def get(self, key_id: int) -> AuthKey | None:
         key = self._keys.get(key_id)
@@ -37,6 +40,23 @@ class KeyRing:
             self._load()  # another KeyRing over the same world (e.g. session_string()) may have added it
             key = self._keys.get(key_id)
         return key
+
+    def kill(self, key: AuthKey, reason: str) -> None:
+        """Telegram revokes a key for good (AUTH_KEY_DUPLICATED): every later request on it gets `reason`."""
+        records = self._records()
+        rec = records.get(str(key.key_id))
+        if rec is not None:
+            records[str(key.key_id)] = dict(rec, dead=reason)
+            self._world.extra[EXTRA_KEY] = records
+        self._dead[key.key_id] = reason
+
+    def dead(self, key: AuthKey) -> str | None:
+        return self._dead.get(key.key_id)
+
+    def dc_of(self, key: AuthKey) -> int | None:
+        """The DC a key was authorised for by auth.importAuthorization (None: the home DC)."""
+        rec = self._records().get(str(key.key_id))
+        return rec.get("dc") if rec else None
 
     def user_of(self, key: AuthKey) -> int | None:
         return self._users.get(key.key_id)
@@ -48,14 +68,16 @@ class KeyRing:
         self._keys[key.key_id] = key
         self._users[key.key_id] = user_id
 
-    def bind(self, key: AuthKey, user_id: int) -> None:
-        """Log an auth key in as `user_id` (auth.importBotAuthorization / importAuthorization)."""
+    def bind(self, key: AuthKey, user_id: int, dc: int | None = None) -> None:
+        """Log an auth key in as `user_id` (auth.importBotAuthorization / importAuthorization), on `dc`
+        (the DC an exported authorization was made for; None: the home DC)."""
         records = self._records()
         rec = records.get(str(key.key_id))
         if rec is None:
             self.add(key, user_id, "dh")
-            return
-        records[str(key.key_id)] = dict(rec, user_id=user_id)
+            rec = self._records()[str(key.key_id)]
+            records = self._records()
+        records[str(key.key_id)] = dict(rec, user_id=user_id, dc=dc)
         self._world.extra[EXTRA_KEY] = records
         self._users[key.key_id] = user_id
 
@@ -69,7 +91,7 @@ class KeyRing:
     def preshared_for(self, user_id: int) -> AuthKey:
         """The pre-shared key of an account, created on first use."""
         for rec in self._records().values():
-            if rec.get("origin") == "preshared" and rec.get("user_id") == user_id:
+            if rec.get("origin") == "preshared" and rec.get("user_id") == user_id and not rec.get("dead"):
                 return AuthKey(bytes.fromhex(rec["key"]))
         key = AuthKey(os.urandom(256))
         self.add(key, user_id, "preshared")

@@ -76,7 +76,7 @@ def peer(chat: Chat, viewer_id: int) -> types.PeerChannel | types.PeerUser:
     return types.PeerUser(other)
 
 
-def document(rec: FileRecord, file_reference: bytes) -> types.Document:
+def document(rec: FileRecord, file_reference: bytes, dc_id: int = DC_ID) -> types.Document:
     return types.Document(
         id=rec.id,
         access_hash=rec.access_hash,
@@ -84,16 +84,29 @@ def document(rec: FileRecord, file_reference: bytes) -> types.Document:
         date=when(rec.date),
         mime_type=rec.mime_type,
         size=rec.size,
-        dc_id=DC_ID,
+        dc_id=dc_id,
         attributes=[types.DocumentAttributeFilename(rec.name)],
     )
 
 
-def message(msg: Message, chat: Chat, *, viewer_id: int, file_reference: bytes | None) -> types.Message:
+def message(msg: Message, chat: Chat, *, viewer_id: int, file_reference: bytes | None,
+            file_dc: int = DC_ID) -> types.Message | types.MessageService:
+    service = msg.extra.get("service")
+    if service and "pinned_message_id" in service:
+        return types.MessageService(
+            id=msg.message_id,
+            peer_id=peer(chat, viewer_id),
+            date=when(msg.date),
+            action=types.MessageActionPinMessage(),
+            out=msg.sender_id == viewer_id,
+            post=chat.is_channel,
+            from_id=None if chat.is_channel else types.PeerUser(msg.sender_id),
+            reply_to=types.MessageReplyHeader(reply_to_msg_id=service["pinned_message_id"]),
+        )
     media: Any = None
     if msg.document is not None:
         assert file_reference is not None
-        media = types.MessageMediaDocument(document=document(msg.document, file_reference))
+        media = types.MessageMediaDocument(document=document(msg.document, file_reference, file_dc))
         text = msg.caption or ""
     else:
         text = msg.text or ""

@@ -12,7 +12,7 @@ from .. import render
 from ..config import DC_ID, build_config
 from ..context import RpcContext
 from ..peers import channel as resolve_channel
-from ..rpc import RpcError, rpc
+from ..rpc import RpcError, flood_wait, rpc
 
 
 @rpc(functions.help.GetConfigRequest, unauthorized=True)
@@ -33,6 +33,9 @@ async def import_bot_authorization(
     bot = ctx.world.bot_by_token(req.bot_auth_token)
     if bot is None:
         raise RpcError(400, "ACCESS_TOKEN_INVALID")
+    wait = ctx.front.logins.attempt(bot.user_id, ctx.world.knobs)
+    if wait is not None:
+        raise flood_wait(wait)
     ctx.front.keys.bind(ctx.session.key, bot.user_id)
     return types.auth.Authorization(user=render.user(bot, viewer_id=bot.user_id))
 
@@ -45,7 +48,7 @@ async def export_authorization(
 ) -> types.auth.ExportedAuthorization:
     token_id = struct.unpack("<q", os.urandom(8))[0]
     token = os.urandom(32)
-    ctx.front.exported_authorizations[token_id] = (token, ctx.require_user())
+    ctx.front.exported_authorizations[token_id] = (token, ctx.require_user(), req.dc_id)
     return types.auth.ExportedAuthorization(id=token_id, bytes=token)
 
 
@@ -57,7 +60,7 @@ async def import_authorization(
     if entry is None or entry[0] != req.bytes:
         raise RpcError(400, "AUTH_BYTES_INVALID")
     user = ctx.world.user(entry[1])
-    ctx.front.keys.bind(ctx.session.key, entry[1])
+    ctx.front.keys.bind(ctx.session.key, entry[1], dc=entry[2])
     return types.auth.Authorization(user=render.user(user, viewer_id=user.user_id))
 
 

@@ -10,15 +10,23 @@ from .. import render
 from ..context import RpcContext
 from ..peers import channel as resolve_channel
 from ..peers import require_right, world_call
-from ..rpc import RpcError, rpc
+from ..rpc import RpcError, flood_wait, rpc
 from .messages import render_message
 
 MAX_IDS = 100
+DELETE_WINDOW_S = 48 * 3600
+
+
+def _lookup_budget(ctx: RpcContext) -> None:
+    wait = ctx.world.limiter.check_read(ctx.require_user(), "lookup")
+    if wait is not None:
+        raise flood_wait(wait)
 
 
 @rpc(functions.channels.GetMessagesRequest)
 async def get_messages(ctx: RpcContext, req: functions.channels.GetMessagesRequest) -> types.messages.ChannelMessages:
     me = ctx.require_user()
+    _lookup_budget(ctx)
     chat = resolve_channel(ctx, req.channel)
     if len(req.id) > MAX_IDS:
         raise RpcError(400, "LIMIT_INVALID")
@@ -75,6 +83,7 @@ async def get_channels(ctx: RpcContext, req: functions.channels.GetChannelsReque
 @rpc(functions.channels.GetFullChannelRequest)
 async def get_full_channel(ctx: RpcContext, req: functions.channels.GetFullChannelRequest) -> types.messages.ChatFull:
     me = ctx.require_user()
+    _lookup_budget(ctx)
     chat = resolve_channel(ctx, req.channel)
     pinned = ctx.world.pinned_message(chat.chat_id)
     members = ctx.world.members(chat.chat_id)
@@ -111,6 +120,12 @@ async def delete_messages(
         require_right(ctx, chat, "can_delete_messages", error="MESSAGE_DELETE_FORBIDDEN")
     elif targets:
         require_right(ctx, chat, "can_post_messages", "can_delete_messages", error="MESSAGE_DELETE_FORBIDDEN")
+    # Bots may delete channel messages only within 48 h of sending, over MTProto as over the Bot API (tdlib's
+    # can_delete_message for bots; Telegram's deleteMessage docs). One message outside it refuses the whole
+    # request: nothing is deleted.
+    user = ctx.world.user(me)
+    if user is not None and user.is_bot and any(ctx.world.now() - m.date >= DELETE_WINDOW_S for m in targets):
+        raise RpcError(400, "MESSAGE_DELETE_FORBIDDEN")
     deleted = world_call(ctx.world.delete_messages, chat.chat_id, [m.message_id for m in targets])
     pts = ctx.world.chat_by_key(chat.key).pts
     return types.messages.AffectedMessages(pts=pts, pts_count=len(deleted))

@@ -9,6 +9,7 @@ from telethon.tl import functions, types
 
 from ...records import Chat, FileRecord, Message
 from .. import render
+from ..config import DC_ID
 from ..context import RpcContext
 from ..peers import chat_of, require_right, world_call
 from ..rpc import RpcError, flood_wait, rpc
@@ -16,8 +17,8 @@ from ..rpc import RpcError, flood_wait, rpc
 log = logging.getLogger("tools.emulator.mtproto")
 
 
-def _spend_rate_budget(ctx: RpcContext, chat: Chat) -> None:
-    wait = ctx.world.limiter.check(chat.chat_id, ctx.require_user())
+def _spend_rate_budget(ctx: RpcContext, chat: Chat, edit_of: int | None = None) -> None:
+    wait = ctx.world.limiter.check(chat.chat_id, ctx.require_user(), message_id=edit_of)
     if wait is not None:
         raise flood_wait(wait)
 
@@ -36,7 +37,9 @@ def _chats_and_users(ctx: RpcContext, chat: Chat) -> tuple[list[Any], list[Any]]
 
 def render_message(ctx: RpcContext, msg: Message, chat: Chat) -> types.Message:
     ref = ctx.front.file_refs.issue(msg.document) if msg.document is not None else None
-    return render.message(msg, chat, viewer_id=ctx.require_user(), file_reference=ref)
+    k = ctx.world.knobs
+    file_dc = k.file_dc if k.file_dc and k.file_dc_reported else DC_ID
+    return render.message(msg, chat, viewer_id=ctx.require_user(), file_reference=ref, file_dc=file_dc)
 
 
 def updates_for(ctx: RpcContext, chat: Chat, updates: list[Any]) -> types.Updates:
@@ -165,9 +168,13 @@ async def edit_message(ctx: RpcContext, req: functions.messages.EditMessageReque
         changes["caption" if doc is not None else "text"] = req.message or None
     if not changes:
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")
-    if "document" not in changes and all(getattr(old, field) == value for field, value in changes.items()):
+    # the same document again (InputMediaDocument of the current one) with the same caption changes nothing
+    same_doc = "document" in changes and old.document is not None and changes["document"].id == old.document.id
+    if ("document" not in changes or same_doc) and all(
+        getattr(old, field) == value for field, value in changes.items() if field != "document"
+    ):
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")
-    _spend_rate_budget(ctx, chat)
+    _spend_rate_budget(ctx, chat, edit_of=req.id)
     msg = world_call(ctx.world.edit_message, chat.chat_id, req.id, actor_id=me, **changes)
     rendered = render_message(ctx, msg, chat)
     pts = _fresh_pts(ctx, chat)
@@ -191,6 +198,7 @@ async def update_pinned_message(ctx: RpcContext, req: functions.messages.UpdateP
             raise RpcError(400, "MESSAGE_ID_INVALID")
         world_call(ctx.world.pin_message, chat.chat_id, req.id, actor_id=me)
         ids = [req.id]
+    service = None if req.unpin else ctx.world.pin_service_message(chat.chat_id, req.id, me)
     pts = _fresh_pts(ctx, chat)
     if chat.is_channel:
         update: Any = types.UpdatePinnedChannelMessages(
@@ -200,6 +208,18 @@ async def update_pinned_message(ctx: RpcContext, req: functions.messages.UpdateP
         update = types.UpdatePinnedMessages(
             peer=render.peer(chat, me), messages=ids, pts=pts, pts_count=0, pinned=not req.unpin
         )
-    # No service message: the world keeps none, and Telethon treats a pin without one as
-    # "already pinned" (it returns None instead of a service Message).
-    return updates_for(ctx, chat, [update] if ids else [])
+    # With the service message Telethon's pin_message returns it (without one: None, "already pinned").
+    new = [types.UpdateNewChannelMessage(render_message(ctx, service, chat), pts, 1)] if service else []
+    return updates_for(ctx, chat, ([update] if ids else []) + new)
+
+
+@rpc(functions.messages.UploadMediaRequest)
+async def upload_media(ctx: RpcContext, req: functions.messages.UploadMediaRequest) -> types.MessageMediaDocument:
+    """Turn uploaded parts into a stored document without sending it (Telegram: messages.uploadMedia returns
+    the MessageMedia; the document is then sent or used in an edit as an InputMediaDocument)."""
+    chat = chat_of(ctx, req.peer)
+    require_right(ctx, chat, "can_post_messages")
+    rec = document_of(ctx, req.media)
+    k = ctx.world.knobs
+    file_dc = k.file_dc if k.file_dc and k.file_dc_reported else DC_ID
+    return types.MessageMediaDocument(document=render.document(rec, ctx.front.file_refs.issue(rec), file_dc))
