@@ -110,7 +110,16 @@ METRICS_OPTIONS = [
                                           "the live state (0 = never)", default="0", metavar="SECONDS"),
 ]
 
-OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS + METRICS_OPTIONS
+#: retention with point-in-time reach (snapshot/retention.py; `tgsnap prune` lets history go).
+RETENTION_OPTIONS = [
+    Option("TGSNAP_KEEP_SNAPSHOTS", "older snapshots (with the deltas between them) each snapshot switch keeps, so "
+                                    "export and restore reach back past the current snapshot", default="0",
+           metavar="N"),
+    Option("TGSNAP_KEEP_FOR", "also keep every older snapshot needed to reach any moment of this window "
+                              "(seconds, or 45m, 48h, 7d)", default="0", metavar="DURATION"),
+]
+
+OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS + METRICS_OPTIONS + RETENTION_OPTIONS
 
 
 @dataclass
@@ -131,6 +140,8 @@ class BotSettings:
     webhook_host: str = "0.0.0.0"  # noqa: S104 - a server behind the platform's router
     webhook_port: int = 8080
     webhook_max_connections: int = 40
+    keep_snapshots: int = 0
+    keep_for: float = 0.0
 
     @property
     def local_mode(self) -> bool:
@@ -169,7 +180,8 @@ class BotSettings:
     def store_config(self, storage: StorageSettings) -> StoreConfig:
         return StoreConfig(flush_interval=self.flush_interval,
                            replica=ReplicaConfig(encryption_key=storage.encryption_key,
-                                                 takeover_wait=self.takeover_wait))
+                                                 takeover_wait=self.takeover_wait,
+                                                 keep_snapshots=self.keep_snapshots, keep_for=self.keep_for))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -180,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS),
-                           ("health and metrics", METRICS_OPTIONS)):
+                           ("health and metrics", METRICS_OPTIONS), ("retention", RETENTION_OPTIONS)):
         group = p.add_argument_group(title)
         for option in options:
             extra = " (visible in `ps`: prefer the environment)" if option.secret else ""
@@ -235,6 +247,18 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     for env, attr in (("TGSNAP_PORT", "local_port"), ("TGSNAP_MTPROTO_PORT", "local_mtproto_port")):
         if env in values:
             setattr(settings, attr, _port(env, values[env]))
+    if "TGSNAP_KEEP_SNAPSHOTS" in values:
+        text = values["TGSNAP_KEEP_SNAPSHOTS"]
+        if not text.isdigit():
+            raise ConfigError(f"TGSNAP_KEEP_SNAPSHOTS must be a whole number >= 0, got {text!r}")
+        settings.keep_snapshots = int(text)
+    if "TGSNAP_KEEP_FOR" in values:
+        from snapshot.retention import parse_duration
+
+        try:
+            settings.keep_for = parse_duration(values["TGSNAP_KEEP_FOR"])
+        except ConfigError as e:
+            raise ConfigError(f"TGSNAP_KEEP_FOR: {e}") from None
     mode = values.get("TGSNAP_STORAGE_MODE")
     if mode is not None and mode not in MODES:
         raise ConfigError(f"TGSNAP_STORAGE_MODE must be one of {', '.join(MODES)}, got {mode!r}")

@@ -32,7 +32,7 @@ from snapshot.cipher import Cipher
 from snapshot.errors import StorageBusy
 from snapshot.manifest import Lease
 from snapshot.replica import Progress
-from snapshot.restore import read_current_manifest
+from snapshot.restore import current_lease
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,10 @@ async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfi
 
 async def dead_local_holder(backend: Backend, config: StoreConfig) -> tuple[Lease, str] | None:
     """The live lease's holder and the proof it is gone, if it was a process of this host, boot and PID
-    namespace that no longer runs; else None."""
+    namespace that no longer runs; else None. The holder is the lease of the newest slot: while a claim
+    is in progress (or its claimer died restoring) that is the claimer's, not the last full manifest's."""
     key = config.replica.encryption_key
-    manifest, _hash = await read_current_manifest(backend, Cipher(key) if key is not None else None,
-                                                  config.replica.allow_plaintext)
-    lease = manifest.lease if manifest is not None else None
+    lease = await current_lease(backend, Cipher(key) if key is not None else None, config.replica.allow_plaintext)
     if lease is None or lease.host != socket.gethostname():
         return None
     why = proc_identity.holder_gone(lease.pid, lease.boot_id, lease.pid_ns, lease.start_time)

@@ -27,7 +27,7 @@ from core.config import StoreConfig
 from core.tracker import Tracker
 from snapshot import image as image_mod
 from snapshot.changes import ChangeSet
-from snapshot.errors import BackendError, FencedError, copy_error
+from snapshot.errors import BackendError, FencedError, OversizeRow, copy_error
 from snapshot.replica import Replica, SnapshotReceipt
 
 log = logging.getLogger("tgsnap.core")
@@ -70,6 +70,8 @@ class Flusher:
         self._snapshot_requests: list[asyncio.Future[SnapshotReceipt]] = []
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_retry_at = 0.0
+        #: set when a cut held a row no delta can carry (OversizeRow): the next cut ships as a snapshot.
+        self._oversize: str | None = None
 
         self._wake = asyncio.Event()
         self._stopping = False
@@ -276,6 +278,9 @@ class Flusher:
         return time.monotonic() >= self._snapshot_retry_at and self._replica.snapshot_due()
 
     async def _ship(self) -> None:
+        if self._oversize is not None:
+            await self._ship_as_snapshot()
+            return
         want_snapshot = self._snapshot_wanted()
         if not (self.maybe_dirty() or want_snapshot):
             return
@@ -309,6 +314,16 @@ class Flusher:
             receipt = await self._replica.write_delta(changes)
         except FencedError:
             raise
+        except OversizeRow as exc:
+            # No delta can carry this cut: keep its keys dirty and ship the next cut as a snapshot at once
+            # (its parts split at any byte), rather than retry a delta that can never succeed.
+            self._tracker.remark(changes)
+            self.dirty_since = _earliest(self.dirty_since, since)
+            self._oversize = str(exc)
+            self.last_error = f"OversizeRow: {exc}"
+            log.warning("tgsnap: %s; shipping this cut as a snapshot instead", exc)
+            self._wake.set()
+            return
         except (Exception, asyncio.CancelledError) as exc:
             # Nothing advanced in storage: mark the keys dirty again; the next capture re-reads them.
             self._tracker.remark(changes)
@@ -325,6 +340,58 @@ class Flusher:
         self._became_durable(number)
         if image is not None:
             self._start_snapshot(image, receipt.seq, changes.captured_at, requests)
+
+    async def _ship_as_snapshot(self) -> None:
+        """One cut made durable by a snapshot instead of a delta (a row over the document limit): the
+        image at the cut, based on the last durable delta, holds the rows no delta could. Deltas wait
+        meanwhile, and this cut's waiters are released only once the snapshot is durable: a later
+        delta does not hold this cut's rows, so its durability must not stand in for theirs. On
+        failure the cut's keys are marked dirty again and the next step tries again."""
+        if self._snapshot_task is not None:
+            await asyncio.wait([self._snapshot_task])  # one snapshot at a time (base seqs only grow)
+        await self._outside_transaction()
+        # ---- one synchronous step: the consistent cut (image first, as in _ship) ----
+        image = image_mod.capture(self._conn)
+        changes = self._tracker.capture()
+        requests = list(self._snapshot_requests)
+        for fut in requests:
+            self._snapshot_requests.remove(fut)
+        self._capture_no += 1
+        number = self._capture_no
+        since = self.dirty_since
+        self.dirty_since = None
+        self.changes_mark = self._conn.total_changes
+        # ---- end of the cut ----
+        if changes.version_changed:
+            self._replica.schema_version = changes.user_version  # type: ignore[attr-defined]
+        self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
+        try:
+            receipt = await self._replica.write_snapshot(image, self._replica.last_seq, changes.captured_at)
+        except FencedError as exc:
+            _settle(requests, exc)
+            raise
+        except (Exception, asyncio.CancelledError) as exc:
+            self._tracker.remark(changes)
+            self.dirty_since = _earliest(self.dirty_since, since)
+            if isinstance(exc, asyncio.CancelledError):
+                for fut in requests:
+                    fut.cancel()
+                raise
+            _settle(requests, exc)
+            self._failed(exc)
+            return
+        finally:
+            self._in_flight = self._in_flight_since = None
+        log.info("tgsnap: a cut too large for a delta is durable as a snapshot at seq %d (%d parts)",
+                 receipt.base_seq, receipt.parts)
+        self._oversize = None
+        self._backoff = 0.0
+        self.last_error = None
+        self.last_flush_at = time.time()
+        self._became_durable(number)
+        for fut in requests:
+            if not fut.done():
+                fut.set_result(receipt)
 
     async def _outside_transaction(self) -> None:
         while self._conn.in_transaction:

@@ -41,6 +41,9 @@ class BackendInfo:
     max_document_size: int
     #: suggested pause between manifest publications (Telegram edits cost rate budget), seconds.
     manifest_min_interval: float = 0.0
+    #: documents older than this many seconds can no longer be deleted (Telegram: 48 h for bots, Bot API
+    #: and MTProto alike); None: no such limit. Retention leaves those in place and reports them.
+    delete_window: float | None = None
 
 
 @dataclass(frozen=True)

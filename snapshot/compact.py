@@ -53,6 +53,11 @@ class CompactPlan:
         return self.restore.total_bytes
 
     @property
+    def retains(self) -> bool:
+        """The storage retains history: compaction keeps what it supersedes as a point (compact())."""
+        return self.restore.manifest is not None and bool(self.restore.manifest.history)
+
+    @property
     def nothing_to_do(self) -> bool:
         return self.deltas_folded == 0
 
@@ -71,7 +76,9 @@ class CompactPlan:
             "read_bytes": self.read_bytes,
             "new_snapshot_base_seq": self.new_base_seq,
             "new_snapshot_captured_at": r.captured_at,
-            "documents_superseded": (len(r.snapshot.parts) if r.snapshot else 0) + self.deltas_folded,
+            "documents_superseded": 0 if self.retains else (len(r.snapshot.parts) if r.snapshot else 0)
+            + self.deltas_folded,
+            "retained_points": len(r.manifest.history) if r.manifest else 0,
             "nothing_to_do": self.nothing_to_do,
             "lease_holder": self.lease.describe() if self.busy and self.lease else None,
             "lease_expires_at": self.lease.expires_at if self.busy and self.lease else None,
@@ -94,8 +101,13 @@ class CompactPlan:
             lines.append(f"  write: a new snapshot with base seq {self.new_base_seq} (state captured "
                          f"{when(r.captured_at)}), folding seq {r.deltas[0].seq}..{r.deltas[-1].seq}"
                          if r.deltas else f"  write: a new snapshot with base seq {self.new_base_seq}")
-            lines.append(f"  then delete: {self.as_dict()['documents_superseded']} superseded document(s), "
-                         f"{size_text(self.superseded_bytes)}")
+            if self.retains:
+                lines.append(f"  then keep: the superseded snapshot and its deltas as a retained point (the "
+                             f"storage keeps {len(r.manifest.history)} older snapshot(s); `prune` lets them go)"
+                             if r.manifest else "")
+            else:
+                lines.append(f"  then delete: {self.as_dict()['documents_superseded']} superseded document(s), "
+                             f"{size_text(self.superseded_bytes)}")
         if self.busy and self.lease:
             lines.append(f"  lease: held by {self.lease.describe()} until {when(self.lease.expires_at)}: a real "
                          "run would refuse (exit 3) unless --wait outlasts it")
@@ -127,11 +139,17 @@ async def compact(backend: Backend, key: bytes | None = None, *, wait: float = 0
     """Take the lease, restore, write the state as a snapshot at the last delta, release the lease.
 
     Raises StorageBusy (naming the holder) when a live writer keeps the lease past `wait` seconds.
+
+    Retention: with no `config`, a storage that retains history (snapshot/retention.py) keeps every
+    retained point and gains the one this compaction supersedes: compaction never lets history go,
+    `prune` does. A storage without history is compacted as before (the superseded documents go).
     """
     t0 = time.monotonic()
     cfg = dataclasses.replace(config or ReplicaConfig(), encryption_key=key, takeover_wait=wait)
     replica = Replica(backend, cfg, writer_id=f"tgsnap-compact@{socket.gethostname()}:{os.getpid()}")
     restored = await replica.acquire(progress=progress)
+    if config is None and replica.history:
+        replica.config.keep_snapshots = len(replica.history) + 1
     try:
         folded = replica.status().deltas_since_snapshot
         image = restored.conn.serialize()

@@ -120,6 +120,34 @@ class DeltaEntry:
         return base64.b64decode(self.inline, validate=True)
 
 
+@dataclass
+class HistoryPoint:
+    """Format 3, optional: an older snapshot kept for point-in-time reach (`ReplicaConfig.keep_snapshots`
+    / `keep_for`), with the deltas after it up to the next point's base (the next older point's, or the
+    current snapshot's). `snapshot` None: the empty database at seq 0 (only as the oldest point)."""
+
+    snapshot: SnapshotEntry | None
+    deltas: list[DeltaEntry] = field(default_factory=list)
+
+    @property
+    def base_seq(self) -> int:
+        return self.snapshot.base_seq if self.snapshot else 0
+
+    @property
+    def base_hash(self) -> str:
+        return self.snapshot.base_hash if self.snapshot else GENESIS.hex()
+
+    @property
+    def captured_at(self) -> float | None:
+        return self.snapshot.captured_at if self.snapshot else None
+
+    def documents(self) -> list[str]:
+        """Refs of the stored documents this point needs (its parts, its deltas' documents)."""
+        refs = [p.ref for p in self.snapshot.parts] if self.snapshot else []
+        refs += [d.document for d in self.deltas if d.document is not None]
+        return list(dict.fromkeys(refs))
+
+
 #: the optional format-2 fields of a delta entry, left out of the JSON when unset.
 _V2_FIELDS = ("inline", "pack", "offset")
 #: the format-3 fields of a manifest.
@@ -147,6 +175,8 @@ class Manifest:
     claimed_from: str | None = None
     #: format 3: PRAGMA user_version of the state (None: not known).
     schema_version: int | None = None
+    #: format 3, optional: retained older points, oldest first (docs/formats.md §5, `history`).
+    history: list[HistoryPoint] = field(default_factory=list)
 
     @property
     def is_claim(self) -> bool:
@@ -180,7 +210,9 @@ class Manifest:
         if d["format"] < 3:
             for k in _V3_FIELDS:
                 del d[k]
-        for e in d["deltas"]:
+        if not self.history or d["format"] < 3:
+            del d["history"]  # absent unless there is history: readers treat absent as none
+        for e in [*d["deltas"], *(e for h in d.get("history", []) for e in h["deltas"])]:
             for k in _V2_FIELDS:
                 if e[k] is None:
                     del e[k]
@@ -198,11 +230,7 @@ class Manifest:
             raise CorruptDocument(ref, f"manifest format {d['format']} is newer than this reader supports "
                                        f"({MANIFEST_FORMAT}): written by a newer tgsnap")
         try:
-            snap = d.get("snapshot")
-            if snap is not None:
-                shards = [_known(ShardEntry, s, parts=[_known(PartEntry, p) for p in s["parts"]])
-                          for s in snap["shards"]]
-                snap = _known(SnapshotEntry, snap, shards=shards)
+            snap = _snapshot_entry(d.get("snapshot"))
             lease = _known(Lease, d["lease"]) if d.get("lease") is not None else None
             deltas = [_known(DeltaEntry, e) for e in d.get("deltas", [])]
             m = cls(epoch=d["epoch"], generation=d["generation"], created_at=d["created_at"], lease=lease,
@@ -211,6 +239,9 @@ class Manifest:
                 m.storage_id, m.claim_id = d["storage_id"], d["claim_id"]
                 m.state, m.claimed_from = d["state"], d.get("claimed_from")
                 m.schema_version = d.get("schema_version")
+                m.history = [HistoryPoint(snapshot=_snapshot_entry(h.get("snapshot")),
+                                          deltas=[_known(DeltaEntry, e) for e in h.get("deltas", [])])
+                             for h in d.get("history") or []]
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptDocument(ref, f"manifest does not follow the schema ({e!r})") from None
         m._check(ref)
@@ -257,6 +288,40 @@ class Manifest:
                 raise CorruptDocument(ref, f"manifest format {self.format} cannot hold inline or packed deltas")
         if self.snapshot and not all(math.isfinite(x) for x in (self.snapshot.captured_at,)):
             raise CorruptDocument(ref, "manifest snapshot time is not finite")
+        self._check_history(ref)
+
+    def _check_history(self, ref: str | None) -> None:
+        """Each retained point's deltas run without a gap from its base to the next point's base, and
+        the last one hashes to that base's `base_hash`: a point is restorable from what it lists alone."""
+        if not self.history:
+            return
+        if self.is_claim:
+            raise CorruptDocument(ref, "a claim manifest lists history")
+        bases = [(h.base_seq, h.base_hash) for h in self.history[1:]] + [(self.base_seq, self.base_hash.hex())]
+        for i, (h, (next_seq, next_hash)) in enumerate(zip(self.history, bases, strict=True)):
+            if h.snapshot is None and i > 0:
+                raise CorruptDocument(ref, f"manifest's history point {i} has no snapshot but is not the oldest")
+            want = list(range(h.base_seq + 1, next_seq + 1))
+            if [e.seq for e in h.deltas] != want:
+                raise CorruptDocument(ref, f"manifest's history point at seq {h.base_seq} does not list exactly "
+                                           f"the deltas {h.base_seq + 1}..{next_seq} up to the next point")
+            last = h.deltas[-1].hash if h.deltas else h.base_hash
+            if last != next_hash:
+                raise CorruptDocument(ref, f"manifest's history point at seq {h.base_seq}: its last delta does "
+                                           f"not hash to the next point's base hash (seq {next_seq})")
+            for e in h.deltas:
+                if e.inline is not None:
+                    raise CorruptDocument(ref, f"manifest's history delta seq {e.seq} is inline (retained "
+                                               "deltas are stored or packed documents)")
+                if len(e.hash) != 64:
+                    raise CorruptDocument(ref, f"manifest holds a malformed hash {e.hash!r}")
+
+
+def _snapshot_entry(snap: dict | None) -> SnapshotEntry | None:
+    if snap is None:
+        return None
+    shards = [_known(ShardEntry, s, parts=[_known(PartEntry, p) for p in s["parts"]]) for s in snap["shards"]]
+    return _known(SnapshotEntry, snap, shards=shards)
 
 
 def _known(cls, d: dict, **override):

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 
 from snapshot import image as image_mod
-from snapshot import proc_identity
+from snapshot import proc_identity, retention
 from snapshot.backend import Backend, SlotRace
 from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher
@@ -49,6 +49,7 @@ from snapshot.manifest import (
     STATE_CLAIM,
     STATE_FULL,
     DeltaEntry,
+    HistoryPoint,
     Lease,
     Manifest,
     PartEntry,
@@ -97,6 +98,14 @@ class ReplicaConfig:
     #: under this many stored bytes, so a delta costs one manifest edit; past it, the inline deltas and the
     #: new one go out as one pack document (one send + the edit). 0: every delta is its own document.
     inline_delta_bytes: int = 2 * 1024 * 1024
+    #: retention (snapshot/retention.py): at a snapshot switch keep this many older snapshots, with the
+    #: deltas between them, listed in the manifest's `history`, so restore and export reach back past the
+    #: current snapshot. 0 (default): keep nothing older, the storage holds only what the latest state
+    #: needs (retained history grows the storage, and on Telegram what ages past 48 h can never be
+    #: deleted again).
+    keep_snapshots: int = 0
+    #: retention: also keep every older snapshot needed to reach any moment of the last this many seconds.
+    keep_for: float = 0.0
 
     def __repr__(self) -> str:  # the key stays out of logs
         fields = {k: v for k, v in self.__dict__.items() if k != "encryption_key"}
@@ -194,6 +203,7 @@ class Replica:
             raise ConfigError("inline_delta_bytes must be 0 (off) or positive")
         if config.shard_size <= 0 or config.parallelism < 1 or config.lease_seconds <= 0:
             raise ConfigError("shard_size, parallelism and lease_seconds must be positive")
+        retention.check_policy(config.keep_snapshots, config.keep_for)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.writer_id = writer_id or f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
@@ -207,6 +217,7 @@ class Replica:
         self._last_durable_at: float | None = None
         self._snapshot: SnapshotEntry | None = None
         self._deltas: list[DeltaEntry] = []  # durable, after the current snapshot's base
+        self._history: list[HistoryPoint] = []  # retained older points, oldest first
         self._generation = 0
         self._manifest_hash = GENESIS
         self._lease_expires_at: float | None = None
@@ -253,6 +264,11 @@ class Replica:
         return self._storage
 
     @property
+    def history(self) -> list[HistoryPoint]:
+        """The retained older points listed in our manifest, oldest first (a copy)."""
+        return list(self._history)
+
+    @property
     def slot(self) -> str | None:
         """The ref of this writer's manifest slot."""
         return self._slot
@@ -280,17 +296,19 @@ class Replica:
 
     def _compose(self, now: float, *, snapshot: SnapshotEntry | None, extra: DeltaEntry | None,
                  released: bool, deltas: list[DeltaEntry] | None = None, last_ref: str | None = None,
-                 state: str = STATE_FULL) -> Manifest:
+                 state: str = STATE_FULL, history: list[HistoryPoint] | None = None) -> Manifest:
         base = snapshot.base_seq if snapshot else 0
         listed = self._deltas if deltas is None else deltas
         deltas = [d for d in listed if d.seq > base] + ([extra] if extra else [])
         last_ref = last_ref or (extra.ref if extra else self._tip_ref)
+        history = list(self._history if history is None else history)
         if state == STATE_CLAIM:
-            snapshot, deltas, last_ref = None, [], None
+            snapshot, deltas, last_ref, history = None, [], None, []
         return Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
                         lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref,
                         format=MANIFEST_FORMAT, storage_id=self._storage.hex(), claim_id=self._claim.hex(),
-                        state=state, claimed_from=self._claimed_from, schema_version=self.schema_version)
+                        state=state, claimed_from=self._claimed_from, schema_version=self.schema_version,
+                        history=history)
 
     async def _rival(self, ref: str | None) -> dict:
         """What a newer slot says about its claimer (best effort: the fence stands either way)."""
@@ -331,7 +349,7 @@ class Replica:
 
     async def _publish(self, *, snapshot: SnapshotEntry | None = None, extra: DeltaEntry | None = None,
                        released: bool = False, deltas: list[DeltaEntry] | None = None,
-                       last_ref: str | None = None) -> Manifest:
+                       last_ref: str | None = None, history: list[HistoryPoint] | None = None) -> Manifest:
         """Store our view in our slot (plus `extra` / a new `snapshot`; `deltas` replaces the delta list),
         then check our slot is still the newest. Updates state only once stored; FencedError if the
         check fails (then nothing of it counts)."""
@@ -349,7 +367,7 @@ class Replica:
             self._generation += 1
             new_snap = snapshot if snapshot is not None else self._snapshot
             m = self._compose(now, snapshot=new_snap, extra=extra, released=released, deltas=deltas,
-                              last_ref=last_ref)
+                              last_ref=last_ref, history=history)
             data = encode_manifest(m, cipher=self.cipher, prev=self._manifest_hash)
             try:
                 await self.backend.replace_slot(self._slot, data)  # type: ignore[arg-type]
@@ -367,6 +385,8 @@ class Replica:
             if snapshot is not None:
                 self._snapshot = snapshot
                 self._deltas = [d for d in self._deltas if d.seq > snapshot.base_seq]
+            if history is not None:
+                self._history = list(history)
             orphans, self._orphans = self._orphans, []
         if orphans:
             # Parts of a switch whose publication failed: the manifest just published no longer lists them.
@@ -392,7 +412,8 @@ class Replica:
         from snapshot.restore import garbage
 
         try:
-            refs = await garbage(self.backend, snap, self._claim)
+            refs = await garbage(self.backend, snap, self._claim,
+                                 keep=retention.needed(snap, self._deltas, self._history))
         except BackendError:
             return
         await self._delete_quietly(refs)
@@ -509,6 +530,7 @@ class Replica:
             self.schema_version = full.schema_version
         self._snapshot = p.snapshot
         self._deltas = list(p.chain)
+        self._history = list(full.history) if full is not None else []
         self._last_seq, self._last_hash, _e = p.tip
         self._tip_ref = full.last_ref if full else None
         docs = [d.document for d in p.chain if d.document is not None]
@@ -720,26 +742,85 @@ class Replica:
                                  image_sha256=built.image_sha256.hex(), shards=shards)
             old = self._snapshot
             before = list(self._deltas)
+            # The old current snapshot and the deltas up to the new base become an older point; the
+            # retention policy (default: none) says which points stay listed in `history`.
+            points = list(self._history)
+            folded = [d for d in before if d.seq <= base_seq]
+            if base_seq > (old.base_seq if old else 0) and (old is not None or folded):
+                points.append(HistoryPoint(snapshot=old, deltas=folded))
+            now = time.time()
+            kept, dropped = retention.select_points(points, snap, cfg.keep_snapshots, cfg.keep_for, now)
+            if base_seq == (old.base_seq if old else 0) and old is not None:
+                dropped = [*dropped, HistoryPoint(snapshot=old)]  # rewritten at the same base: old parts go
             try:
-                await self._publish(snapshot=snap)
+                kept = await self._stored_points(kept)
+                await self._publish(snapshot=snap, history=kept)
             except FencedError:
                 raise  # a fenced writer deletes nothing, not even its own parts: a successor may list them
             except BackendError:
                 # The publication may have taken effect: the parts can only go once a later manifest is out.
                 self._orphans.extend(stored)
                 raise
-            # A pack goes only when none of its deltas is still listed; inline deltas went with the edit.
-            keep = {d.document for d in self._deltas}
-            superseded = list(dict.fromkeys(d.document for d in before if d.seq <= base_seq
-                                            and d.document is not None and d.document not in keep))
-            if old is not None:
-                superseded += [p.ref for p in old.parts]
+            # A pack goes only when none of its deltas is still listed (current or retained); inline deltas
+            # went with the edit. (Best effort, as always: a Telegram refusal past its delete window is
+            # tolerated by the backend; prune is where that window is judged and reported.)
+            keep = retention.needed(snap, self._deltas, kept)
+            superseded, _none = retention.documents_to_delete(dropped, keep, None, now)
             await self._delete_quietly(superseded)
             if self.backend.info.can_discover and cfg.delete_superseded:
                 await self._sweep(snap)
             self._age_origin = float(captured_at)
             self._last_durable_at = time.time()
             return SnapshotReceipt(base_seq=base_seq, parts=len(entries), size=snap.stored_size)
+
+    async def _stored_points(self, points: list[HistoryPoint]) -> list[HistoryPoint]:
+        """`points` with their inline deltas written out as one pack document: retained deltas must not
+        ride in the manifest (it would grow with the history); the pack is findable once the manifest
+        listing it is out (until then the inline copies stay listed where they are)."""
+        from snapshot.restore import pack_name
+
+        inline = [d for h in points for d in h.deltas if d.inline is not None]
+        if not inline:
+            return points
+        limit = self.backend.info.max_document_size
+        moved: dict[int, DeltaEntry] = {}
+        while inline:
+            group, size = [], 0
+            while inline and (not group or size + inline[0].size <= limit):
+                group.append(inline.pop(0))
+                size += group[-1].size
+            blob = b"".join(d.inline_bytes() for d in group)
+            ref = await self.backend.put(pack_name(group[0].seq, group[-1].seq), blob)
+            self._bytes_shipped += len(blob)
+            offset = 0
+            for d in group:
+                moved[d.seq] = dataclasses.replace(d, ref=f"{ref}@{offset}", inline=None, pack=ref, offset=offset)
+                offset += d.size
+        return [dataclasses.replace(h, deltas=[moved.get(d.seq, d) for d in h.deltas]) for h in points]
+
+    async def prune(self, now: float | None = None) -> retention.PrunePlan:
+        """Apply the retention policy of this replica's config now (snapshot/retention.py): publish the
+        manifest without the points it drops (store, then check), then delete what only they (and no
+        listed document) needed, and unlisted leftovers found by name. FencedError if fenced: then
+        nothing is deleted."""
+        self._check_live()
+        async with self._snapshot_lock, self._delta_lock:
+            self._check_live()
+            cfg = self.config
+            now = time.time() if now is None else now
+            kept, _dropped = retention.select_points(self._history, self._snapshot, cfg.keep_snapshots,
+                                                     cfg.keep_for, now)
+            left = await retention.leftovers(self.backend, self._snapshot, None,
+                                             retention.needed(self._snapshot, self._deltas, kept))
+            p = retention.compute(self.backend.info, self._snapshot, self._deltas, self._history, left,
+                                  cfg.keep_snapshots, cfg.keep_for, now)
+            if p.dropped:
+                await self._publish(history=p.kept)
+            if p.delete:
+                self._check_live()
+                await self._check_newest()  # a fenced writer deletes nothing
+                await self.backend.delete(p.delete)
+            return p
 
     def snapshot_due(self) -> bool:
         if not self._acquired or self._fenced or self._released or self._snapshot_lock.locked():

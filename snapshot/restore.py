@@ -16,6 +16,7 @@ named in the plan (and failed by verify).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import sqlite3
 import time
@@ -527,9 +528,12 @@ def _check_chain(chain: list[Candidate], cands: list[Candidate], base_seq: int, 
 async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int | None = None,
                to_time: float | None = None, *, progress: Progress | None = None, parallelism: int = 8,
                allow_plaintext: bool = False, manifest: tuple[Manifest | None, bytes] | None = None,
-               head: Head | None = None) -> RestorePlan:
+               head: Head | None = None, _discover: bool = True) -> RestorePlan:
     """Read the manifest and every delta after the snapshot, select and verify the chain, cut it at the
     target. Fetches no snapshot part. MissingManifest for documents without any manifest slot.
+
+    A target before the current snapshot is reached through the manifest's retained points (`history`,
+    snapshot/retention.py): the newest point at or before it, and the deltas it lists.
 
     `head`: the slots as already read (a claimer passes what it read after its claim); `manifest`: a
     manifest to plan from instead (tools that hold one)."""
@@ -556,6 +560,10 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
     snap = m.snapshot if m else None
     base_seq = snap.base_seq if snap else 0
     base_hash = bytes.fromhex(snap.base_hash) if snap else GENESIS
+    if m is not None and m.history and (to_seq is not None and to_seq < base_seq
+                                        or to_time is not None and snap is not None and to_time < snap.captured_at):
+        return await _plan_point(backend, cipher, m, head, to_seq, to_time, progress=progress,
+                                 parallelism=parallelism, allow_plaintext=allow_plaintext)
 
     listed = {e.ref: e for e in (m.deltas if m else [])}
     todo: list[tuple[str, DeltaEntry | None]] = list(listed.items())
@@ -575,7 +583,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                                  "storage") from None
 
         await gather_limited([lambda r=r: fetch_pack(r) for r in pack_refs], parallelism)
-    if backend.info.can_discover:
+    if backend.info.can_discover and _discover:
         known_parts = {p.ref for p in snap.parts} if snap else set()
         for ref, name in await backend.discover_named(m.last_ref if m else None):
             if ref in listed or ref in known_parts or ref in pack_refs:
@@ -680,16 +688,40 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                        holder=head.lease)
 
 
+async def _plan_point(backend: Backend, cipher: Cipher | None, m: Manifest, head: Head, to_seq: int | None,
+                      to_time: float | None, **kw) -> RestorePlan:
+    """The plan for a target before the current snapshot: from the newest retained point at or before
+    it, applying the deltas that point lists (authoritative; nothing is discovered there: every delta up
+    to the current snapshot's base was listed when the point was retained)."""
+    points = m.history
+    if to_seq is not None:
+        usable = [h for h in points if h.base_seq <= to_seq]
+    else:
+        usable = [h for h in points if h.captured_at is None or h.captured_at <= to_time]  # type: ignore[operator]
+    if not usable:
+        oldest = points[0]
+        target = f"seq {to_seq}" if to_seq is not None else when(to_time)
+        raise RestoreError(f"cannot restore to {target}: the earliest restorable point is seq {oldest.base_seq} "
+                           f"(the oldest retained snapshot, captured {when(oldest.captured_at)}); older history "
+                           "was compacted away")
+    point = usable[-1]
+    view = dataclasses.replace(m, snapshot=point.snapshot, deltas=list(point.deltas), history=[],
+                               last_ref=None)
+    p = await plan(backend, cipher, to_seq, to_time, manifest=(view, GENESIS), head=head, _discover=False, **kw)
+    return dataclasses.replace(p, manifest=m)
+
+
 PART_NAME = re.compile(r"^snapshot-(\d+)-\d+-\d+(?:-([0-9a-f]{8}))?$")
 
 
-async def garbage(backend: Backend, snap: SnapshotEntry, claim: bytes | None = None) -> list[str]:
+async def garbage(backend: Backend, snap: SnapshotEntry, claim: bytes | None = None, *,
+                  keep: set[str] | None = None) -> list[str]:
     """Refs a discovering backend holds that no restore from `snap` on can need, judged by their names:
     deltas with seq <= its base, parts of snapshots with a lower base, and parts at its base other than
     its own that are untagged or tagged with `claim` (attempts of this claim that never switched; a
     successor's snapshot at the same base carries another tag and stays). Documents without a known
-    name are never judged garbage."""
-    keep = {p.ref for p in snap.parts}
+    name are never judged garbage, nor any in `keep` (what retained points need)."""
+    keep = {p.ref for p in snap.parts} | (keep or set())
     tag = claim.hex()[:8] if claim else None
     out = []
     for ref, name in await backend.discover_named(None):

@@ -116,6 +116,18 @@ class ChainStatus:
 
 
 @dataclass
+class RetentionStatus:
+    """Older snapshots kept for point-in-time reach (manifest `history`, snapshot/retention.py)."""
+
+    points: int = 0
+    #: the earliest seq / time a restore or export can reach (the current snapshot without history).
+    earliest_seq: int | None = None
+    earliest_captured_at: float | None = None
+    #: stored bytes of the retained points' snapshot parts and deltas.
+    bytes: int = 0
+
+
+@dataclass
 class StorageStatus:
     backend: str
     checked_at: float
@@ -124,6 +136,7 @@ class StorageStatus:
     lease: LeaseStatus | None = None
     snapshot: SnapshotStatus | None = None
     chain: ChainStatus = field(default_factory=ChainStatus)
+    retention: RetentionStatus = field(default_factory=RetentionStatus)
     #: the seq and capture time of the newest durable state (what a restore of the latest yields).
     last_seq: int = 0
     last_captured_at: float | None = None
@@ -188,6 +201,10 @@ class StorageStatus:
                                            "storage: never applied; see the notes, and run verify"))
         if c.error:
             out.append(("chain error", c.error))
+        r = self.retention
+        if r.points:
+            out.append(("retained", f"{r.points} older snapshot(s), {size_text(r.bytes)}; restore reaches back to "
+                                    f"seq {r.earliest_seq} (captured {when(r.earliest_captured_at)})"))
         out.append(("newest state", f"seq {self.last_seq}, captured {when(self.last_captured_at)}"))
         out.append(("lag", "-" if self.lag_seconds is None else f"{_age(self.lag_seconds)} since the newest "
                                                                  "durable cut"))
@@ -265,6 +282,15 @@ async def _status_once(backend: Backend, cipher: Cipher | None, *, now: float | 
             st.snapshot = SnapshotStatus(base_seq=s.base_seq, captured_at=s.captured_at,
                                          age_seconds=st.checked_at - s.captured_at, image_bytes=s.image_size,
                                          stored_bytes=s.stored_size, shards=len(s.shards), parts=len(s.parts))
+    if m is not None:
+        oldest = m.history[0] if m.history else None
+        st.retention = RetentionStatus(
+            points=len(m.history),
+            earliest_seq=oldest.base_seq if oldest else m.base_seq,
+            earliest_captured_at=(oldest.captured_at if oldest else
+                                  m.snapshot.captured_at if m.snapshot else None),
+            bytes=sum((h.snapshot.stored_size if h.snapshot else 0) + sum(d.size for d in h.deltas)
+                      for h in m.history))
     if count_documents and backend.info.can_discover and kind in ("local", "memory"):
         st.documents = len(await backend.discover(None))  # a directory listing: cheap
     try:

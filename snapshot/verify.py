@@ -21,6 +21,7 @@ on the newer manifest instead of being reported (snapshot/reading.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 from dataclasses import asdict, dataclass, field
@@ -199,7 +200,26 @@ async def verify(backend: Backend, key: bytes | Cipher | None = None, *, progres
     changes = await _verify_deltas(reader, manifest, mhash, head, cipher, report, progress)
     if check_state and not report.faults and image is not None and changes is not None:
         _verify_state(image, changes, report)
+    await _verify_points(backend, reader, manifest, mhash, head, cipher, report, progress, check_state)
     return report
+
+
+async def _verify_points(backend: Backend, reader: Backend, manifest: Manifest, mhash: bytes, head: Head,
+                         cipher: Cipher | None, report: VerifyReport, progress: Progress | None,
+                         check_state: bool) -> None:
+    """Retained points (manifest `history`, snapshot/retention.py) are checked like the current state:
+    every part and listed delta, their chain up to the next point, and the rebuilt state, so a point
+    restore would reach is never found broken only at the moment of need."""
+    last_seq = report.last_seq
+    for point in manifest.history:
+        view = dataclasses.replace(manifest, snapshot=point.snapshot, deltas=list(point.deltas), history=[],
+                                   last_ref=None)
+        before = len(report.faults)
+        image = await _verify_snapshot(backend, point.snapshot, cipher, report, progress)
+        changes = await _verify_deltas(reader, view, mhash, head, cipher, report, progress, discover=False)
+        if check_state and len(report.faults) == before and image is not None and changes is not None:
+            _verify_state(image, changes, report)
+    report.last_seq = last_seq
 
 
 async def verify_settled(backend: Backend, key: bytes | Cipher | None = None, *, progress: Progress | None = None,
@@ -276,7 +296,8 @@ async def _verify_snapshot(backend: Backend, snap: SnapshotEntry | None, cipher:
 
 
 async def _verify_deltas(reader: Backend, manifest: Manifest, mhash: bytes, head: Head, cipher: Cipher | None,
-                         report: VerifyReport, progress: Progress | None) -> list[ChangeSet] | None:
+                         report: VerifyReport, progress: Progress | None, *, discover: bool = True
+                         ) -> list[ChangeSet] | None:
     """Each listed delta on its own (so every bad one is named), then the chain restore would follow."""
     prev = manifest.base_hash
     expected_seq = manifest.base_seq + 1
@@ -299,7 +320,7 @@ async def _verify_deltas(reader: Backend, manifest: Manifest, mhash: bytes, head
         expected_seq += 1
     # The chain as restore selects it: also finds deltas stored after the manifest was last published.
     try:
-        p = await plan(reader, cipher, manifest=(manifest, mhash), head=head)
+        p = await plan(reader, cipher, manifest=(manifest, mhash), head=head, _discover=discover)
     except TgsnapError as exc:
         named = [c for c in report.faults if c.ref and (c.ref == getattr(exc, "ref", None) or c.ref in str(exc))]
         if not named:

@@ -64,6 +64,8 @@ COMMANDS: list[Command] = [
     Command("status", "tools.status", "what the storage holds: snapshot, chain, writer, lag, restore estimate"),
     Command("verify", "tools.verify", "check every document the manifest depends on; name each one at fault"),
     Command("compact", "tools.compact", "fold the delta chain into a new snapshot (takes the writer lease)"),
+    Command("prune", "tools.prune", "let go of retained older snapshots beyond a policy (takes the writer "
+                                    "lease); --dry-run lists what would go"),
     Command("export", "tools.export", "the state (latest or at a point in time) as SQLite, JSON lines or "
                                       "into PostgreSQL"),
     Command("restore", "tools.restore", "the exact stored database (internal tables included) as a local "
@@ -108,8 +110,8 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
     """The top-level parser: for `--help` and the docs. Dispatch itself is in `main`."""
     commands = available_commands() if commands is None else commands
     parser = argparse.ArgumentParser(
-        prog="tgsnap", description="Look after tgsnap storage: status, verify, compact, export, restore, and "
-                                   "the developer tools.",
+        prog="tgsnap", description="Look after tgsnap storage: status, verify, compact, prune, export, restore, "
+                                   "and the developer tools.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for c in commands:

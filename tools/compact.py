@@ -82,15 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     return run(PROG, body)
 
 
-def busy_advice(exc: StorageBusy, waited: float) -> StorageBusy:
+def busy_advice(exc: StorageBusy, waited: float, command: str = "compact") -> StorageBusy:
     """The library's StorageBusy, told in this command's terms: what to stop, and the flag that waits."""
     if exc.writer_id is None:
-        return StorageBusy(f"{exc} (compact: --wait SECONDS waits for it)")
+        return StorageBusy(f"{exc} ({command}: --wait SECONDS waits for it)")
     who = f"writer {exc.writer_id}" + (f" (host {exc.host}, pid {exc.pid})" if exc.host else "")
     until = f" until {when(exc.expires_at)}" if exc.expires_at is not None else ""
     waited_text = f" after waiting {waited:g} s" if waited else ""
     return StorageBusy(f"{who} holds the storage{until}{waited_text}: stop it (a clean shutdown releases the "
-                       "lease), or run compact with --wait SECONDS to wait for it to go",
+                       f"lease), or run {command} with --wait SECONDS to wait for it to go",
                        writer_id=exc.writer_id, host=exc.host, pid=exc.pid, expires_at=exc.expires_at,
                        epoch=exc.epoch)
 

@@ -160,7 +160,8 @@ class BotApiBackend(Backend):
     @property
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"botapi:{self.chat_title}", can_discover=False,
-                           max_document_size=self._max_document, manifest_min_interval=0.0)
+                           max_document_size=self._max_document, manifest_min_interval=0.0,
+                           delete_window=48 * 3600.0)
 
     @property
     def _max_document(self) -> int:

@@ -166,12 +166,12 @@ def flip_byte(data: bytes, index: int | None = None) -> bytes:
 class MemoryBackend(Backend):
     def __init__(self, storage: MemoryStorage | None = None, faults: Faults | None = None, *,
                  can_discover: bool = True, max_document_size: int = 2**31 - 1,
-                 manifest_min_interval: float = 0.0, latency: float = 0.0):
+                 manifest_min_interval: float = 0.0, latency: float = 0.0, delete_window: float | None = None):
         self.storage = storage if storage is not None else MemoryStorage()
         self.faults = faults if faults is not None else Faults()
         self.latency = latency
         self._info = BackendInfo(name="memory", can_discover=can_discover, max_document_size=max_document_size,
-                                 manifest_min_interval=manifest_min_interval)
+                                 manifest_min_interval=manifest_min_interval, delete_window=delete_window)
 
     @property
     def info(self) -> BackendInfo:

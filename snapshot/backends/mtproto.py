@@ -205,7 +205,8 @@ class MTProtoBackend(Backend):
     @property
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"mtproto:{self.chat_title}", can_discover=True,
-                           max_document_size=transfer.MAX_FILE, manifest_min_interval=self.manifest_min_interval)
+                           max_document_size=transfer.MAX_FILE, manifest_min_interval=self.manifest_min_interval,
+                           delete_window=48 * 3600.0)
 
     # -- opening and checks ------------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ class MultiChannelBackend(Backend):
             can_discover=self._labeled and all(i.can_discover for i in infos),
             max_document_size=min(i.max_document_size for i in infos),
             manifest_min_interval=infos[0].manifest_min_interval,
+            delete_window=min((i.delete_window for i in infos if i.delete_window is not None), default=None),
         )
 
     # -- refs ------------------------------------------------------------------------------------------

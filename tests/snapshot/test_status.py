@@ -10,7 +10,7 @@ from tests.tools.chain import build
 
 KEYS = {"status_format", "backend", "checked_at", "empty", "manifest", "lease", "snapshot", "chain", "last_seq",
         "last_captured_at", "lag_seconds", "restore_bytes", "restore_documents", "estimated_restore_seconds",
-        "documents", "channel_tip", "manifest_error", "notes", "ok"}
+        "documents", "channel_tip", "manifest_error", "notes", "ok", "retention"}
 
 
 async def test_status_of_a_released_chain_with_a_snapshot(tmp_path):
