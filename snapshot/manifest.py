@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -264,7 +265,7 @@ class Manifest:
             if self.is_claim and (self.snapshot is not None or self.deltas):
                 raise CorruptDocument(ref, "a claim manifest lists a snapshot or deltas")
         seqs = [e.seq for e in self.deltas]
-        if any(b <= a for a, b in zip(seqs, seqs[1:])) or any(s <= self.base_seq for s in seqs):
+        if any(b <= a for a, b in itertools.pairwise(seqs)) or any(s <= self.base_seq for s in seqs):
             raise CorruptDocument(ref, "manifest's delta list is not strictly ascending after the snapshot base")
         for h in [e.hash for e in self.deltas] + ([self.snapshot.base_hash, self.snapshot.image_sha256]
                                                    if self.snapshot else []):
