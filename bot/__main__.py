@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from bot import config
 from snapshot.errors import BackendError, ConfigError, StorageBusy, TgsnapError
 
-log = logging.getLogger("bot")
+# the same codes as every tool (snapshot/exitcodes.py)
+from snapshot.exitcodes import EXIT_BACKEND, EXIT_BUSY, EXIT_CONFIG, EXIT_EMPTY, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_BACKEND = 0, 1, 2, 3, 4
+log = logging.getLogger("bot")
 
 
 async def run(settings: config.BotSettings) -> int:
@@ -63,13 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"python -m bot: configuration error: {exc}\n")
         return EXIT_CONFIG
+    for warning in settings.warnings:
+        sys.stderr.write(f"python -m bot: warning: {warning}\n")
     config.configure_logging(settings.log_level)
     from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 
     try:
         return asyncio.run(run(settings))
     except KeyboardInterrupt:  # Ctrl+C before the bot was up: nothing to save yet
-        return 130
+        return EXIT_INTERRUPTED
     except TelegramUnauthorizedError:
         log.error("configuration error: Telegram refused the bot token (TGSNAP_BOT_TOKEN); check it with @BotFather")
         return EXIT_CONFIG
@@ -80,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
     except StorageBusy as exc:
-        log.error("storage busy: %s", exc)
+        # the library's advice names its own parameter (takeover_wait): say what sets it for the bot
+        log.error("storage busy: %s (the bot's --takeover-wait / TGSNAP_TAKEOVER_WAIT sets how long it waits)", exc)
         return EXIT_BUSY
     except BackendError as exc:
         log.error("storage unreachable: %s", exc)
