@@ -78,6 +78,9 @@ OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS + METRICS_OPTIONS
 class BotSettings:
     #: raw TGSNAP_* values after flags were applied; storage settings are built from these.
     values: dict[str, str] = field(default_factory=dict, repr=False)
+    #: may a local storage directory that does not exist be created? Only local mode's own default one
+    #: (`python -m bot` sets this; a mistyped --storage-dir must not start an empty bot).
+    create_storage_dir: bool = True
     #: what the configuration looks wrong about without being unusable (a misspelt variable): printed at start.
     warnings: list[str] = field(default_factory=list)
     admin_ids: frozenset[int] = frozenset()
@@ -199,7 +202,20 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"TGSNAP_STORAGE_MODE must be one of {', '.join(MODES)}, got {mode!r}")
     if "TGSNAP_ENCRYPTION_KEY" in values:
         parse_key(values["TGSNAP_ENCRYPTION_KEY"])  # fail at start, not at the first flush
+    for env in ("TGSNAP_BOT_TOKEN", "TGSNAP_STORAGE_BOT_TOKEN"):
+        if env in values:
+            check_token(env, values[env], several=env == "TGSNAP_STORAGE_BOT_TOKEN")
     return settings
+
+
+def check_token(name: str, text: str, *, several: bool = False) -> None:
+    """A token has the shape @BotFather gives (`123456789:AA...`): aiogram refuses anything else with a
+    traceback (TokenValidationError), so say it here in one line. The token itself is never echoed."""
+    for token in (text.split(",") if several else [text]):
+        left, sep, right = token.strip().partition(":")
+        if not (sep and left.isdigit() and right) or any(c.isspace() for c in right):
+            raise ConfigError(f"{name} is not a bot token (the shape @BotFather gives is 123456789:AA...; "
+                              "the value is not shown)")
 
 
 def _load_webhook(settings: BotSettings, values: dict[str, str], environ: Mapping[str, str]) -> None:

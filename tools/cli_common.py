@@ -24,6 +24,7 @@ from snapshot.errors import (
     CorruptDocument,
     DocumentNotFound,
     EncryptionError,
+    NoStorage,
     RestoreError,
     StorageBusy,
     TgsnapError,
@@ -186,12 +187,6 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
         except ValueError:
             raise ConfigError("TGSNAP_API_ID (--api-id) must be a number") from None
     return StorageSettings.from_env(mode=mode, encryption_key=key, **overrides)
-
-
-class NoStorage(TgsnapError):
-    """There is no storage where the configuration points: the directory does not exist, or the storage
-    holds nothing (exit 5). Told apart from success so that a typo in --storage-dir, or a script run
-    against the wrong channel, does not pass for healthy storage that happens to be empty."""
 
 
 async def open_backend(settings: StorageSettings, *, writes: bool = False) -> Backend:
