@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from core import StoreConfig
 from snapshot import settings as settings_module
 from snapshot.errors import ConfigError
+from snapshot.exitcodes import EXIT_CODES
 from snapshot.replica import ReplicaConfig
 from snapshot.settings import MODES, Option, StorageSettings, load_dotenv_file, parse_key
 
@@ -142,7 +143,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bot",
         description="The clicker bot from the article, with its state kept in Telegram by tgsnap.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + "\nexit codes (the same as every tgsnap command): "
+        + ", ".join(f"{code} {short}" for code, short, *_rest in EXIT_CODES) + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS),
@@ -161,7 +163,8 @@ Local mode: with no bot token, the bot starts a local Telegram emulator on 127.0
 examples:
   python -m bot                                    # local mode, state under ./data
   TGSNAP_BOT_TOKEN=123:abc TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_ADMIN_IDS=42 python -m bot
-  python -m bot --storage-mode local --storage-dir ./state --flush-interval 2
+  mkdir -p ./state && python -m bot --storage-mode local --storage-dir ./state --flush-interval 2
+                                                   # (a --storage-dir that does not exist is refused: exit 5)
 """
 
 
