@@ -177,6 +177,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             load_dotenv_file()
         environ = os.environ
     values = settings_module.option_values(args, environ, OPTIONS)
+    mode = settings_module.mode_from_flags(args)
+    if mode is not None:
+        values["TGSNAP_STORAGE_MODE"] = mode
     settings = BotSettings(values=values)
     settings.warnings = settings_module.deprecation_warnings(args)
     settings.warnings += settings_module.unknown_variables(environ, (o.env for o in OPTIONS))

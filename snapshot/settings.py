@@ -138,6 +138,18 @@ def deprecation_warnings(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(getattr(args, "_deprecated_flags", [])))
 
 
+def mode_from_flags(args: argparse.Namespace) -> str | None:
+    """The storage mode this command line asks for: --storage-mode, else `local` when --storage-dir is
+    given without --storage-chat (an explicit directory beats a Telegram mode inferred from the
+    environment or .env), else None (inferred as `StorageSettings.from_env` says). The same rule for the
+    bot and every tool."""
+    if getattr(args, "storage_mode", None):
+        return str(args.storage_mode)
+    if getattr(args, "storage_dir", None) is not None and getattr(args, "storage_chat", None) is None:
+        return "local"
+    return None
+
+
 def option_values(args: argparse.Namespace, environ: Mapping[str, str], options: Iterable[Option]) -> dict[str, str]:
     """TGSNAP_* name -> value: the flag when given, else the (non-blank) environment variable."""
     values: dict[str, str] = {}

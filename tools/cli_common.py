@@ -48,6 +48,7 @@ from snapshot.settings import (
     add_options,
     deprecation_warnings,
     load_dotenv_file,
+    mode_from_flags,
     option_values,
     parse_key,
     unknown_variables,
@@ -159,9 +160,7 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
     load_dotenv_file()
     for warning in deprecation_warnings(args) + unknown_variables(os.environ, known_variables()):
         fail(f"{prog_name('tgsnap')}: warning: {warning}")
-    mode = args.storage_mode
-    if mode is None and args.storage_dir is not None and args.storage_chat is None:
-        mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
+    mode = mode_from_flags(args)
     data_dir = getattr(args, "data_dir", None)
     if data_dir is None and _names_no_storage(args):
         named = os.environ.get("TGSNAP_DATA_DIR", "").strip()

@@ -142,3 +142,12 @@ def test_a_misspelt_token_variable_is_warned_about_not_silently_local(tmp_path):
     text = "\n".join(settings.warnings)
     assert "TGSNAP_TOKEN is not a tgsnap setting (did you mean TGSNAP_BOT_TOKEN?)" in text
     assert "local mode" in text
+
+
+def test_a_storage_dir_flag_selects_the_directory_in_the_bot_as_in_the_tools(tmp_path):
+    env = {"TGSNAP_BOT_TOKEN": "1:a", "TGSNAP_STORAGE_CHAT": "-1001", "TGSNAP_STORAGE_MODE": "botapi"}
+    storage = config.load(["--storage-dir", str(tmp_path)], env).storage_settings()
+    assert storage.mode == "local" and storage.local_dir == tmp_path
+    # with the channel on the command line too, the environment's mode stands
+    assert config.load(["--storage-dir", str(tmp_path), "--storage-chat", "-1002"], env).storage_settings().mode \
+        == "botapi"
