@@ -25,7 +25,7 @@ from snapshot import settings as settings_module
 from snapshot.errors import ConfigError
 from snapshot.exitcodes import EXIT_CODES
 from snapshot.replica import ReplicaConfig
-from snapshot.settings import MODES, Option, StorageSettings, load_dotenv_file, parse_key
+from snapshot.settings import MODES, Option, StorageSettings, check_token, load_dotenv_file, parse_key
 
 __all__ = ["OPTIONS", "Option", "BotSettings", "load", "parser", "markdown_table"]
 
@@ -212,16 +212,6 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if env in values:
             check_token(env, values[env], several=env == "TGSNAP_STORAGE_BOT_TOKEN")
     return settings
-
-
-def check_token(name: str, text: str, *, several: bool = False) -> None:
-    """A token has the shape @BotFather gives (`123456789:AA...`): aiogram refuses anything else with a
-    traceback (TokenValidationError), so say it here in one line. The token itself is never echoed."""
-    for token in (text.split(",") if several else [text]):
-        left, sep, right = token.strip().partition(":")
-        if not (sep and left.isdigit() and right) or any(c.isspace() for c in right):
-            raise ConfigError(f"{name} is not a bot token (the shape @BotFather gives is 123456789:AA...; "
-                              "the value is not shown)")
 
 
 def _load_webhook(settings: BotSettings, values: dict[str, str], environ: Mapping[str, str]) -> None:

@@ -211,6 +211,10 @@ class StorageSettings:
             if not (self.storage_bot_token or self.bot_token):
                 raise ConfigError(f"{self.mode} storage needs a bot token: set TGSNAP_BOT_TOKEN "
                                   "(or TGSNAP_STORAGE_BOT_TOKEN)")
+            if self.storage_bot_token:
+                check_token("TGSNAP_STORAGE_BOT_TOKEN", self.storage_bot_token, several=True)
+            elif self.bot_token:
+                check_token("TGSNAP_BOT_TOKEN", self.bot_token)
         if self.mode == "mtproto" and not self.mtproto_session and not (self.api_id and self.api_hash):
             raise ConfigError("mtproto storage needs TGSNAP_API_ID and TGSNAP_API_HASH (from my.telegram.org) "
                               "or a TGSNAP_MTPROTO_SESSION")
@@ -251,6 +255,16 @@ class StorageSettings:
             else:
                 values["mode"] = "local"
         return cls(**values).validate()  # type: ignore[arg-type]
+
+
+def check_token(name: str, text: str, *, several: bool = False) -> None:
+    """A token has the shape @BotFather gives (`123456789:AA...`): aiogram refuses anything else with a
+    traceback (TokenValidationError), so say it here in one line. The token itself is never echoed."""
+    for token in (text.split(",") if several else [text]):
+        left, sep, right = token.strip().partition(":")
+        if not (sep and left.isdigit() and right) or any(c.isspace() for c in right):
+            raise ConfigError(f"{name} is not a bot token (the shape @BotFather gives is 123456789:AA...; "
+                              "the value is not shown)")
 
 
 def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:

@@ -86,3 +86,15 @@ async def test_a_misspelt_token_variable_is_warned_about(tmp_path):
     assert code == EXIT_CONFIG
     assert "warning: TGSNAP_TOKEN is not a tgsnap setting (did you mean TGSNAP_BOT_TOKEN?)" in err
     assert "runs in local mode" in err
+
+
+def test_the_tools_refuse_a_malformed_token_the_same_way(tmp_path, monkeypatch, capsys):
+    from tools import cli
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("TGSNAP_BOT_TOKEN", "TGSNAP_STORAGE_BOT_TOKEN", "TGSNAP_MTPROTO_SESSION"):
+        monkeypatch.delenv(var, raising=False)
+    code = cli.main(["status", "--storage-mode", "botapi", "--storage-chat", "-1001", "--bot-token", "garbage token"])
+    assert code == EXIT_CONFIG
+    (line,) = one_line_without_traceback(capsys.readouterr().err)
+    assert "TGSNAP_BOT_TOKEN is not a bot token" in line and "garbage" not in line
