@@ -13,16 +13,20 @@ import sys
 from collections.abc import Sequence
 
 from bot import config
-from snapshot.errors import BackendError, ConfigError, StorageBusy, TgsnapError
+from snapshot.errors import BackendError, ConfigError, EncryptionError, NoStorage, StorageBusy, TgsnapError
+
+# the same codes as every tool (snapshot/exitcodes.py)
+from snapshot.exitcodes import EXIT_BACKEND, EXIT_BUSY, EXIT_CONFIG, EXIT_EMPTY, EXIT_FAILED, EXIT_INTERRUPTED
 
 log = logging.getLogger("bot")
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_BACKEND = 0, 1, 2, 3, 4
 
 
 async def run(settings: config.BotSettings) -> int:
     from bot.app import serve  # aiogram takes seconds to import: not for --help or a configuration error
 
+    # A storage directory that does not exist is created only as local mode's own default (first run);
+    # anywhere else it is a typo, and serving an empty store from it would hide the real state.
+    settings.create_storage_dir = settings.local_mode and "TGSNAP_STORAGE_DIR" not in settings.values
     if not settings.local_mode:
         return await serve(settings, settings.storage_settings())
     from bot import local
@@ -63,15 +67,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"python -m bot: configuration error: {exc}\n")
         return EXIT_CONFIG
+    for warning in settings.warnings:
+        sys.stderr.write(f"python -m bot: warning: {warning}\n")
     config.configure_logging(settings.log_level)
     from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+    from aiogram.utils.token import TokenValidationError
 
     try:
         return asyncio.run(run(settings))
     except KeyboardInterrupt:  # Ctrl+C before the bot was up: nothing to save yet
-        return 130
+        return EXIT_INTERRUPTED
     except TelegramUnauthorizedError:
         log.error("configuration error: Telegram refused the bot token (TGSNAP_BOT_TOKEN); check it with @BotFather")
+        return EXIT_CONFIG
+    except TokenValidationError:  # config.load checks the shape first; aiogram's own check as a backstop
+        log.error("configuration error: the bot token (TGSNAP_BOT_TOKEN) is malformed; check it with @BotFather")
         return EXIT_CONFIG
     except TelegramNetworkError as exc:
         log.error("cannot reach the Bot API: %s", exc)
@@ -79,8 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
+    except EncryptionError as exc:
+        # a wrong or missing key is configuration, as in the tools (exit 2), not data at fault
+        log.error("configuration error: encryption: %s (check TGSNAP_ENCRYPTION_KEY / --encryption-key)", exc)
+        return EXIT_CONFIG
+    except NoStorage as exc:
+        log.error("no storage: %s", exc)
+        return EXIT_EMPTY
     except StorageBusy as exc:
-        log.error("storage busy: %s", exc)
+        # the library's advice names its own parameter (takeover_wait): say what sets it for the bot
+        log.error("storage busy: %s (the bot's --takeover-wait / TGSNAP_TAKEOVER_WAIT sets how long it waits)", exc)
         return EXIT_BUSY
     except BackendError as exc:
         log.error("storage unreachable: %s", exc)

@@ -36,6 +36,7 @@ from bot.users import SCHEMA as USERS_SCHEMA
 from bot.webhook import DurableWebhook, derive_secret
 from core import Store
 from snapshot.backend import Backend
+from snapshot.errors import ConfigError, NoStorage
 from snapshot.settings import StorageSettings
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,21 @@ GRACE = 28.0
 DRAIN_TIMEOUT = 20.0
 
 
-async def open_backend(settings: StorageSettings) -> Backend:
-    """The storage backend `settings` describe, opened and checked."""
+async def open_backend(settings: StorageSettings, *, create_dir: bool = True) -> Backend:
+    """The storage backend `settings` describe, opened and checked.
+
+    `create_dir=False`: a local storage directory must exist already (NoStorage, exit 5, if not): a typo
+    in --storage-dir would otherwise start an empty bot beside the real state."""
     from snapshot.open import open_backend as factory  # imports Telethon only when needed
 
+    if settings.mode == "local" and settings.local_dir is not None:
+        where = settings.local_dir
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"storage directory {where} is not a directory (--storage-dir / TGSNAP_STORAGE_DIR "
+                              "names a file)")
+        if not where.exists() and not create_dir:
+            raise NoStorage(f"storage directory {where} does not exist: check --storage-dir / TGSNAP_STORAGE_DIR, "
+                            f"or create it (mkdir -p {where}) to start a new storage there")
     return await factory(settings)
 
 
@@ -120,7 +132,7 @@ class Clicker:
             raise
         log.info("bot @%s (id %d); storage: %s", me.username, me.id, storage.describe())
         try:
-            backend = await open_backend(storage)
+            backend = await open_backend(storage, create_dir=settings.create_storage_dir)
         except BaseException:
             await bot.session.close()
             raise

@@ -21,60 +21,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from core import StoreConfig
+from snapshot import settings as settings_module
 from snapshot.errors import ConfigError
+from snapshot.exitcodes import EXIT_CODES
 from snapshot.replica import ReplicaConfig
-from snapshot.settings import ENV as STORAGE_ENV
-from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key
+from snapshot.settings import MODES, Option, StorageSettings, check_token, load_dotenv_file, parse_key
 
-PREFIX = "TGSNAP_"
+__all__ = ["OPTIONS", "Option", "BotSettings", "load", "parser", "markdown_table"]
+
 DEFAULT_DATA_DIR = Path("data")
 #: local mode keeps the store here unless TGSNAP_STORAGE_MODE says otherwise: the emulator's storage channel.
 LOCAL_STORAGE_MODE = "mtproto"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-@dataclass(frozen=True)
-class Option:
-    """One setting: its environment variable, the flag that mirrors it, and what it means."""
-
-    env: str
-    help: str
-    secret: bool = False
-    default: str = ""
-    metavar: str = "VALUE"
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.env.removeprefix(PREFIX).lower().replace("_", "-")
-
-    @property
-    def dest(self) -> str:
-        return self.env.removeprefix(PREFIX).lower()
-
-
-_STORAGE_SECRETS = {"TGSNAP_BOT_TOKEN", "TGSNAP_STORAGE_BOT_TOKEN", "TGSNAP_API_HASH", "TGSNAP_MTPROTO_SESSION",
-                    "TGSNAP_ENCRYPTION_KEY"}
-_STORAGE_METAVARS = {"TGSNAP_STORAGE_MODE": "MODE", "TGSNAP_STORAGE_DIR": "DIR", "TGSNAP_BOT_TOKEN": "TOKEN",
-                     "TGSNAP_STORAGE_BOT_TOKEN": "TOKEN", "TGSNAP_STORAGE_CHAT": "CHAT", "TGSNAP_API_ID": "ID",
-                     "TGSNAP_API_HASH": "HASH", "TGSNAP_MTPROTO_SESSION": "SESSION", "TGSNAP_BOT_API_URL": "URL",
-                     "TGSNAP_ENCRYPTION_KEY": "KEY"}
-# The operator tools (tools/cli_common.py) spell two of these differently; accept their spelling too.
-_STORAGE_ALIASES = {"TGSNAP_STORAGE_MODE": ("--mode",), "TGSNAP_ENCRYPTION_KEY": ("--key",)}
-
-_STORAGE_DEFAULTS = {
-    "TGSNAP_STORAGE_MODE": f"`{LOCAL_STORAGE_MODE}` in local mode",
-    "TGSNAP_STORAGE_DIR": f"`./{DEFAULT_DATA_DIR}/storage`",
-    "TGSNAP_BOT_TOKEN": "none: local mode",
-    "TGSNAP_STORAGE_CHAT": "the emulator's channel in local mode",
-}
-
-#: storage settings, shared with every tool (snapshot/settings.py owns their meaning).
-STORAGE_OPTIONS = [
-    Option(var, help_, secret=var in _STORAGE_SECRETS, default=_STORAGE_DEFAULTS.get(var, ""),
-           metavar=_STORAGE_METAVARS.get(var, "VALUE"), aliases=_STORAGE_ALIASES.get(var, ()))
-    for var, (_field, help_) in STORAGE_ENV.items()
-]
+#: storage settings, shared with every tool (snapshot/settings.py owns them and their flags).
+STORAGE_OPTIONS = list(settings_module.STORAGE_OPTIONS)
 
 #: the bot's own settings.
 BOT_OPTIONS = [
@@ -126,6 +88,11 @@ OPTIONS = STORAGE_OPTIONS + BOT_OPTIONS + METRICS_OPTIONS + RETENTION_OPTIONS
 class BotSettings:
     #: raw TGSNAP_* values after flags were applied; storage settings are built from these.
     values: dict[str, str] = field(default_factory=dict, repr=False)
+    #: may a local storage directory that does not exist be created? Only local mode's own default one
+    #: (`python -m bot` sets this; a mistyped --storage-dir must not start an empty bot).
+    create_storage_dir: bool = True
+    #: what the configuration looks wrong about without being unusable (a misspelt variable): printed at start.
+    warnings: list[str] = field(default_factory=list)
     admin_ids: frozenset[int] = frozenset()
     flush_interval: float = StoreConfig().flush_interval
     takeover_wait: float = 0.0  # bot/takeover.py waits at least a lease period + 5 s anyway
@@ -188,17 +155,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bot",
         description="The clicker bot from the article, with its state kept in Telegram by tgsnap.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + "\nexit codes (the same as every tgsnap command): "
+        + ", ".join(f"{code} {short}" for code, short, *_rest in EXIT_CODES) + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for title, options in (("storage", STORAGE_OPTIONS), ("bot", BOT_OPTIONS),
                            ("health and metrics", METRICS_OPTIONS), ("retention", RETENTION_OPTIONS)):
-        group = p.add_argument_group(title)
-        for option in options:
-            extra = " (visible in `ps`: prefer the environment)" if option.secret else ""
-            default = f" (default: {option.default.replace('`', '')})" if option.default else ""
-            group.add_argument(option.flag, *option.aliases, dest=option.dest, metavar=option.metavar,
-                               help=f"{option.help}{default}{extra} [{option.env}]".replace("%", "%%"))
+        settings_module.add_options(p.add_argument_group(title), options)
     return p
 
 
@@ -212,7 +175,8 @@ Local mode: with no bot token, the bot starts a local Telegram emulator on 127.0
 examples:
   python -m bot                                    # local mode, state under ./data
   TGSNAP_BOT_TOKEN=123:abc TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_ADMIN_IDS=42 python -m bot
-  python -m bot --storage-mode local --storage-dir ./state --flush-interval 2
+  mkdir -p ./state && python -m bot --storage-mode local --storage-dir ./state --flush-interval 2
+                                                   # (a --storage-dir that does not exist is refused: exit 5)
 """
 
 
@@ -224,12 +188,16 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if dotenv:
             load_dotenv_file()
         environ = os.environ
-    values = {o.env: environ[o.env].strip() for o in OPTIONS if environ.get(o.env, "").strip()}
-    for option in OPTIONS:
-        given = getattr(args, option.dest)
-        if given is not None and given.strip():
-            values[option.env] = given.strip()
+    values = settings_module.option_values(args, environ, OPTIONS)
+    mode = settings_module.mode_from_flags(args)
+    if mode is not None:
+        values["TGSNAP_STORAGE_MODE"] = mode
     settings = BotSettings(values=values)
+    settings.warnings = settings_module.deprecation_warnings(args)
+    settings.warnings += settings_module.unknown_variables(environ, (o.env for o in OPTIONS))
+    if settings.local_mode and any("TGSNAP_" in w for w in settings.warnings):
+        # The commonest typo (TGSNAP_TOKEN) would otherwise start a demo bot instead of the real one.
+        settings.warnings.append("no TGSNAP_BOT_TOKEN is set, so the bot runs in local mode (the emulator)")
     if "TGSNAP_ADMIN_IDS" in values:
         settings.admin_ids = parse_admin_ids(values["TGSNAP_ADMIN_IDS"])
     if "TGSNAP_FLUSH_INTERVAL" in values:
@@ -264,6 +232,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"TGSNAP_STORAGE_MODE must be one of {', '.join(MODES)}, got {mode!r}")
     if "TGSNAP_ENCRYPTION_KEY" in values:
         parse_key(values["TGSNAP_ENCRYPTION_KEY"])  # fail at start, not at the first flush
+    for env in ("TGSNAP_BOT_TOKEN", "TGSNAP_STORAGE_BOT_TOKEN"):
+        if env in values:
+            check_token(env, values[env], several=env == "TGSNAP_STORAGE_BOT_TOKEN")
     return settings
 
 
@@ -325,13 +296,7 @@ def configure_logging(level: str) -> None:
 
 def markdown_table() -> str:
     """The table docs/configuration.md embeds; a test keeps the two equal."""
-    rows = ["| variable | flag | meaning | default |", "| --- | --- | --- | --- |"]
-    for option in OPTIONS:
-        flags = ", ".join(f"`{f}`" for f in (option.flag, *option.aliases))
-        secret = " Secret: never logged." if option.secret else ""
-        meaning = option.help.replace("|", "&#124;")
-        rows.append(f"| `{option.env}` | {flags} | {meaning}.{secret} | {option.default or '-'} |")
-    return "\n".join(rows)
+    return settings_module.markdown_table(OPTIONS)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,13 @@ class LocalWorld:
 @contextlib.contextmanager
 def _single_instance(data_dir: Path):
     """Refuse a second local-mode bot on the same data directory (two emulators on one world)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"data directory {data_dir} is not a directory (--data-dir / TGSNAP_DATA_DIR names a file)")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission, read-only file system
+        raise ConfigError(f"cannot create the data directory {data_dir} (--data-dir / TGSNAP_DATA_DIR): "
+                          f"{exc.strerror}") from None
     lock_path = data_dir / ".lock"
     with open(lock_path, "w") as lock:
         try:

@@ -13,6 +13,7 @@ version 2; both are read.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from snapshot import envelope
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
@@ -53,6 +54,7 @@ def _str(s: str, out: list) -> None:
 
 def _values(rows: list[tuple[Value, ...]], width: int, table: str, what: str, out: list, version: int) -> None:
     append = out.append
+    v: Any  # dispatched on type(v) below, exactly (bool, RawText): mypy cannot narrow through `t is int`
     for row in rows:
         if len(row) != width:
             raise ValueError(f"table {table!r}: a {what} row has {len(row)} values, expected {width}")

@@ -251,6 +251,7 @@ def decode(data: bytes | memoryview, *, ref: str | None = None, cipher: Cipher |
     payload = mv[h.header_size:]
     if hashlib.sha256(payload).digest() != h.payload_sha256:
         raise CorruptDocument(ref, "payload checksum mismatch: the payload is corrupt")
+    body: bytes | memoryview
     if h.encrypted:
         if cipher is None:
             raise EncryptionError(f"{what} is encrypted (key id {h.key_id.hex()}) but no encryption key is "

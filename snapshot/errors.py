@@ -48,6 +48,13 @@ class ConfigError(TgsnapError):
     """Bad configuration (missing key, impossible part size, table without a primary key, ...)."""
 
 
+class NoStorage(TgsnapError):
+    """There is no storage where the configuration points: the directory does not exist, or the storage
+    holds nothing (exit 5). Told apart from success so that a typo in --storage-dir, or a script run
+    against the wrong channel, does not pass for healthy storage that happens to be empty, and so that a
+    bot pointed at a mistyped directory does not start empty."""
+
+
 class BackendError(TgsnapError):
     """A storage operation failed. `retryable` says whether trying again later may succeed."""
 

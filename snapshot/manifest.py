@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from snapshot.envelope import GENESIS, Kind, decode, encode
+from snapshot.envelope import GENESIS, NO_ID, Kind, decode, encode
 from snapshot.errors import CorruptDocument
 
 #: newest manifest format this code reads. Format 2 adds delta entries stored inside the manifest
@@ -332,10 +332,11 @@ def _known(cls, d: dict, **override):
 
 
 def encode_manifest(m: Manifest, *, cipher=None, prev: bytes = GENESIS) -> bytes:
-    ids = {}
+    storage_id = claim_id = NO_ID
     if m.storage_id is not None and m.claim_id is not None:
-        ids = {"storage_id": bytes.fromhex(m.storage_id), "claim_id": bytes.fromhex(m.claim_id)}
-    return encode(Kind.MANIFEST, m.to_json(), epoch=m.epoch, seq=m.generation, prev=prev, cipher=cipher, **ids)
+        storage_id, claim_id = bytes.fromhex(m.storage_id), bytes.fromhex(m.claim_id)
+    return encode(Kind.MANIFEST, m.to_json(), epoch=m.epoch, seq=m.generation, prev=prev, cipher=cipher,
+                  storage_id=storage_id, claim_id=claim_id)
 
 
 def decode_manifest(data: bytes, *, cipher=None, allow_plaintext: bool = False,

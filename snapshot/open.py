@@ -79,7 +79,7 @@ async def open_backend(settings: StorageSettings, *, budget: BudgetConfig | None
 
         backend = MultiChannelBackend(lanes)
     try:
-        await backend.open()  # type: ignore[attr-defined]
+        await backend.open()
     except BaseException:
         await backend.close()
         raise

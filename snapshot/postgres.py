@@ -618,7 +618,7 @@ async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: boo
                                 "them (or --schema another one)")
         for t in clash:
             await cur.execute(pgsql.SQL("DROP TABLE {}.{}").format(pgsql.Identifier(schema), pgsql.Identifier(t)))
-        reports = []
+        reports: list[TableReport] = []
         for spec in specs:
             stmts = create_statements(schema, spec)
             await cur.execute(stmts[0])
@@ -661,7 +661,7 @@ def location_of(settings) -> str:
 
 
 def is_postgres_url(text: str | None) -> bool:
-    return bool(text) and bool(re.match(r"(?i)^postgres(ql)?://", text))
+    return text is not None and bool(re.match(r"(?i)^postgres(ql)?://", text))
 
 
 def position_of(plan, location: str) -> Position:

@@ -58,7 +58,7 @@ def start_time(pid: int | str = "self") -> int | None:
 
 def identity() -> dict[str, object]:
     """The lease fields that identify this process: boot_id, pid_ns, start_time."""
-    mine = {"boot_id": boot_id(), "pid_ns": pid_namespace(), "start_time": start_time()}
+    mine: dict[str, object] = {"boot_id": boot_id(), "pid_ns": pid_namespace(), "start_time": start_time()}
     mine.update((k, v) for k, v in PRETEND.items() if k in mine)
     return mine
 

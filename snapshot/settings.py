@@ -6,13 +6,15 @@ honoured); CLI flags override them. Secrets are kept out of `repr` so they never
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import difflib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from snapshot.errors import ConfigError
 
@@ -49,6 +51,133 @@ OTHER_VARIABLES = frozenset({
 })
 
 _SECRET = {"bot_token", "storage_bot_token", "api_hash", "mtproto_session", "encryption_key"}
+
+PREFIX = "TGSNAP_"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its environment variable, the flag that mirrors it (`TGSNAP_STORAGE_DIR` ->
+    `--storage-dir`: one vocabulary for the bot and every tool), and what it means.
+
+    `deprecated` are older spellings of the flag still accepted, with a warning on stderr, so that a
+    deploy written against them keeps working (the tools once said `--mode` and `--key`)."""
+
+    env: str
+    help: str
+    secret: bool = False
+    default: str = ""
+    metavar: str = "VALUE"
+    deprecated: tuple[str, ...] = ()
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.removeprefix(PREFIX).lower().replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.env.removeprefix(PREFIX).lower()
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return self.deprecated
+
+
+_METAVARS = {"TGSNAP_STORAGE_MODE": "MODE", "TGSNAP_STORAGE_DIR": "DIR", "TGSNAP_BOT_TOKEN": "TOKEN",
+             "TGSNAP_STORAGE_BOT_TOKEN": "TOKEN", "TGSNAP_STORAGE_CHAT": "CHAT", "TGSNAP_API_ID": "ID",
+             "TGSNAP_API_HASH": "HASH", "TGSNAP_MTPROTO_SESSION": "SESSION", "TGSNAP_BOT_API_URL": "URL",
+             "TGSNAP_ENCRYPTION_KEY": "KEY"}
+#: the older spellings the operator tools used before the bot's and theirs became one.
+DEPRECATED_FLAGS = {"TGSNAP_STORAGE_MODE": ("--mode",), "TGSNAP_ENCRYPTION_KEY": ("--key",)}
+_DEFAULTS = {
+    "TGSNAP_STORAGE_MODE": "`mtproto` in the bot's local mode",
+    "TGSNAP_STORAGE_DIR": "`./data/storage` in the bot",
+    "TGSNAP_BOT_TOKEN": "none: the bot's local mode",
+    "TGSNAP_STORAGE_CHAT": "the emulator's channel in local mode",
+}
+_ENV_SECRETS = {var for var, (name, _help) in ENV.items() if name in _SECRET}
+
+#: the storage settings as options: the same flags in the bot and in every tool.
+STORAGE_OPTIONS = [
+    Option(var, help_, secret=var in _ENV_SECRETS, default=_DEFAULTS.get(var, ""),
+           metavar=_METAVARS.get(var, "VALUE"), deprecated=DEPRECATED_FLAGS.get(var, ()))
+    for var, (_name, help_) in ENV.items()
+]
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An older spelling of a flag: stores into the same place and says which spelling to use."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, canonical: str, **kwargs: Any) -> None:
+        self.canonical = canonical
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        # Recorded, not printed: `tgsnap` parses a command line twice (tools/cli.py), and the warning is
+        # said once, by whoever reads the settings (`deprecation_warnings`).
+        seen = getattr(namespace, "_deprecated_flags", [])
+        seen.append(f"{option_string} is deprecated and will be removed; use {self.canonical}")
+        namespace._deprecated_flags = seen
+        setattr(namespace, self.dest, values)
+
+
+def add_options(group: Any, options: Iterable[Option]) -> None:
+    """Add each option's flag (and its deprecated spellings, hidden from --help) to an argparse parser
+    or argument group. Values stay strings: `option_values` merges them with the environment."""
+    for option in options:
+        extra = " (visible in `ps`: prefer the environment)" if option.secret else ""
+        default = f" (default: {option.default.replace('`', '')})" if option.default else ""
+        help_ = f"{option.help}{default}{extra} [{option.env}]".replace("%", "%%")
+        group.add_argument(option.flag, dest=option.dest, metavar=option.metavar, choices=option.choices,
+                           help=help_)
+        for old in option.deprecated:
+            group.add_argument(old, dest=option.dest, metavar=option.metavar, choices=option.choices,
+                               action=_DeprecatedFlag, canonical=option.flag, help=argparse.SUPPRESS)
+
+
+def deprecation_warnings(args: argparse.Namespace) -> list[str]:
+    """The deprecated flag spellings this command line used, one warning each."""
+    return list(dict.fromkeys(getattr(args, "_deprecated_flags", [])))
+
+
+def mode_from_flags(args: argparse.Namespace) -> str | None:
+    """The storage mode this command line asks for: --storage-mode, else `local` when --storage-dir is
+    given without --storage-chat (an explicit directory beats a Telegram mode inferred from the
+    environment or .env), else None (inferred as `StorageSettings.from_env` says). The same rule for the
+    bot and every tool."""
+    if getattr(args, "storage_mode", None):
+        return str(args.storage_mode)
+    if getattr(args, "storage_dir", None) is not None and getattr(args, "storage_chat", None) is None:
+        return "local"
+    return None
+
+
+def option_values(args: argparse.Namespace, environ: Mapping[str, str], options: Iterable[Option]) -> dict[str, str]:
+    """TGSNAP_* name -> value: the flag when given, else the (non-blank) environment variable."""
+    values: dict[str, str] = {}
+    for option in options:
+        raw = environ.get(option.env, "")
+        if raw.strip():
+            values[option.env] = raw.strip()
+        given = getattr(args, option.dest, None)
+        if given is not None and str(given).strip():
+            values[option.env] = str(given).strip()
+    return values
+
+
+def markdown_table(options: Iterable[Option]) -> str:
+    """A reference table of `options` (docs/configuration.md embeds it; a test keeps the two equal)."""
+    rows = ["| variable | flag | meaning | default |", "| --- | --- | --- | --- |"]
+    for option in options:
+        flags = f"`{option.flag}`"
+        if option.deprecated:
+            flags += " (deprecated: " + ", ".join(f"`{f}`" for f in option.deprecated) + ")"
+        secret = " Secret: never logged." if option.secret else ""
+        meaning = option.help.replace("|", "&#124;")
+        rows.append(f"| `{option.env}` | {flags} | {meaning}.{secret} | {option.default or '-'} |")
+    return "\n".join(rows)
 
 
 @dataclass
@@ -88,6 +217,10 @@ class StorageSettings:
             if not (self.storage_bot_token or self.bot_token):
                 raise ConfigError(f"{self.mode} storage needs a bot token: set TGSNAP_BOT_TOKEN "
                                   "(or TGSNAP_STORAGE_BOT_TOKEN)")
+            if self.storage_bot_token:
+                check_token("TGSNAP_STORAGE_BOT_TOKEN", self.storage_bot_token, several=True)
+            elif self.bot_token:
+                check_token("TGSNAP_BOT_TOKEN", self.bot_token)
         if self.mode == "mtproto" and not self.mtproto_session and not (self.api_id and self.api_hash):
             raise ConfigError("mtproto storage needs TGSNAP_API_ID and TGSNAP_API_HASH (from my.telegram.org) "
                               "or a TGSNAP_MTPROTO_SESSION")
@@ -135,6 +268,16 @@ class StorageSettings:
             else:
                 values["mode"] = "local"
         return cls(**values).validate()  # type: ignore[arg-type]
+
+
+def check_token(name: str, text: str, *, several: bool = False) -> None:
+    """A token has the shape @BotFather gives (`123456789:AA...`): aiogram refuses anything else with a
+    traceback (TokenValidationError), so say it here in one line. The token itself is never echoed."""
+    for token in (text.split(",") if several else [text]):
+        left, sep, right = token.strip().partition(":")
+        if not (sep and left.isdigit() and right) or any(c.isspace() for c in right):
+            raise ConfigError(f"{name} is not a bot token (the shape @BotFather gives is 123456789:AA...; "
+                              "the value is not shown)")
 
 
 def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:

@@ -24,35 +24,50 @@ from snapshot.errors import (
     CorruptDocument,
     DocumentNotFound,
     EncryptionError,
+    NoStorage,
     RestoreError,
     StorageBusy,
     TgsnapError,
 )
-from snapshot.settings import MODES, StorageSettings, load_dotenv_file, parse_key, unknown_variables
+
+# Exit codes shared by every tool and the bot (snapshot/exitcodes.py; documented in docs/configuration.md);
+# the tools import them from here.
+from snapshot.exitcodes import (  # noqa: F401
+    EXIT_BACKEND,
+    EXIT_BUSY,
+    EXIT_CODES,
+    EXIT_CONFIG,
+    EXIT_EMPTY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+)
+from snapshot.settings import (
+    STORAGE_OPTIONS,
+    StorageSettings,
+    add_options,
+    deprecation_warnings,
+    load_dotenv_file,
+    mode_from_flags,
+    option_values,
+    parse_key,
+    unknown_variables,
+)
 from tools.progress import ProgressPrinter, close_all  # noqa: F401 - ProgressPrinter: the tools import it from here
 
-# Exit codes shared by every tool (documented in docs/operations.md).
-EXIT_OK = 0
-EXIT_FAILED = 1  # verification failed / data at fault (named in the message)
-EXIT_CONFIG = 2  # bad flags or configuration
-EXIT_BUSY = 3  # a live writer holds the storage lease
-EXIT_BACKEND = 4  # storage unreachable or refused the operation
-EXIT_EMPTY = 5  # the storage is empty: nothing to read (a typo'd location looks like this too)
-EXIT_INTERRUPTED = 130
 
-STORAGE_EPILOG = """\
-storage (same as the bot; flags override environment variables and .env):
-  TGSNAP_STORAGE_MODE      local | botapi | mtproto            (--mode)
-  TGSNAP_STORAGE_DIR       local-directory backend             (--storage-dir)
-  TGSNAP_STORAGE_CHAT      storage channel id or @username     (--storage-chat)
-  TGSNAP_ENCRYPTION_KEY    32-byte key, hex or base64          (--key-file, --key)
-  TGSNAP_DATA_DIR          the bot's local-mode data directory (--data-dir; ./data when nothing else is set)
-  TGSNAP_BOT_TOKEN, TGSNAP_STORAGE_BOT_TOKEN, TGSNAP_API_ID, TGSNAP_API_HASH,
-  TGSNAP_MTPROTO_SESSION, TGSNAP_BOT_API_URL                   (environment only: secrets stay off argv)
+def _storage_epilog() -> str:
+    """The storage variables and their flags, from the one table the bot reads too (snapshot.settings)."""
+    lines = ["storage (the same settings and flags as the bot; flags override environment variables and .env):"]
+    for option in STORAGE_OPTIONS:
+        lines.append(f"  {option.env:<26} {option.flag}")
+    lines.append(f"  {'TGSNAP_DATA_DIR':<26} --data-dir (the bot's local mode; ./data when nothing else is set)")
+    lines.append(f"  {'(a key in a file)':<26} --key-file")
+    lines += ["", "exit codes: " + ", ".join(f"{code} {short}" for code, short, *_rest in EXIT_CODES)]
+    return "\n".join(lines) + "\n"
 
-exit codes: 0 ok, 1 data at fault, 2 bad configuration, 3 storage busy (live writer),
-            4 storage unreachable, 5 no storage there (missing or empty), 130 interrupted
-"""
+
+STORAGE_EPILOG = _storage_epilog()
 
 
 #: the name a tool goes by in help and messages when `tgsnap` runs it as a subcommand ("tgsnap verify").
@@ -90,18 +105,13 @@ def make_parser(prog: str, description: str, examples: str) -> argparse.Argument
 
 def add_storage_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("storage")
-    group.add_argument("--mode", choices=MODES, help="storage backend (default: inferred from the environment)")
-    group.add_argument("--storage-dir", type=Path, metavar="DIR", help="directory of the local backend")
-    group.add_argument("--storage-chat", metavar="CHAT", help="storage channel: -100… id or @username")
-    group.add_argument("--bot-api-url", metavar="URL", help="Bot API base URL (e.g. the emulator's)")
+    add_options(group, STORAGE_OPTIONS)
     group.add_argument("--key-file", type=Path, metavar="FILE",
-                       help="file holding the 32-byte encryption key (hex or base64)")
-    group.add_argument("--key", metavar="KEY",
-                       help="encryption key, hex or base64 (visible in `ps`: prefer --key-file or the env)")
+                       help="file holding the 32-byte encryption key (hex or base64); wins over --encryption-key")
     group.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="the bot's local-mode data directory: its storage lives in the emulator's channel "
                             "there, which is started from its saved world for this command (default: ./data, "
-                            "when nothing else names the storage and ./data/emulator exists)")
+                            "when nothing else names the storage and ./data/emulator exists) [TGSNAP_DATA_DIR]")
 
 
 def seq_number(text: str) -> int:
@@ -131,7 +141,7 @@ _CLEANUPS: list[Callable[[], None]] = []
 
 def _names_no_storage(args: argparse.Namespace) -> bool:
     """Neither flags nor the environment say where the storage is (then the bot's local mode is meant)."""
-    if args.storage_dir is not None or args.storage_chat is not None or args.mode is not None:
+    if args.storage_dir is not None or args.storage_chat is not None or args.storage_mode is not None:
         return False
     return not any(os.environ.get(v, "").strip() for v in ("TGSNAP_STORAGE_DIR", "TGSNAP_STORAGE_CHAT",
                                                            "TGSNAP_STORAGE_MODE", "TGSNAP_BOT_TOKEN"))
@@ -145,14 +155,12 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
             key = parse_key(args.key_file.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read key file {args.key_file}: {exc.strerror}") from None
-    elif args.key is not None:
-        key = parse_key(args.key)
+    elif args.encryption_key is not None:
+        key = parse_key(args.encryption_key)
     load_dotenv_file()
-    for warning in unknown_variables(os.environ, known_variables()):
+    for warning in deprecation_warnings(args) + unknown_variables(os.environ, known_variables()):
         fail(f"{prog_name('tgsnap')}: warning: {warning}")
-    mode = args.mode
-    if mode is None and args.storage_dir is not None and args.storage_chat is None:
-        mode = "local"  # an explicit directory on the command line beats an inferred Telegram mode
+    mode = mode_from_flags(args)
     data_dir = getattr(args, "data_dir", None)
     if data_dir is None and _names_no_storage(args):
         named = os.environ.get("TGSNAP_DATA_DIR", "").strip()
@@ -164,19 +172,20 @@ def settings_from_args(args: argparse.Namespace) -> StorageSettings:
         from tools.localworld import local_world_settings
 
         return local_world_settings(data_dir, mode=mode, key=key, cleanups=_CLEANUPS)
-    return StorageSettings.from_env(
-        mode=mode,
-        local_dir=args.storage_dir,
-        storage_chat=args.storage_chat,
-        bot_api_url=args.bot_api_url,
-        encryption_key=key,
-    )
-
-
-class NoStorage(TgsnapError):
-    """There is no storage where the configuration points: the directory does not exist, or the storage
-    holds nothing (exit 5). Told apart from success so that a typo in --storage-dir, or a script run
-    against the wrong channel, does not pass for healthy storage that happens to be empty."""
+    # the remaining flags (tokens, api id and hash, session) as the bot reads them: flag over variable
+    given = {o.dest: v for o in STORAGE_OPTIONS
+             if o.env not in ("TGSNAP_STORAGE_MODE", "TGSNAP_ENCRYPTION_KEY")
+             and (v := option_values(args, {}, [o]).get(o.env)) is not None}
+    field_of = {"storage_dir": "local_dir"}
+    overrides: dict[str, object] = {field_of.get(k, k): v for k, v in given.items()}
+    if "local_dir" in overrides:
+        overrides["local_dir"] = Path(str(overrides["local_dir"]))
+    if "api_id" in overrides:
+        try:
+            overrides["api_id"] = int(str(overrides["api_id"]))
+        except ValueError:
+            raise ConfigError("TGSNAP_API_ID (--api-id) must be a number") from None
+    return StorageSettings.from_env(mode=mode, encryption_key=key, **overrides)
 
 
 async def open_backend(settings: StorageSettings, *, writes: bool = False) -> Backend:

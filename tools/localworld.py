@@ -7,7 +7,7 @@ code stays what it is for real Telegram), reads the storage through it exactly a
 stops it when the command ends.
 
 It refuses while the bot runs on that directory (the bot's lock is held): one world must not be served by
-two emulators. Stop the bot, or point the command at the bot's own emulator with the `--mode`,
+two emulators. Stop the bot, or point the command at the bot's own emulator with the `--storage-mode`,
 `--storage-chat` and `--bot-api-url` flags (values printed by the bot when it starts) and its token in
 TGSNAP_BOT_TOKEN.
 """
@@ -82,7 +82,7 @@ def local_world_settings(data_dir: Path, *, mode: str | None, key: bytes | None,
     except BlockingIOError:
         lock.close()
         raise ConfigError(f"the bot is running in local mode on {data_dir}: stop it first, or reach its emulator "
-                          "with --mode, --storage-chat and --bot-api-url (printed when it started) and "
+                          "with --storage-mode, --storage-chat and --bot-api-url (printed when it started) and "
                           "TGSNAP_BOT_TOKEN") from None
     thread = _World(world)
     thread.start()

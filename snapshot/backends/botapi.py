@@ -365,7 +365,7 @@ class BotApiBackend(Backend):
         mid = self._slot_id(ref)
         caption = f"tgsnap manifest (read {uuid.uuid4().hex[:8]})"
 
-        async def touch() -> Message:
+        async def touch() -> Message | bool:  # True only for inline messages: refused below
             try:
                 return await self.bot.edit_message_caption(chat_id=self._cid, message_id=mid, caption=caption)
             except TelegramBadRequest as e:

@@ -597,7 +597,7 @@ class MTProtoBackend(Backend):
                     for msg in await self._messages(gap[i:i + 100]):
                         doc = _document(msg) if isinstance(msg, types.Message) else None
                         if doc is not None and channel.is_manifest_name(_file_name(doc)):
-                            rival = msg.id if rival is None else max(rival, msg.id)  # type: ignore[union-attr]
+                            rival = msg.id if rival is None else max(rival, msg.id)  # type: ignore[attr-defined]
                 if rival is not None:
                     return str(rival)
                 self._checked = top

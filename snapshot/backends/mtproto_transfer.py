@@ -23,6 +23,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from telethon import TelegramClient, errors
 from telethon.network import MTProtoSender
@@ -39,7 +40,7 @@ BIG_FILE = 10 * 1024 * 1024
 MAX_FILE = 2000 * 1024 * 1024
 MAX_PARTS = 4000
 
-Location = types.InputDocumentFileLocation
+Location: TypeAlias = types.InputDocumentFileLocation
 
 
 class FileMigrated(BackendError):

@@ -52,7 +52,7 @@ class MultiChannelBackend(Backend):
         """Open every lane (build the lanes unopened); a lane that fails closes the others."""
         try:
             for lane in self.lanes:
-                await lane.open()  # type: ignore[attr-defined]
+                await lane.open()
         except BaseException:
             await self.close()
             raise

@@ -63,6 +63,7 @@ async def call(op: Callable[[], Awaitable[T]], *, what: str, classify: Classify,
         try:
             return await (asyncio.wait_for(op(), timeout) if timeout > 0 else op())
         except Exception as exc:
+            err: BackendError | None
             if isinstance(exc, BackendError):
                 err = exc  # raised by the op itself: already says what and whether to retry
             elif isinstance(exc, TimeoutError):

@@ -101,3 +101,53 @@ def test_a_configuration_error_exits_2_with_one_line(tmp_path):
                           timeout=60)
     assert done.returncode == 2
     assert re.search(r"configuration error: TGSNAP_FLUSH_INTERVAL", done.stderr)
+
+
+def test_configuration_doc_holds_the_generated_exit_code_table():
+    from snapshot import exitcodes
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert exitcodes.markdown_table() in doc, "regenerate the table: python -m snapshot.exitcodes"
+
+
+def test_the_bot_and_the_tools_share_one_flag_vocabulary():
+    from tools.cli_common import make_parser
+
+    tool_flags = {o for a in make_parser("t", "d", "e")._actions for o in a.option_strings}
+    bot_flags = {o for a in config.parser()._actions for o in a.option_strings}
+    storage = {o.flag for o in config.STORAGE_OPTIONS}
+    assert storage <= tool_flags and storage <= bot_flags
+    assert "--storage-mode" in storage and "--encryption-key" in storage
+
+
+@pytest.mark.parametrize("old, new, value", [("--mode", "--storage-mode", "local"),
+                                             ("--key", "--encryption-key", KEY)])
+def test_old_spellings_still_work_with_a_warning(tmp_path, old, new, value):
+    settings = config.load([old, value, "--data-dir", str(tmp_path)], {})
+    assert settings.values[config.STORAGE_OPTIONS[0].env if old == "--mode" else "TGSNAP_ENCRYPTION_KEY"] == value
+    assert any(old in w and new in w for w in settings.warnings)
+
+
+def test_the_tools_accept_the_old_spellings_with_a_warning(tmp_path, capsys):
+    from tools import verify
+
+    assert verify.main(["--mode", "local", "--storage-dir", str(tmp_path / "missing"), "-q"]) == 5
+    err = capsys.readouterr().err
+    assert err.count("--mode is deprecated") == 1 and "use --storage-mode" in err
+
+
+def test_a_misspelt_token_variable_is_warned_about_not_silently_local(tmp_path):
+    settings = config.load(["--data-dir", str(tmp_path)], {"TGSNAP_TOKEN": "123:abc"})
+    assert settings.local_mode
+    text = "\n".join(settings.warnings)
+    assert "TGSNAP_TOKEN is not a tgsnap setting (did you mean TGSNAP_BOT_TOKEN?)" in text
+    assert "local mode" in text
+
+
+def test_a_storage_dir_flag_selects_the_directory_in_the_bot_as_in_the_tools(tmp_path):
+    env = {"TGSNAP_BOT_TOKEN": "1:a", "TGSNAP_STORAGE_CHAT": "-1001", "TGSNAP_STORAGE_MODE": "botapi"}
+    storage = config.load(["--storage-dir", str(tmp_path)], env).storage_settings()
+    assert storage.mode == "local" and storage.local_dir == tmp_path
+    # with the channel on the command line too, the environment's mode stands
+    assert config.load(["--storage-dir", str(tmp_path), "--storage-chat", "-1002"], env).storage_settings().mode \
+        == "botapi"

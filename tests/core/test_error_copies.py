@@ -21,6 +21,7 @@ from snapshot.errors import (
     EncryptionError,
     FencedError,
     MissingManifest,
+    NoStorage,
     OversizeRow,
     RestoreError,
     StorageBusy,
@@ -29,7 +30,8 @@ from snapshot.errors import (
 )
 
 SAMPLES = [
-    TgsnapError("x"), ConfigError("bad"), BackendError("down", retryable=False, retry_after=3.5),
+    TgsnapError("x"), ConfigError("bad"), NoStorage("no such directory"),
+    BackendError("down", retryable=False, retry_after=3.5),
     DocumentNotFound("m17"), CorruptDocument("r1", "payload checksum mismatch"), EncryptionError("key"),
     ChainError("gap"), RestoreError("digest"), MissingManifest("none"), SlotRace("lost", newer="s4"),
     OversizeRow("row too big", table="users", limit=1024),

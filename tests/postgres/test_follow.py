@@ -380,7 +380,7 @@ def test_encrypted_storage_follows_with_the_key_and_not_without(tmp_path, pg_url
     base = ["--storage-dir", str(tmp_path / "s"), "--to", pg_url, "--schema", schema, "--once"]
     assert follow_cli.main(base) != 0  # no key: refused, nothing written
     assert "key" in capsys.readouterr().err.lower()
-    assert follow_cli.main(base + ["--key", key.hex()]) == 0
+    assert follow_cli.main(base + ["--encryption-key", key.hex()]) == 0
     assert [(a, b, c, d) for a, b, c, d in pg_rows(pg_url, schema)] == chain.states[4]
 
 

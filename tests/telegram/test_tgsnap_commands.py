@@ -41,7 +41,7 @@ async def test_status_verify_export_restore_through_the_emulator(mode, emulator,
     monkeypatch.setenv("TGSNAP_BOT_TOKEN", demo.bot_token)
     if mode == "mtproto":
         monkeypatch.setenv("TGSNAP_MTPROTO_SESSION", demo.session_string)
-    where = ["--mode", mode, "--storage-chat", str(demo.storage_chat_id), "--bot-api-url", emulator.bot_api_url]
+    where = ["--storage-mode", mode, "--storage-chat", str(demo.storage_chat_id), "--bot-api-url", emulator.bot_api_url]
 
     def run(*argv: str) -> int:
         return cli.main([argv[0], *where, *argv[1:]])

@@ -1,9 +1,10 @@
-"""Every piece of advice in a message names something real: each `--flag` in the strings of the library
-and the operator tools is a flag of a tgsnap command or of the bot, and each `TGSNAP_*` name is a
+"""Every piece of advice in a message names something real: each `--flag` in the strings of the library,
+the bot and the operator tools is a flag of a tgsnap command or of the bot, and each `TGSNAP_*` name is a
 variable tgsnap reads; a misspelt variable is warned about, never silently ignored."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
 from pathlib import Path
@@ -17,8 +18,8 @@ from tools.cli_common import known_variables
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ["tools/cli_common.py", "tools/verify.py", "tools/compact.py", "tools/export.py", "tools/status.py",
             "tools/restore.py", "tools/cli.py"]
-SOURCES = sorted({*map(str, (p.relative_to(ROOT) for p in (ROOT / "snapshot").rglob("*.py"))),
-                  *map(str, (p.relative_to(ROOT) for p in (ROOT / "core").rglob("*.py"))), *OPERATOR})
+SOURCES = sorted({*(str(p.relative_to(ROOT)) for d in ("snapshot", "core", "bot") for p in (ROOT / d).rglob("*.py")),
+                  *OPERATOR})
 
 
 def _strings(path: Path) -> list[str]:
@@ -30,18 +31,27 @@ def _strings(path: Path) -> list[str]:
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
 
 
+def _flags_of(parser: argparse.ArgumentParser) -> set[str]:
+    """Every --flag of a parser and of its subcommands' parsers."""
+    flags: set[str] = set()
+    for action in parser._actions:
+        flags.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _flags_of(sub)
+    return flags
+
+
 def _all_flags() -> set[str]:
     flags: set[str] = {"--write-docs"}  # `python -m tools.cli --write-docs`, handled before the parsers
     parsers = [c.parser() for c in cli.available_commands()]
-    try:
-        from bot.config import parser as bot_parser
+    # the bot's own flags, and the emulator CLI whose commands local mode prints
+    from bot.config import parser as bot_parser
+    from tools.emulator.cli import build_parser as emulator_cli_parser
 
-        parsers.append(bot_parser())
-    except ImportError:
-        pass
+    parsers += [bot_parser(), emulator_cli_parser()]
     for p in parsers:
-        for action in p._actions:
-            flags.update(o for o in action.option_strings if o.startswith("--"))
+        flags |= _flags_of(p)
     return flags
 
 

@@ -40,7 +40,7 @@ def test_a_directory_that_does_not_exist_is_exit_5_and_not_created(name, tmp_pat
 
 def test_a_malformed_key_is_exit_2_and_not_echoed(tmp_path, capsys):
     (tmp_path / "docs").mkdir()
-    assert verify.main(["--storage-dir", str(tmp_path), "--key", "not-a-secret-at-all", "-q"]) == 2
+    assert verify.main(["--storage-dir", str(tmp_path), "--encryption-key", "not-a-secret-at-all", "-q"]) == 2
     err = capsys.readouterr().err
     assert "encryption key" in err and "not-a-secret-at-all" not in err
 
@@ -49,5 +49,5 @@ def test_storage_in_telegram_without_a_token_is_exit_2(monkeypatch, tmp_path, ca
     monkeypatch.delenv("TGSNAP_BOT_TOKEN", raising=False)
     monkeypatch.delenv("TGSNAP_STORAGE_BOT_TOKEN", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert verify.main(["--mode", "botapi", "--storage-chat", "-1001", "-q"]) == 2
+    assert verify.main(["--storage-mode", "botapi", "--storage-chat", "-1001", "-q"]) == 2
     assert "TGSNAP_BOT_TOKEN" in capsys.readouterr().err

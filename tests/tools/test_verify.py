@@ -111,12 +111,12 @@ def test_encrypted_storage_verifies_with_the_key_and_a_missing_key_is_configurat
     chain = build_sync(tmp_path / "s", 5, snapshot_at=2, key=key)
     assert verify.main(["--storage-dir", str(tmp_path / "s"), "-q"]) == 2
     assert "TGSNAP_ENCRYPTION_KEY" in capsys.readouterr().err
-    assert verify.main(["--storage-dir", str(tmp_path / "s"), "--key", key.hex(), "-q"]) == 0
+    assert verify.main(["--storage-dir", str(tmp_path / "s"), "--encryption-key", key.hex(), "-q"]) == 0
     assert f"state at seq {chain.last_seq}" in capsys.readouterr().out
     # a tampered encrypted delta is a data fault, named like any other
     victim = doc(tmp_path / "s", chain.refs[4])
     victim.write_bytes(flip_byte(victim.read_bytes(), 300))
-    assert verify.main(["--storage-dir", str(tmp_path / "s"), "--key", key.hex(), "-q"]) == 1
+    assert verify.main(["--storage-dir", str(tmp_path / "s"), "--encryption-key", key.hex(), "-q"]) == 1
     assert f"FAIL  delta seq 4 ref {chain.refs[4]}" in capsys.readouterr().out
 
 

@@ -106,6 +106,9 @@ class ClickerStack:
         from tools.emulator.app import Emulator
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # a bot with a token creates no storage directory (a typo would start it empty): the operator's
+        # `mkdir` before the first run, done here
+        (self.data_dir / "storage").mkdir(exist_ok=True)
         self.emulator = Emulator(self.data_dir / "emulator", knobs=self.knobs,
                                  mtproto=(self.storage_mode or LOCAL_STORAGE_MODE) == "mtproto")
         await self.emulator.start()
