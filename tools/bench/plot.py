@@ -88,7 +88,9 @@ def plot(reports: list[dict[str, Any]], outdir: Path) -> list[Path]:
         e = r["measures"]["e2e"]
         systems = [("tgsnap", "tgsnap"), ("postgres_loopback", "PostgreSQL 127.0.0.1"),
                    ("postgres_2ms", "PostgreSQL 2 ms RTT")]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        if "tgsnap_flush_1s" in e:
+            systems.insert(1, ("tgsnap_flush_1s", "tgsnap, flush 1 s"))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
         xs = range(len(systems))
         for offset, key, label in ((-0.2, "p50_ms", "p50"), (0.2, "p99_ms", "p99")):
             left.bar([x + offset for x in xs], [e[k]["latency"][key] or 0 for k, _ in systems], width=0.4, label=label)
