@@ -90,7 +90,7 @@ async def _wait_ready(control, bot: str, proc: _Process, within: float = 120.0) 
 
 def _plan(ctx: Context) -> dict[str, Any]:
     if ctx.users <= 50_000:  # --quick: the shape, in seconds
-        return {"users": 20, "latency_rate": 40.0, "latency_seconds": 1.5, "rates": [80.0], "step_seconds": 1.0,
+        return {"users": 20, "latency_rate": 40.0, "latency_seconds": 1.0, "rates": [80.0], "step_seconds": 0.5,
                 "flush_variant": False}
     # latency at a rate every system sustains on this machine; then steps of x1.4 until one is not sustained
     return {"users": 200, "latency_rate": 50.0, "latency_seconds": 15.0,
