@@ -221,6 +221,8 @@ async def _run(ctx: Context, pg_url: str | None, shm: str | None) -> dict[str, A
                     ctx.log(f"e2e: {name}: {plan['users']} users, {plan['latency_rate']:g} msg/s for "
                             f"{plan['latency_seconds']:g} s, then rising rates ...")
                     out[name] = await _drive(control, username, plan, ctx.seed, ctx.log)
+                # before the delay proxy closes under the PostgreSQL bots' pools
+                await asyncio.gather(*(p.kill() for p in distinct))
         finally:
             # SIGKILL: their state is thrown away with the temp dir, and a graceful stop costs seconds
             await asyncio.gather(*(p.kill() for p in {id(p): p for _u, p in procs.values()}.values()),
