@@ -9,7 +9,7 @@ from tools.bench.__main__ import main
 from tools.bench.population import users
 
 EXPECTED = {"delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
-            "stall"}
+            "e2e", "stall"}
 
 
 def test_population_is_deterministic_and_shaped_like_the_articles_users():
@@ -60,9 +60,20 @@ def test_bench_smoke_run(tmp_path, capsys):
                                 for b in ("postgres_loopback", "postgres_2ms", "article")}
     assert h["postgres"]["version"] and h["postgres"]["driver"].startswith("asyncpg")
     assert {p.name for p in plots.iterdir()} == {"handler_latency.png", "size_vs_users.png", "time_vs_users.png",
-                                                 "stall.png"}
+                                                 "stall.png", "e2e.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())
     assert len(h["tgsnap"]["mix"]["percentiles_us"]) == 99
+    e2e = m["e2e"]  # end to end through loadgen and the emulator; the PostgreSQL bots are never skipped here
+    assert "skipped" not in e2e, e2e.get("skipped")
+    for system in ("tgsnap", "postgres_loopback", "postgres_2ms"):
+        lat = e2e[system]["latency"]
+        assert lat["sent"] > 0 and lat["answered"] == lat["sent"] and lat["clicks"] > 0
+        assert 0 < lat["p50_ms"] <= lat["p99_ms"]
+        assert e2e[system]["throughput_steps"] and e2e[system]["max_sustained_clicks_per_second"] >= 0
+        assert not e2e[system]["problems"], e2e[system]["problems"]  # every reply was the right text
+    assert set(e2e["ratios"]) == {f"{k}_vs_{b}" for k in ("p99", "clicks_per_second")
+                                  for b in ("postgres_loopback", "postgres_2ms")}
+    assert e2e["ratios"]["p99_vs_postgres_2ms"] > 0
     st = m["stall"]
     assert st["snapshot_seconds"] > 0 and st["snapshot_bytes"] > 0 and st["longest_stall_ms"] >= 0
     assert st["click_latency"]["during_snapshot"]["n"] >= 0 and st["ticker_lateness"]["before"]["n"] > 0

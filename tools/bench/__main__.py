@@ -31,6 +31,12 @@ examples:
 
   # parallel vs sequential MTProto upload of 200 MiB through the emulator (50 ms RTT)
   python -m tools.bench --users 1000 --repeats 1 --only upload
+
+  # the clicker bot end to end through loadgen and the emulator, on tgsnap and on PostgreSQL
+  python -m tools.bench --only e2e
+
+  # 10 M users: sizes, restore (local and over MTProto), memory, the event loop during a snapshot
+  python -m tools.bench --users 10000000 --only delta snapshot restore restore_emulator memory stall
 """
 
 
@@ -51,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=None, metavar="N",
                         help="population size (default 1000000; 20000 with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="a small run for CI: 20000 users, one repeat, a 4 MiB upload, 300 handler replies")
+                        help="a small run for CI: 20000 users, one repeat, a 4 MiB upload, 300 handler replies, "
+                             "a few seconds of e2e load per bot")
     parser.add_argument("--postgres", metavar="URL", default=None,
-                        help="PostgreSQL for the handler baseline (its public.users is replaced); default: start "
-                             "a throw-away server from the installed binaries")
+                        help="PostgreSQL for the handler and e2e baselines (its public.users is replaced); default: "
+                             "start a throw-away server from the installed binaries")
     parser.add_argument("--plot", type=Path, metavar="DIR", default=None,
                         help="also write PNG charts (matplotlib) of this run and any --plot-with reports to DIR")
     parser.add_argument("--plot-with", type=Path, nargs="+", metavar="FILE", default=[],
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 def _brief_order(name: str) -> int:
     # BRIEF section 5's table
     order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
-             "stall"]
+             "e2e", "stall"]
     return order.index(name) if name in order else len(order)
 
 

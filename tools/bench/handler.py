@@ -218,6 +218,23 @@ def _with_port(url: str, port: int) -> str:
     return urlunsplit((u.scheme, f"{auth}127.0.0.1:{port}", u.path, u.query, u.fragment))
 
 
+def postgres_url(ctx: Context) -> str:
+    """--postgres URL, or a throw-away server started once per run (handler and e2e share it; the
+    Context's close() stops it). Raises pgserver.NoPostgres when none can be started."""
+    from tools.bench import pgserver
+
+    given = getattr(ctx, "postgres_url", None)
+    if given:
+        return given
+
+    def start():
+        server = pgserver.create()
+        ctx.on_close(lambda: pgserver.destroy(server))
+        return server
+
+    return ctx.cached("pgserver", start).url()
+
+
 def handler_ops(ctx: Context) -> int:
     return getattr(ctx, "handler_ops", None) or (300 if ctx.users <= 50_000 else 5000)
 
@@ -239,26 +256,17 @@ def handler(ctx: Context) -> dict[str, Any]:
     art = run_article(ctx, article_ops)
 
     given = getattr(ctx, "postgres_url", None)
-    server = None
     try:
-        if given:
-            url = given
-        else:
-            try:
-                server = pgserver.create()
-            except pgserver.NoPostgres as e:
-                return {"skipped": str(e), "tgsnap": summary(tg), "article": summary(art)}
-            url = server.url()
-        ctx.log(f"handler: loading {ctx.users} users into PostgreSQL ...")
-        version = asyncio.run(load_postgres(url, clicker_rows(ctx)))
-        ctx.log(f"handler: PostgreSQL on 127.0.0.1, {n} replies ...")
-        pg_local = asyncio.run(run_postgres(url, ops))
-        ctx.log(f"handler: PostgreSQL behind a 2 ms round trip, {n} replies ...")
-        with delay_proxy(_port(url), 0.002) as port:
-            pg_far = asyncio.run(run_postgres(_with_port(url, port), ops))
-    finally:
-        if server is not None:
-            pgserver.destroy(server)
+        url = postgres_url(ctx)
+    except pgserver.NoPostgres as e:
+        return {"skipped": str(e), "tgsnap": summary(tg), "article": summary(art)}
+    ctx.log(f"handler: loading {ctx.users} users into PostgreSQL ...")
+    version = asyncio.run(load_postgres(url, clicker_rows(ctx)))
+    ctx.log(f"handler: PostgreSQL on 127.0.0.1, {n} replies ...")
+    pg_local = asyncio.run(run_postgres(url, ops))
+    ctx.log(f"handler: PostgreSQL behind a 2 ms round trip, {n} replies ...")
+    with delay_proxy(_port(url), 0.002) as port:
+        pg_far = asyncio.run(run_postgres(_with_port(url, port), ops))
 
     out = {
         "replies": n,

@@ -97,9 +97,15 @@ class Context:
         self._cache["storage_bytes"] = seed_local(path, self.db)
         return path
 
+    def on_close(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` at close() (servers a measure started for the whole run)."""
+        self._cache.setdefault("_on_close", []).append(fn)
+
     def close(self) -> None:
         import shutil
 
+        for fn in reversed(self._cache.pop("_on_close", [])):
+            fn()
         if "storage_dir" in self._cache:
             shutil.rmtree(self._cache["storage_dir"], ignore_errors=True)
 
@@ -141,5 +147,6 @@ def measure(name: str, summary: str):
 
 
 # The measure bodies live in their own module so this file stays the framework.
-# (handler: the clicker vs PostgreSQL vs the article's method; stall: the event loop during a snapshot)
-from tools.bench import handler, stall, suite  # noqa: E402,F401  (registers the measures)
+# (handler: the clicker vs PostgreSQL vs the article's method; e2e: the same bots through loadgen;
+# stall: the event loop during a snapshot)
+from tools.bench import e2e, handler, stall, suite  # noqa: E402,F401  (registers the measures)

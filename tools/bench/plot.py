@@ -74,13 +74,36 @@ def plot(reports: list[dict[str, Any]], outdir: Path) -> list[Path]:
         written.append(outdir / "size_vs_users.png")
     lines = [("article: dump", ("article", "dump_seconds")), ("article: restore", ("article", "restore_seconds")),
              ("tgsnap: snapshot build (CPU)", ("measures", "snapshot", "build_cpu_seconds")),
-             ("tgsnap: restore, local", ("measures", "restore", "restore_seconds"))]
+             ("tgsnap: restore, local", ("measures", "restore", "restore_seconds")),
+             ("tgsnap: restore over MTProto (emulator process)", ("measures", "restore_emulator", "restore_seconds"))]
     if _line_chart(plt, series, lines, "seconds", "time against users", outdir / "time_vs_users.png"):
         written.append(outdir / "time_vs_users.png")
     lines = [("longest stall", ("measures", "stall", "longest_stall_ms")),
              ("click p99 during the snapshot", ("measures", "stall", "click_latency", "during_snapshot", "p99_ms"))]
     if _line_chart(plt, series, lines, "ms", "event loop while a snapshot is taken", outdir / "stall.png"):
         written.append(outdir / "stall.png")
+    with_e2e = [r for r in reports if _get(r, "measures", "e2e", "ratios")]
+    if with_e2e:  # the largest run's: end-to-end reply latency and the highest sustained clicks/s per system
+        r = with_e2e[-1]
+        e = r["measures"]["e2e"]
+        systems = [("tgsnap", "tgsnap"), ("postgres_loopback", "PostgreSQL\n127.0.0.1"),
+                   ("postgres_2ms", "PostgreSQL\n2 ms RTT")]
+        if "tgsnap_flush_1s" in e:
+            systems.insert(1, ("tgsnap_flush_1s", "tgsnap,\nflush 1 s"))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+        xs = range(len(systems))
+        for offset, key, label in ((-0.2, "p50_ms", "p50"), (0.2, "p99_ms", "p99")):
+            left.bar([x + offset for x in xs], [e[k]["latency"][key] or 0 for k, _ in systems], width=0.4, label=label)
+        left.set_xticks(list(xs), [lbl for _, lbl in systems])
+        left.set_ylabel("ms")
+        left.set_title(f"reply latency at {e['plan']['latency_rate']:g} msg/s")
+        left.legend()
+        right.bar(list(xs), [e[k]["max_sustained_clicks_per_second"] for k, _ in systems], color="tab:green")
+        right.set_xticks(list(xs), [lbl for _, lbl in systems])
+        right.set_ylabel("clicks per second")
+        right.set_title("highest sustained clicks/s")
+        fig.suptitle(f"the clicker end to end (loadgen + emulator), {r['users']:,} users")
+        written.append(_save(fig, outdir / "e2e.png"))
     return written
 
 

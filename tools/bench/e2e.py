@@ -1,0 +1,271 @@
+"""The `e2e` measure: the clicker end to end through tools/loadgen and the emulator, on tgsnap and PostgreSQL.
+
+The same population (handler.clicker_rows) is served by
+- the product clicker, `python -m bot`, its store restored from a local directory seeded with the
+  population (storage on the local directory: the flushes cost the bot little and the emulator
+  nothing, as PostgreSQL's WAL costs it nothing);
+- tools/bench/pgbot.py, the same conversation on PostgreSQL through asyncpg (the same queries and
+  index), with PostgreSQL on 127.0.0.1 and behind a 2 ms round trip (tools/bench/delayproxy.py);
+and, in full runs only (a diagnostic outside the verdict), the product clicker again with
+TGSNAP_FLUSH_INTERVAL=1; each bot its own account, all started together and measured one after the
+other against one emulator (in this process, with the
+load generator; per-chat and per-bot reply limits raised, as `python -m tools.loadgen` does).
+
+For each: loadgen's simulated users register (/start), then
+- latency: messages at a fixed moderate rate, the clicker's mix (1 in 10 asks for the rating), the reply
+  latency p50/p99 as loadgen measures it (the user's message sent to the bot's reply seen);
+- throughput: the rate rises by x1.4 a step (5 s each) while it is sustained (achieved >= 90 % of the
+  target, no message unanswered, p99 under a second); the highest sustained clicks per second is
+  reported, and the most clicks per second answered in any step (the capacity under overload).
+
+The emulator and the load generator share this process and the two cores with the bot and PostgreSQL,
+so the throughput ceiling is the machine's, the same for every system; the ratios compare the systems
+under the same ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tools.bench.measures import Context, measure
+
+RATING_SHARE = 0.1  # the handler measure's mix: 9 clicks to 1 rating
+
+
+class _Process:
+    """A bot as a child process (`python -m MODULE ARGS`), output to a log file."""
+
+    def __init__(self, module: str, args: list[str], env: dict[str, str], log_path: Path):
+        self.module, self.args, self.env, self.log_path = module, args, env, log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        from tools.loadgen.stack import ROOT
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TGSNAP_")}
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - a local file, opened once per bot
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", self.module, *self.args, cwd=ROOT, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+        except OSError:
+            return ""
+
+    async def kill(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def _wait_ready(control, bot: str, proc: _Process, within: float = 120.0) -> None:
+    """Until the bot answers a probe user of its own (as tools/loadgen/stack.py's wait_ready)."""
+    probe = await control.create_user("probe")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        if not proc.alive:
+            raise RuntimeError(f"the bot exited during start-up:\n{proc.tail()}")
+        said = await control.say(probe, bot, "ping", wait=1.0)
+        if said.replies:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"the bot did not answer within {within:g} s:\n{proc.tail()}")
+
+
+def _plan(ctx: Context) -> dict[str, Any]:
+    if ctx.users <= 50_000:  # --quick: the shape, in seconds
+        return {"users": 20, "latency_rate": 40.0, "latency_seconds": 1.0, "rates": [80.0], "step_seconds": 0.5,
+                "flush_variant": False}
+    # latency at a rate every system sustains on this machine; then steps of x1.4 until one is not sustained
+    return {"users": 200, "latency_rate": 50.0, "latency_seconds": 15.0,
+            "rates": [round(50.0 * 1.4 ** i) for i in range(12)], "step_seconds": 5.0,
+            # diagnostic, outside the verdict: the product clicker with TGSNAP_FLUSH_INTERVAL=1, which
+            # keeps fewer updates waiting to be confirmed (bot/polling.py: a poll returns at most 100)
+            "flush_variant": True}
+
+
+async def _drive(control, bot: str, plan: dict[str, Any], seed: int, log) -> dict[str, Any]:
+    from tools.loadgen.load import Load, LoadConfig
+
+    def config(rate: float, seconds: float) -> LoadConfig:
+        return LoadConfig(users=plan["users"], rate=rate, duration=seconds, rating_share=RATING_SHARE, seed=seed,
+                          wait=10.0)
+
+    first = Load(control, bot, config(plan["latency_rate"], plan["latency_seconds"]))
+    await first.register()
+
+    async def run(cfg: LoadConfig):
+        load = Load(control, bot, cfg)
+        load.users = first.users  # registered once; counts carry on
+        for u in load.users:
+            u.queue = asyncio.Queue()
+        return await load.run()
+
+    lat = await run(config(plan["latency_rate"], plan["latency_seconds"]))
+    steps, best = [], None
+    for rate in plan["rates"]:
+        rep = await run(config(rate, plan["step_seconds"]))
+        # answered messages per second of the whole step (the queue drained), the clicks' share of them
+        clicks_per_second = rep.achieved_rate * rep.clicks / rep.sent if rep.sent else 0.0
+        ok = (rep.timeouts == 0 and rep.answered == rep.sent and rep.achieved_rate >= 0.9 * rate
+              and rep.latency_ms.get("p99", 1e9) <= 1000.0)
+        steps.append({"target_rate": rate, "achieved_rate": round(rep.achieved_rate, 1),
+                      "clicks_per_second": round(clicks_per_second, 1), "p99_ms": rep.latency_ms.get("p99"),
+                      "timeouts": rep.timeouts, "sustained": ok})
+        log(f"e2e:   {rate:g} msg/s -> {rep.achieved_rate:.0f} msg/s, p99 {rep.latency_ms.get('p99')} ms"
+            f"{'' if ok else ' (not sustained)'}")
+        if ok:
+            best = steps[-1]
+        else:
+            break
+    return {
+        "latency": {"rate": plan["latency_rate"], "seconds": plan["latency_seconds"], "sent": lat.sent,
+                    "answered": lat.answered, "clicks": lat.clicks, "ratings": lat.ratings,
+                    "timeouts": lat.timeouts, "p50_ms": lat.latency_ms.get("p50"), "p99_ms": lat.latency_ms.get("p99"),
+                    "max_ms": lat.latency_ms.get("max")},
+        "throughput_steps": steps,
+        "max_sustained_clicks_per_second": best["clicks_per_second"] if best else 0.0,
+        "max_sustained_messages_per_second": best["achieved_rate"] if best else 0.0,
+        # the most answered under overload (the step that was not sustained included): the capacity
+        "peak_clicks_per_second": max((s["clicks_per_second"] for s in steps), default=0.0),
+        "problems": (lat.problems + [])[:5],
+    }
+
+
+async def _run(ctx: Context, pg_url: str | None, shm: str | None) -> dict[str, Any]:
+    import sqlite3
+
+    from bot.users import MIGRATIONS, SCHEMA
+    from snapshot.backends.local import LocalDirBackend
+    from tools.bench.handler import _port, _with_port, clicker_rows, delay_proxy, load_postgres
+    from tools.bench.store import seed
+    from tools.emulator.app import Emulator
+    from tools.loadgen import UNLIMITED_REPLIES
+    from tools.loadgen.control import Control
+
+    plan = _plan(ctx)
+    out: dict[str, Any] = {"plan": plan, "mix": {"clicks": round(1 - RATING_SHARE, 2), "ratings": RATING_SHARE}}
+    # on tmpfs where there is one: the emulator's world fsyncs every message (synchronous=FULL), a disk
+    # cost Telegram's servers do not put on the bot's clock; PostgreSQL runs with fsync off
+    # (tools/bench/pgserver.py), so the bot's storage directory is on tmpfs too
+    with tempfile.TemporaryDirectory(prefix="tgsnap-bench-e2e-", dir=shm) as tmp:
+        root = Path(tmp)
+        storage = root / "storage"
+        db = sqlite3.connect(":memory:")
+        for stmt in SCHEMA:
+            db.execute(stmt)
+        db.executemany("INSERT INTO users (chat_id, name, clicks, last_message_id) VALUES (?, ?, ?, ?)",
+                       clicker_rows(ctx))
+        db.commit()
+        # SCHEMA is the current release's: mark it so, or the bot would run MIGRATIONS over it
+        db.execute(f"PRAGMA user_version = {max(m.version for m in MIGRATIONS)}")
+        await seed(LocalDirBackend(storage, fsync=False), db)
+        if plan["flush_variant"]:
+            await seed(LocalDirBackend(root / "storage-1s", fsync=False), db)
+        db.close()
+        if pg_url is not None:
+            ctx.log(f"e2e: loading {ctx.users} users into PostgreSQL ...")
+            await load_postgres(pg_url, clicker_rows(ctx))
+
+        emu = Emulator(root / "emulator", knobs=dict(UNLIMITED_REPLIES), mtproto=False)
+        await emu.start()
+        control = Control(emu.control_url)
+        procs: dict[str, tuple[str, Any]] = {}
+        try:
+            demo = emu.demo()
+            procs["tgsnap"] = (demo.bot_username, _Process("bot", [], {
+                "TGSNAP_BOT_TOKEN": demo.bot_token, "TGSNAP_BOT_API_URL": emu.bot_api_url,
+                "TGSNAP_STORAGE_MODE": "local", "TGSNAP_STORAGE_DIR": str(storage),
+                "TGSNAP_DATA_DIR": str(root / "bot")}, root / "tgsnap.log"))  # the default flush interval
+            if plan["flush_variant"]:
+                made = await control.request("POST", "/bots", {"username": "tgsnapflush1sbot"})
+                procs["tgsnap_flush_1s"] = (made["username"], _Process("bot", [], {
+                    "TGSNAP_BOT_TOKEN": made["token"], "TGSNAP_BOT_API_URL": emu.bot_api_url,
+                    "TGSNAP_STORAGE_MODE": "local", "TGSNAP_STORAGE_DIR": str(root / "storage-1s"),
+                    "TGSNAP_DATA_DIR": str(root / "bot-1s"), "TGSNAP_FLUSH_INTERVAL": "1"},
+                    root / "tgsnap-1s.log"))
+            with contextlib.ExitStack() as stack:
+                if pg_url is not None:
+                    far = _with_port(pg_url, stack.enter_context(delay_proxy(_port(pg_url), 0.002)))
+                    pg_args = ["--api-url", emu.bot_api_url]
+                    for name, url in (("postgres_loopback", pg_url), ("postgres_2ms", far)):
+                        # a bot of its own for each, both in one process started beside tgsnap's (importing
+                        # aiogram takes seconds of CPU); only the one being measured receives messages
+                        made = await control.request("POST", "/bots", {"username": f"{name.replace('_', '')}bot"})
+                        pg_args += ["--bot", made["token"], url]
+                        procs[name] = (made["username"], None)
+                    pg_proc = _Process("tools.bench.pgbot", pg_args, {}, root / "pgbot.log")
+                    procs = {k: (u, p or pg_proc) for k, (u, p) in procs.items()}
+                ctx.log(f"e2e: starting {', '.join(procs)} ...")
+                distinct = list({id(p): p for _u, p in procs.values()}.values())
+                for proc in distinct:
+                    await proc.start()
+                await asyncio.gather(*(_wait_ready(control, u, p) for u, p in procs.values()))
+                for name, (username, _proc) in procs.items():
+                    ctx.log(f"e2e: {name}: {plan['users']} users, {plan['latency_rate']:g} msg/s for "
+                            f"{plan['latency_seconds']:g} s, then rising rates ...")
+                    out[name] = await _drive(control, username, plan, ctx.seed, ctx.log)
+                # before the delay proxy closes under the PostgreSQL bots' pools
+                await asyncio.gather(*(p.kill() for p in distinct))
+        finally:
+            # SIGKILL: their state is thrown away with the temp dir, and a graceful stop costs seconds
+            await asyncio.gather(*(p.kill() for p in {id(p): p for _u, p in procs.values()}.values()),
+                                 return_exceptions=True)
+            await control.close()
+            await emu.close()
+    return out
+
+
+@measure("e2e", "the clicker end to end through loadgen and the emulator: reply p50/p99 and the highest sustained "
+                "clicks/s, tgsnap vs the same bot on PostgreSQL (loopback and 2 ms RTT)")
+def e2e(ctx: Context) -> dict[str, Any]:
+    from tools.bench import pgserver
+    from tools.bench.handler import postgres_url
+
+    try:
+        url = postgres_url(ctx)
+        skipped = None
+    except pgserver.NoPostgres as e:
+        url, skipped = None, str(e)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    out = asyncio.run(_run(ctx, url, shm))
+    if skipped:
+        out["skipped"] = f"PostgreSQL: {skipped}"
+        return out
+    tg = out["tgsnap"]
+    ratios: dict[str, float | None] = {}
+    for base in ("postgres_loopback", "postgres_2ms"):
+        b = out[base]
+        p99a, p99b = tg["latency"]["p99_ms"], b["latency"]["p99_ms"]
+        ratios[f"p99_vs_{base}"] = round(p99a / p99b, 4) if p99b else None
+        ca, cb = tg["max_sustained_clicks_per_second"], b["max_sustained_clicks_per_second"]
+        ratios[f"clicks_per_second_vs_{base}"] = round(ca / cb, 4) if cb else None
+    out["ratios"] = ratios
+
+    def meets(key: str, op: str, bound: float) -> bool:
+        v = ratios[key]
+        return v is not None and (v <= bound if op == "<=" else v >= bound)
+
+    out["latency"] = {"target": "p99 <= 0.5 x PostgreSQL behind 2 ms, <= 1 x on loopback",
+                      "meets_target": meets("p99_vs_postgres_2ms", "<=", 0.5)
+                      and meets("p99_vs_postgres_loopback", "<=", 1.0)}
+    out["throughput"] = {"target": "clicks/s >= 2 x PostgreSQL behind 2 ms, >= 1 x on loopback",
+                         "meets_target": meets("clicks_per_second_vs_postgres_2ms", ">=", 2.0)
+                         and meets("clicks_per_second_vs_postgres_loopback", ">=", 1.0)}
+    return out
