@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("no storage: %s", exc)
         return EXIT_EMPTY
     except StorageBusy as exc:
-        # the library's advice names its own parameter (takeover_wait): say what sets it for the bot
+        # the library names its own parameter (ReplicaConfig.takeover_wait): say what sets it for the bot
         log.error("storage busy: %s (the bot's --takeover-wait / TGSNAP_TAKEOVER_WAIT sets how long it waits)", exc)
         return EXIT_BUSY
     except BackendError as exc:

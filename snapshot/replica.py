@@ -474,7 +474,7 @@ class Replica:
                 raise self._busy(
                     f"storage {self.backend.info.name} is held by writer {lease.describe()} until "
                     f"{when(lease.expires_at)}; stop that writer (it releases the lease on a clean shutdown), "
-                    f"wait for the lease to expire, or raise takeover_wait", lease)
+                    f"wait for the lease to expire, or give this writer a longer ReplicaConfig.takeover_wait", lease)
             await asyncio.sleep(max(0.01, min(remaining, lease.expires_at - now, 0.25)))
 
         self._epoch = max(m.epoch, lease.epoch if lease else 0) + 1 if m else 1
