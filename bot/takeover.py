@@ -59,7 +59,9 @@ async def open_store(backend: Backend, schema: Iterable[str], config: StoreConfi
                                         progress=progress, migrations=migrations)
             except StorageBusy as still:
                 raise StorageBusy(f"{still} (the bot waited {wait:.0f} s: stop the other writer, or set "
-                                  f"{WAIT_SETTING} longer than its lease)") from None
+                                  f"{WAIT_SETTING} longer than its lease)", writer_id=still.writer_id,
+                                  host=still.host, pid=still.pid, expires_at=still.expires_at,
+                                  epoch=still.epoch) from None
         holder, why = found
     log.warning("the last writer, %s, died on this host without handing over (%s); taking over its storage",
                 holder.describe(), why)
