@@ -1,0 +1,136 @@
+"""A snapshot image prepared off the event loop: an online-backup copy brought forward by deltas.
+
+Why: `conn.serialize()` of the live database inside the synchronous cut stops the event loop for the
+whole copy (hundreds of milliseconds at 10 M users). Instead:
+
+1. **Copy.** A worker thread copies the live database into a scratch database file with SQLite's online
+   backup API, `pages` pages per step. Each step holds the live connection's mutex (SQLite's serialized
+   threading mode) and releases the GIL, so the event loop waits at most one step. Writes the loop makes
+   through the *same* connection between steps are applied to the copy as they happen (sqlite.org/
+   backup.html; checked for tgsnap's memdb live database by tests/core/test_snapcopy.py). A step while
+   the live connection holds a write transaction (`store.transaction()` spanning awaits, a statement
+   not yet reset) returns SQLITE_BUSY and is retried after `sleep`: the copy never sees uncommitted
+   pages. So when the copy completes (time Tc) it equals the live state at Tc: not a cut.
+2. **Catch up.** Every row changed after the last cut before Tc is still marked dirty (or in a delta in
+   flight that, if it fails, is re-marked), so the change sets captured after Tc carry every row that
+   can differ from the copy, as full row images and deletes (idempotent). Each is applied to the copy
+   (worker thread, `snapshot.apply`) in capture order. Once one of them is durable with seq S, the copy
+   equals the state after delta S exactly; its file is read into the image (`base_seq = S`,
+   `captured_at` = that cut). An empty capture after Tc means live == copy == the durable state now.
+3. **Restart.** Schema statements are not idempotent: a statement that ran while the copy was made is
+   already in the copy and would be replayed again by the delta that carries it. So a change set that
+   carries schema statements, or a schema cookie that moved while copying (DDL, VACUUM), abandons the
+   copy; the flusher starts again (and after a few restarts falls back to the synchronous image).
+
+Memory: the scratch is a temporary file (its pages live in the OS page cache, not the process), the
+image read from it is the one transient copy in the process, as with `serialize()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapshot.apply import apply_changes
+from snapshot.changes import ChangeSet
+
+log = logging.getLogger("tgsnap.core")
+
+#: pages per backup step: a step copies pages * page_size bytes (4 MiB at 4 KiB pages) while holding the
+#: live connection's mutex; the event loop waits at most one step.
+STEP_PAGES = 1024
+#: how long a step waits before retrying when the live connection holds a write transaction.
+BUSY_SLEEP = 0.002
+#: read size when the scratch file becomes the image (each read releases the GIL).
+READ_CHUNK = 4 << 20
+
+
+class CopyAbandoned(Exception):
+    """The copy cannot become an exact image (a schema statement ran); start a new one."""
+
+
+@dataclass
+class Catchup:
+    """One change set captured after the copy completed, with the requests waiting at its cut."""
+
+    number: int
+    changes: ChangeSet
+    requests: list[asyncio.Future[Any]] = field(default_factory=list)
+
+
+class ScratchCopy:
+    """The scratch copy of one snapshot attempt. Its methods block: call them from a worker thread,
+    one at a time (the flusher chains them)."""
+
+    def __init__(self, live: sqlite3.Connection, directory: str | None = None):
+        self._live = live
+        fd, self.path = tempfile.mkstemp(prefix="tgsnap-snapshot-", suffix=".sqlite", dir=directory)
+        os.close(fd)
+        self._abort = threading.Event()
+        self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, check_same_thread=False,
+                                                                isolation_level=None)
+        # A scratch: nothing to recover after a crash, so no journal and no fsync.
+        self._conn.execute("PRAGMA journal_mode = OFF")
+        self._conn.execute("PRAGMA synchronous = OFF")
+        self.steps = 0
+
+    def abort(self) -> None:
+        """Make a running `copy` stop after its current step (thread-safe)."""
+        self._abort.set()
+
+    def copy(self, pages: int = STEP_PAGES, sleep: float = BUSY_SLEEP) -> None:
+        assert self._conn is not None
+        limit: list[int] = []
+
+        def progress(status: int, remaining: int, total: int) -> None:
+            self.steps += 1
+            if self._abort.is_set():
+                raise CopyAbandoned("the copy was abandoned")
+            # A source that restarts the backup at every commit (a plain ":memory:" database, not memdb)
+            # would never finish under load: give up after far more steps than the size needs.
+            if not limit:
+                limit.append(0)
+            limit[0] = max(limit[0], 4 * (total // max(pages, 1)) + 1000)
+            if self.steps > limit[0]:
+                raise CopyAbandoned(f"the backup restarted too often ({self.steps} steps for {total} pages)")
+
+        self._live.backup(self._conn, pages=pages, progress=progress, sleep=sleep)
+
+    def apply(self, changes: ChangeSet) -> None:
+        assert self._conn is not None
+        if changes.schema:
+            raise CopyAbandoned("a change set with schema statements arrived while the copy was brought "
+                                "forward (they may be in the copy already)")
+        apply_changes(self._conn, changes, what="snapshot catch-up")
+
+    def image(self) -> bytearray:
+        """The copy's database file as the image (the same bytes layout as `serialize()`)."""
+        assert self._conn is not None
+        self._conn.close()
+        self._conn = None
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            image = bytearray(size)
+            view = memoryview(image)
+            at = 0
+            while at < size:
+                n = f.readinto(view[at:at + READ_CHUNK])
+                if not n:
+                    raise OSError(f"the scratch copy {self.path} shrank while being read")
+                at += n
+        return image
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
