@@ -22,47 +22,36 @@ whole copy (hundreds of milliseconds at 10 M users). Instead:
    carries schema statements, or a schema cookie that moved while copying (DDL, VACUUM), abandons the
    copy; the flusher starts again (and after a few restarts falls back to the synchronous image).
 
-Memory: the scratch is a temporary file (its pages live in the OS page cache, not the process), the
-image read from it is the one transient copy in the process, as with `serialize()`.
+Memory: the scratch is a temporary file in the temporary directory (`TMPDIR`), as large as the
+database; the image is that file mapped read-only, so the transient extra copy lives in the OS page
+cache (file-backed, reclaimable) instead of the process heap that `serialize()` used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import sqlite3
 import tempfile
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 from snapshot.apply import apply_changes
 from snapshot.changes import ChangeSet
 
 log = logging.getLogger("tgsnap.core")
 
-#: pages per backup step: a step copies pages * page_size bytes (4 MiB at 4 KiB pages) while holding the
+#: pages per backup step: a step copies pages * page_size bytes (1 MiB at 4 KiB pages) while holding the
 #: live connection's mutex; the event loop waits at most one step.
-STEP_PAGES = 1024
+STEP_PAGES = 256
 #: how long a step waits before retrying when the live connection holds a write transaction.
 BUSY_SLEEP = 0.002
-#: read size when the scratch file becomes the image (each read releases the GIL).
-READ_CHUNK = 4 << 20
 
 
 class CopyAbandoned(Exception):
     """The copy cannot become an exact image (a schema statement ran); start a new one."""
-
-
-@dataclass
-class Catchup:
-    """One change set captured after the copy completed, with the requests waiting at its cut."""
-
-    number: int
-    changes: ChangeSet
-    requests: list[asyncio.Future[Any]] = field(default_factory=list)
 
 
 class ScratchCopy:
@@ -80,13 +69,16 @@ class ScratchCopy:
         self._conn.execute("PRAGMA journal_mode = OFF")
         self._conn.execute("PRAGMA synchronous = OFF")
         self.steps = 0
+        #: called in the copying thread after each step (tests use it to write between steps).
+        self.on_step: Callable[[int, int], None] | None = None
 
     def abort(self) -> None:
         """Make a running `copy` stop after its current step (thread-safe)."""
         self._abort.set()
 
-    def copy(self, pages: int = STEP_PAGES, sleep: float = BUSY_SLEEP) -> None:
+    def copy(self, pages: int | None = None, sleep: float = BUSY_SLEEP) -> None:
         assert self._conn is not None
+        pages = pages or STEP_PAGES
         limit: list[int] = []
 
         def progress(status: int, remaining: int, total: int) -> None:
@@ -100,6 +92,8 @@ class ScratchCopy:
             limit[0] = max(limit[0], 4 * (total // max(pages, 1)) + 1000)
             if self.steps > limit[0]:
                 raise CopyAbandoned(f"the backup restarted too often ({self.steps} steps for {total} pages)")
+            if self.on_step is not None and remaining:
+                self.on_step(remaining, total)
 
         self._live.backup(self._conn, pages=pages, progress=progress, sleep=sleep)
 
@@ -110,22 +104,21 @@ class ScratchCopy:
                                 "forward (they may be in the copy already)")
         apply_changes(self._conn, changes, what="snapshot catch-up")
 
-    def image(self) -> bytearray:
-        """The copy's database file as the image (the same bytes layout as `serialize()`)."""
+    def image(self) -> bytes | mmap.mmap:
+        """The copy's database file as the image (the same bytes as `serialize()` would give).
+
+        Mapped, not read: a `bytes`/`bytearray` of the whole image would be allocated and filled while
+        holding the GIL (a stall of its own at 10 M users); the mapping is filled by page faults in the
+        threads that hash and compress it, which release the GIL. The file is unlinked at `close`; the
+        mapping keeps its pages until the image is garbage.
+        """
         assert self._conn is not None
         self._conn.close()
         self._conn = None
         with open(self.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            image = bytearray(size)
-            view = memoryview(image)
-            at = 0
-            while at < size:
-                n = f.readinto(view[at:at + READ_CHUNK])
-                if not n:
-                    raise OSError(f"the scratch copy {self.path} shrank while being read")
-                at += n
-        return image
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""  # an empty database (SQLite cannot serialize one either)
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def close(self) -> None:
         if self._conn is not None:

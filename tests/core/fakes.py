@@ -38,7 +38,9 @@ class FakeReplica:
 
     async def acquire(self, progress=None) -> Restored:
         self.acquired = True
-        return Restored(conn=sqlite3.connect(":memory:", check_same_thread=False), seq=0, captured_at=None)
+        from snapshot import image
+
+        return Restored(conn=image.connect(), seq=0, captured_at=None)  # as restore hands it (memdb)
 
     async def write_delta(self, changes: ChangeSet) -> DeltaReceipt:
         self.calls += 1
