@@ -493,6 +493,9 @@ class Flusher:
             return
         self.fenced = exc
         self._on_fence(exc)
+        if self._copy is not None and self._copy.task is not None and not self._copy.finishing:
+            self._copy.scratch.abort()  # no delta will bring it forward now
+            self._copy.task.cancel()
         self._stopping = True
         self._wake.set()
         log.error("tgsnap: this writer was fenced (%s); it refuses writes from now on", exc)
