@@ -6,7 +6,9 @@
     await store.close()
 
 Writes are ordinary SQL on one connection in autocommit mode. Triggers report the key of every changed
-row (see `core.tracker`); the flush loop (see `core.flusher`) ships them. Reads take no lock.
+row (see `core.tracker`); the flush loop (see `core.flusher`) ships them. Reads take no lock. Schema
+statements (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them at once
+(`_schema_statement`); migrations run at open (`core.migrations`).
 """
 
 from __future__ import annotations
@@ -163,15 +165,19 @@ class Store:
                     if m.version <= stored:
                         continue
                     log.info("tgsnap: migrating storage from schema version %d to %d", stored, m.version)
-                    async with self.transaction() as tx:
-                        for step in m.steps:
-                            if isinstance(step, str):
-                                tx.execute(step)
-                            else:
-                                result = step(tx)
-                                if hasattr(result, "__await__"):
-                                    await result
-                        tx.execute(f"PRAGMA user_version = {m.version}")
+                    try:
+                        async with self.transaction() as tx:
+                            for step in m.steps:
+                                if isinstance(step, str):
+                                    tx.execute(step)
+                                else:
+                                    result = step(tx)
+                                    if hasattr(result, "__await__"):
+                                        await result
+                            tx.execute(f"PRAGMA user_version = {m.version}")
+                    except (sqlite3.Error, ConfigError) as exc:
+                        raise ConfigError(f"migration {m.version} failed and was rolled back ({exc}); storage "
+                                          f"stays at schema version {stored}") from exc
                     await self.flush()  # the migration is durable (one delta) before the next one runs
                     stored = m.version
                     self._tell_replica_version()
@@ -257,11 +263,19 @@ class Store:
                 return fn(sql, params)
             finally:
                 tracker.schema_rolled_back()
+                if self._tx_marks is not None and self._tx is None:  # a raw BEGIN ... ROLLBACK
+                    tracker.restore_marks(self._tx_marks)
+                    self._tx_marks = None
         if not (isinstance(params, (tuple, list, dict)) and not params):
             raise ConfigError("a schema statement cannot take parameters (its SQL is replayed as is): "
                               f"{sql.strip()[:120]!r}")
-        if self._tx is not None and self._tx_marks is None:
-            self._tx_marks = tracker.snapshot_marks()
+        # Inside a transaction, a rollback may bring back tables whose marks this statement drops: keep a
+        # copy of the marks from before its first schema statement (extra marks after are harmless).
+        if conn.in_transaction:
+            if self._tx_marks is None:
+                self._tx_marks = tracker.snapshot_marks()
+        elif self._tx is None:
+            self._tx_marks = None
         before = tracker.schema_version()
         if word == "VACUUM":  # cannot run inside a savepoint; changes no schema object
             cur = fn(sql, params)
@@ -355,8 +369,10 @@ class Store:
                 saved, self._tx_marks = self._tx_marks, None
                 if rolled_back:
                     self._tracker.schema_rolled_back()
-                    if saved is not None:
-                        self._tracker.restore_marks(saved)  # positions mean nothing across a schema change
+                if saved is not None:
+                    # Positions mean nothing across a schema change, and a ROLLBACK run by the body may
+                    # have brought back a table whose marks a statement dropped: put them back.
+                    self._tracker.restore_marks(saved)
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
@@ -541,10 +557,21 @@ class Store:
 
 
 #: the first word of a statement that may change the schema (after whitespace and comments).
-_SCHEMA_WORD = re.compile(
+_SCHEMA_RE = re.compile(
     r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*(CREATE|ALTER|DROP|ANALYZE|REINDEX|VACUUM|ROLLBACK)\b",
     re.IGNORECASE | re.DOTALL,
 ).match
+#: first characters that can begin such a statement (or whitespace / a comment before it): INSERT,
+#: UPDATE, SELECT, WITH never pay for the regular expression.
+_MAYBE_SCHEMA = frozenset("CcAaDdRrVv-/")
+_SPACE = frozenset(" \t\r\n\f\v")
+
+
+def _SCHEMA_WORD(sql: str) -> re.Match[str] | None:  # noqa: N802 - reads like the constant it was
+    first = sql[:1]
+    if first in _SPACE:
+        first = sql.lstrip()[:1]
+    return _SCHEMA_RE(sql) if first in _MAYBE_SCHEMA else None
 
 
 def _fresh(exc: Exception) -> Exception:

@@ -153,8 +153,9 @@ class Tracker:
         #: schema change that bypassed Store (the capture then follows it, see `capture`).
         self.expected_schema_version = 0
         self._captured_uv = 0
-        #: old name -> new name of tables renamed since tracking began (a failed delta's keys follow).
-        self._renamed: dict[str, str] = {}
+        #: (old name, new name) of every table rename followed, in order (a failed delta's keys follow the
+        #: ones made after its capture; a name may be renamed away and back, so no dict).
+        self._renames: list[tuple[str, str]] = []
         #: root page of each tracked table (RENAME keeps it), to follow a renamed table's marks.
         self._roots: dict[str, int] = {}
         self._carried: dict[str, dict[Hashable, None]] = {}
@@ -221,7 +222,7 @@ class Tracker:
             self._drop_machinery(old)
             new = page_to_new.get(self._roots.get(name))
             if new is not None:
-                self._renamed[name] = new
+                self._renames.append((name, new))
                 if old.marks:
                     self._carried[new] = old.marks  # renamed: the marks name rows that now live under `new`
         for name, schema in current.items():
@@ -323,7 +324,7 @@ class Tracker:
             raise RuntimeError("capture inside an open transaction would not be a consistent cut")
         if retry is not None:
             self.remark(retry)
-        changes = ChangeSet(captured_at=time.time())
+        changes = ChangeSet(captured_at=time.time(), renames_seen=len(self._renames))
         actual = self.schema_version()
         if actual != self.expected_schema_version:
             # Not through Store.execute/transaction (a raw connection): follow it so capture keeps
@@ -390,9 +391,11 @@ class Tracker:
             self._deferred.append(changes)
             return
         self._unship_schema(changes)
+        later = self._renames[changes.renames_seen:]
         for name, tc in changes.tables.items():
-            while name in self._renamed:
-                name = self._renamed[name]
+            for old, new in later:
+                if name == old:
+                    name = new
             t = self._tables.get(name)
             if t is None:
                 continue

@@ -54,6 +54,9 @@ class ChangeSet:
     user_version: int | None = None
     #: True when `user_version` differs from the previous cut's, so the change set must ship.
     version_changed: bool = False
+    #: core's bookkeeping, never encoded: how many table renames the tracker had followed when this was
+    #: captured, so a failed change set's keys follow only the renames made after it.
+    renames_seen: int = field(default=0, repr=False, compare=False)
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.tables.values())

@@ -151,8 +151,8 @@ def _split_cut(changes: ChangeSet, fits, limit: int) -> list[ChangeSet]:
             return dataclasses.replace(changes, tables=tables)
         rest = {}
         for f in dataclasses.fields(changes):
-            if f.name in ("captured_at", "tables"):
-                continue
+            if f.name in ("captured_at", "tables", "user_version"):
+                continue  # every piece is at the same cut, so it carries the cut's user_version too
             if f.default is not dataclasses.MISSING:
                 rest[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:

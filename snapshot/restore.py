@@ -710,6 +710,11 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
                       progress: Progress | None = None, parallelism: int = 8, allow_plaintext: bool = False
                       ) -> bytes:
     """Download, verify and reassemble a snapshot's image; check the state digest."""
+    if [sh.index for sh in snap.shards] != list(range(len(snap.shards))):
+        # docs/formats.md §3: shards are listed in index order, 0, 1, 2, ...; the image is their
+        # concatenation in that order. A manifest that says otherwise is not guessed at.
+        raise RestoreError(f"snapshot at base seq {snap.base_seq}: shard indexes "
+                           f"{[sh.index for sh in snap.shards]} are not 0..{len(snap.shards) - 1} in order")
     parts = [(sh, j, p) for sh in snap.shards for j, p in enumerate(sh.parts)]
     image_sha = bytes.fromhex(snap.image_sha256)
     done = 0

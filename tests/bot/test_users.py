@@ -157,3 +157,16 @@ async def test_a_declared_table_that_differs_from_storage_is_refused_not_kept():
     await store.close()
     with pytest.raises(ConfigError, match="declared but not stored: registered_at, username"):
         await Store.open(MemoryBackend(medium), schema=SCHEMA)  # no migrations given
+
+
+async def test_a_failing_migration_is_rolled_back_and_named():
+    medium = MemoryStorage()
+    old = await Store.open(MemoryBackend(medium), schema=PREVIOUS_SCHEMA)
+    old.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Ann')")
+    await old.close()
+    broken = [Migration(1, "ALTER TABLE users ADD COLUMN username TEXT", "ALTER TABLE nope ADD COLUMN x")]
+    with pytest.raises(ConfigError, match="migration 1 failed and was rolled back .*stays at schema version 0"):
+        await Store.open(MemoryBackend(medium), schema=SCHEMA, migrations=broken)
+    store = await Store.open(MemoryBackend(medium), schema=SCHEMA, migrations=MIGRATIONS)  # the fixed release
+    assert store.schema_version == 1 and Users(store).profile(1) == ("Ann", None, None)
+    await store.close()

@@ -7,12 +7,14 @@ Each test drives the public Store API over the directory backend and restores as
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
 
 from core import ConfigError, Store, StoreConfig
 from snapshot.backends.local import LocalDirBackend
+from snapshot.errors import RestoreError
 from snapshot.replica import ReplicaConfig
 from snapshot.restore import restore
 
@@ -192,3 +194,84 @@ async def test_snapshot_of_a_store_with_no_tables(tmp_path):
     assert receipt.size >= 0
     await store.close()
     assert schema_of(await _restored(tmp_path)) == []
+
+
+async def test_a_schema_change_that_bypassed_store_is_made_durable_by_a_snapshot_at_that_cut(tmp_path, caplog):
+    store = await _open(tmp_path, schema=[USERS])
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Ann')")
+    await store.flush()
+    store._conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, v)")  # not through Store: not recorded
+    store._conn.execute("INSERT INTO raw VALUES (1, 'untracked when written')")
+    store.execute("UPDATE users SET clicks = 1")
+    await store.flush()
+    for _ in range(500):
+        if not store.stats().snapshot_in_progress and store.stats().deltas_since_snapshot == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert "outside Store.execute" in caplog.text
+    store.execute("INSERT INTO raw VALUES (2, 'tracked now')")
+    await store.flush()
+    expected = state_of(store._conn)
+    await store.abandon()
+    assert state_of(await _restored(tmp_path)) == expected
+
+
+async def test_shards_listed_out_of_index_order_are_refused():
+    from snapshot.manifest import ShardEntry, SnapshotEntry
+    from snapshot.restore import fetch_image
+
+    shard = {"raw_size": 1, "sha256": "00" * 32, "compressed_size": 1, "parts": []}
+    snap = SnapshotEntry(base_seq=1, base_hash="00" * 32, captured_at=0.0, epoch=1, image_size=2,
+                         image_sha256="00" * 32, shards=[ShardEntry(index=1, **shard), ShardEntry(index=0, **shard)])
+    with pytest.raises(RestoreError, match="not 0..1 in order"):
+        await fetch_image(None, snap, None)
+
+
+async def test_a_drop_undone_by_a_rollback_the_body_ran_keeps_the_earlier_dirty_rows(tmp_path):
+    store = await _open(tmp_path, schema=[USERS])
+    await store.flush()
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'dirty before the transaction')")
+    async with store.transaction() as tx:
+        tx.execute("DROP TABLE users")
+        tx.execute("ROLLBACK")  # the body ends the transaction itself
+    store.execute("BEGIN")
+    store.execute("ALTER TABLE users RENAME TO members")
+    store.execute("ROLLBACK")  # a raw transaction, rolled back
+    assert store.tables == ["users"]
+    await store.flush()
+    expected = state_of(store._conn)
+    await store.abandon()
+    assert state_of(await _restored(tmp_path)) == expected
+
+
+def test_every_piece_of_a_split_cut_carries_the_cuts_user_version():
+    from snapshot.changes import ChangeSet, TableChanges
+    from snapshot.delta import encode_body
+    from snapshot.replica import _split_cut
+
+    rows = [(i, "x" * 50) for i in range(40)]
+    cs = ChangeSet(1.0, {"t": TableChanges("t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v)", ["id", "v"], ["id"],
+                                           rows)}, schema=["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"],
+                   user_version=7, version_changed=True)
+    pieces = _split_cut(cs, lambda c: len(encode_body(c)) < 1000, 1000)
+    assert len(pieces) > 1 and pieces[0].schema and not any(p.schema for p in pieces[1:])
+    assert {p.user_version for p in pieces} == {7}  # a later piece must not reset it to 0 on apply
+
+
+async def test_a_failed_delta_follows_renames_made_after_it_even_away_and_back(open_store, replica):
+    from snapshot.errors import BackendError
+
+    store = await open_store()
+    await store.flush()
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Ann')")
+    replica.failures = [BackendError("storage down")]
+    replica.gate = asyncio.Event()
+    flushing = asyncio.create_task(store.flush())
+    await replica.entered.wait()
+    store.execute("ALTER TABLE users RENAME TO members")  # while the delta is in flight...
+    store.execute("ALTER TABLE members RENAME TO users")  # ...and back (this looped forever once)
+    store.execute("ALTER TABLE users RENAME TO people")
+    replica.gate.set()
+    await asyncio.wait_for(flushing, 5)
+    state = replica.state()
+    assert state.execute("SELECT chat_id, name FROM people").fetchall() == [(1, "Ann")]

@@ -35,6 +35,7 @@ SAMPLES = [
     OversizeRow("row too big", table="users", limit=1024),
     StorageBusy("held", writer_id="w", host="h", pid=7, expires_at=12.5, epoch=3),
     FencedError("fenced", rival_claim="ab" * 16, rival_epoch=4, rival_writer="w2", claim="cd" * 16),
+    OversizeRow("a row of table 't' is over the limit", table="t", limit=20_000_000),
     StoreClosed("closed"), TransactionConflict("busy"),
     sqlite3.OperationalError("database is locked"), OSError(28, "No space left on device"),
 ]
