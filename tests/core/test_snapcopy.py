@@ -183,17 +183,17 @@ async def test_a_schema_statement_during_the_copy_restarts_it(open_store, replic
     store = await open_store()
     await _fill(store)
     ran = threading.Event()
-    pending: list[int] = []
+    copying = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
     def between(copy, remaining):
-        if not ran.is_set() and not pending:
-            pending.append(remaining)
+        if not ran.is_set():
+            loop.call_soon_threadsafe(copying.set)  # from the copying thread, between two steps
 
     made = _slow_steps(monkeypatch, between)
 
     async def ddl_when_copying():
-        while not pending:
-            await asyncio.sleep(0)
+        await copying.wait()
         store.execute("CREATE TABLE extra (k INTEGER PRIMARY KEY)")
         store.execute("INSERT INTO extra VALUES (1)")
         ran.set()
