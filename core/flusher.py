@@ -300,7 +300,12 @@ class Flusher:
         if want_snapshot and not self._sync_image:
             # Off the loop: the copy starts after this cut, so this capture is not one it needs.
             want_snapshot = not self._begin_copy()
-        copy = self._catching_up()  # captured now = after the copy completed: it brings the copy forward
+        # Every capture made while a copy is being made or brought forward goes to it (captures made
+        # before it completed too: the rows they hold may have changed again before the copy ended, but
+        # then they are marked and a later capture carries them). Only a capture made after the copy
+        # completed can finish it: its cut is after the copy's instant.
+        copy = self._copy if self._copy is not None and not self._copy.finishing else None
+        final = copy is not None and copy.copied
         # ---- one synchronous step: the consistent cut ----
         # The image first: capture() only writes TEMP tables, so the image equals the state after this
         # capture; and a failing serialize then leaves every mark in place. (The other order took the
@@ -309,7 +314,7 @@ class Flusher:
         if image is not None:
             self._sync_image, self._copy_restarts = False, 0  # the next snapshot tries the copy again
         changes = self._tracker.capture()
-        requests = list(self._snapshot_requests) if (want_snapshot or copy is not None) else []
+        requests = list(self._snapshot_requests) if (want_snapshot or final) else []
         self._capture_no += 1
         number = self._capture_no
         since = self.dirty_since
@@ -320,7 +325,7 @@ class Flusher:
             self._became_durable(number)
             if image is not None:
                 self._start_snapshot(image, self._replica.status().last_seq, changes.captured_at, requests)
-            elif copy is not None:
+            elif copy is not None and final:
                 # Nothing changed since the last cut and nothing is in flight: live == copy == durable.
                 copy.finish(self._replica.status().last_seq, changes.captured_at, requests)
             return
@@ -349,7 +354,7 @@ class Flusher:
         self._became_durable(number)
         if image is not None:
             self._start_snapshot(image, receipt.seq, changes.captured_at, requests)
-        elif copy is not None and copy is self._copy:
+        elif final and copy is self._copy:
             copy.finish(receipt.seq, changes.captured_at, requests)
 
     async def _outside_transaction(self) -> None:

@@ -11,12 +11,17 @@ whole copy (hundreds of milliseconds at 10 M users). Instead:
    the live connection holds a write transaction (`store.transaction()` spanning awaits, a statement
    not yet reset) returns SQLITE_BUSY and is retried after `sleep`: the copy never sees uncommitted
    pages. So when the copy completes (time Tc) it equals the live state at Tc: not a cut.
-2. **Catch up.** Every row changed after the last cut before Tc is still marked dirty (or in a delta in
-   flight that, if it fails, is re-marked), so the change sets captured after Tc carry every row that
-   can differ from the copy, as full row images and deletes (idempotent). Each is applied to the copy
-   (worker thread, `snapshot.apply`) in capture order. Once one of them is durable with seq S, the copy
-   equals the state after delta S exactly; its file is read into the image (`base_seq = S`,
-   `captured_at` = that cut). An empty capture after Tc means live == copy == the durable state now.
+2. **Catch up.** Every change set captured after the copy began (c1, c2, ...; the cut just before it
+   is c0) is applied to the copy once it is complete (worker thread, `snapshot.apply`), in capture
+   order, whether or not its upload succeeds. After applying c1..ck, where ck was captured after Tc,
+   the copy equals the live state at ck's cut: a row in some ci holds its image at the last such ci's
+   cut, and it did not change after that cut (a change marks it, and a later capture up to ck, or the
+   re-capture of a failed one, carries it); a row in none did not change between c0's cut and ck's, so
+   its value at Tc is right. (Only captures after Tc could miss writes made between the last step and
+   the loop noticing the end, which is why the earlier ones are applied too: a property test found it.)
+   Full row images and deletes are idempotent, so an older image applied first is overwritten later.
+   Once such a ck is durable with seq S, the copy equals the state after delta S exactly: it becomes the
+   image (`base_seq = S`, `captured_at` = that cut). An empty ck means live == copy == the durable state.
 3. **Restart.** Schema statements are not idempotent: a statement that ran while the copy was made is
    already in the copy and would be replayed again by the delta that carries it. So a change set that
    carries schema statements, or a schema cookie that moved while copying (DDL, VACUUM), abandons the

@@ -6,10 +6,13 @@ during the copy end up in the snapshot exactly as of its base delta, that a sche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core import snapcopy
 from snapshot import image as image_mod
@@ -235,3 +238,70 @@ async def test_an_empty_store_still_snapshots(open_store, replica):
     receipt = await asyncio.wait_for(store.snapshot(), 10)
     assert replica.snapshots and receipt.base_seq == 0
     assert replica.state().execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("upsert"), st.integers(0, 400), st.text(max_size=30)),
+        st.tuples(st.just("delete"), st.integers(0, 400), st.just("")),
+        st.tuples(st.just("fail"), st.just(0), st.just("")),  # the next delta upload fails
+        st.tuples(st.just("flush"), st.just(0), st.just("")),
+        st.tuples(st.just("rollback"), st.integers(0, 400), st.text(max_size=5)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_property_writes_during_the_copy_the_image_equals_the_state_after_its_base(ops, monkeypatch):
+    """Whatever runs while the copy is made and brought forward (writes, failed uploads, rolled-back
+    transactions), the snapshot image equals the replay of deltas 1..base_seq exactly."""
+    from core import Store, StoreConfig
+    from snapshot.apply import apply_changes
+    from snapshot.errors import BackendError
+    from tests.core.conftest import USERS
+    from tests.core.fakes import FakeReplica
+
+    monkeypatch.setattr(snapcopy, "STEP_PAGES", 2)
+
+    async def run():
+        replica = FakeReplica()
+        store = await Store.open_replica(replica, schema=[USERS], config=StoreConfig(
+            flush_interval=3600.0, retry_min=0.001, retry_max=0.002))
+        try:
+            store.executemany("INSERT INTO users (chat_id, name) VALUES (?, ?)", [(i, "p" * 200) for i in range(300)])
+            await store.flush()
+            snap = asyncio.create_task(store.snapshot())
+            for op, key, text in ops:
+                if op == "upsert":
+                    store.execute("INSERT OR REPLACE INTO users (chat_id, name) VALUES (?, ?)", (key, text))
+                elif op == "delete":
+                    store.execute("DELETE FROM users WHERE chat_id = ?", (key,))
+                elif op == "fail":
+                    replica.failures.append(BackendError("upload failed", retryable=True))
+                elif op == "flush":
+                    store._flusher.hurry()
+                else:
+                    with contextlib.suppress(RuntimeError):
+                        async with store.transaction() as tx:
+                            tx.execute("INSERT OR REPLACE INTO users (chat_id, name) VALUES (?, ?)", (key, text))
+                            await asyncio.sleep(0)
+                            raise RuntimeError("roll back")
+                await asyncio.sleep(0)
+            receipt = await asyncio.wait_for(snap, 30)
+            image, base, _ = replica.snapshots[-1]
+            assert receipt.base_seq == base
+            expected = sqlite3.connect(":memory:", isolation_level=None)
+            for changes in replica.deltas[:base]:
+                apply_changes(expected, changes)
+            got = sqlite3.connect(":memory:")
+            if image:
+                got.deserialize(bytes(image))
+            assert rows(got, "users") == rows(expected, "users")
+            await store.flush()
+            assert rows(replica.state(), "users") == rows(store._conn, "users")
+        finally:
+            await store.abandon()
+
+    asyncio.run(run())
