@@ -60,7 +60,7 @@ class FakeReplica:
             await self.snapshot_gate.wait()
         if self.snapshot_failures:
             raise self.snapshot_failures.pop(0)
-        self.snapshots.append((image, base_seq, captured_at))
+        self.snapshots.append((bytes(image), base_seq, captured_at))  # a copy, as storage keeps one
         self.due = False
         self.bytes += len(image)
         return SnapshotReceipt(base_seq=base_seq, parts=1, size=len(image))
