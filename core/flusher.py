@@ -10,19 +10,27 @@ dirty again at once, so the next capture re-reads their newest images (and the c
 dropped: memory stays bounded by the live data). Retries back off exponentially, honouring
 `retry_after`.
 
-A snapshot image is serialized in the same synchronous step as a capture, so it equals the state after
-that capture's delta; it is written in the background once that delta is durable (base_seq = its seq),
-while deltas keep flowing.
+A snapshot image is prepared off the event loop (`core.snapcopy`): a worker thread copies the live
+database with SQLite's online backup API in small steps (the loop waits at most one step), then every
+change set captured after the copy completed is applied to the copy too; once one of those is durable
+with seq S the copy equals the state after delta S exactly, and it is written in the background with
+base_seq = S while deltas keep flowing. A schema statement during the copy restarts it; after a few
+restarts, or if the copy fails, the next snapshot serializes the image inside the synchronous cut as
+before (it then equals the state after that cut's delta; the loop stalls for the copy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import mmap
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
+from core import snapcopy
 from core.config import StoreConfig
 from core.tracker import Tracker
 from snapshot import image as image_mod
@@ -72,6 +80,11 @@ class Flusher:
         self._snapshot_retry_at = 0.0
         #: set when a cut held a row no delta can carry (OversizeRow): the next cut ships as a snapshot.
         self._oversize: str | None = None
+        #: the snapshot being prepared off the loop (see `core.snapcopy`), or None.
+        self._copy: _CopyJob | None = None
+        self._copy_restarts = 0
+        #: True: the next snapshot serializes inside the cut (the copy kept failing or restarting).
+        self._sync_image = False
 
         self._wake = asyncio.Event()
         self._stopping = False
@@ -99,6 +112,7 @@ class Flusher:
         """Let the loop finish its current step, then wait (bounded) for a snapshot being written."""
         self._stopping = True
         self._wake.set()
+        await self._drop_copy(keep_writing=True)
         tasks = [t for t in (self._task, self._snapshot_task) if t is not None and not t.done()]
         if tasks:
             done, pending = await asyncio.wait(tasks, timeout=within)
@@ -110,6 +124,7 @@ class Flusher:
     async def abandon(self) -> None:
         """Stop at once, as a crash would: nothing more is shipped, nothing is released."""
         self._stopping = True
+        await self._drop_copy(keep_writing=False)
         tasks = [t for t in (self._task, self._snapshot_task) if t is not None and not t.done()]
         for t in tasks:
             t.cancel()
@@ -219,7 +234,7 @@ class Flusher:
 
     @property
     def snapshot_in_progress(self) -> bool:
-        return self._snapshot_task is not None
+        return self._snapshot_task is not None or self._copy is not None
 
     def oldest_unflushed(self) -> float | None:
         return _earliest(self.dirty_since, self._in_flight_since)
@@ -271,7 +286,7 @@ class Flusher:
             self.last_error = f"lease renewal: {exc}"
 
     def _snapshot_wanted(self) -> bool:
-        if self._snapshot_task is not None:
+        if self._snapshot_task is not None or self._copy is not None:
             return False
         if self._snapshot_requests:
             return True
@@ -282,20 +297,31 @@ class Flusher:
             await self._ship_as_snapshot()
             return
         want_snapshot = self._snapshot_wanted()
-        if not (self.maybe_dirty() or want_snapshot):
+        if not (self.maybe_dirty() or want_snapshot or self._catching_up() is not None):
             return
         await self._outside_transaction()
-        if self._snapshot_task is None and self._tracker.schema_drifted():
-            # A schema change that bypassed Store (a raw connection) is in no delta: an image at this
-            # cut is the only way it becomes durable.
+        if self._snapshot_task is None and self._copy is None and self._tracker.schema_drifted():
+            # A schema change that bypassed Store (a raw connection) is in no delta: only an image after
+            # this cut makes it durable.
             want_snapshot = True
+        if want_snapshot and not self._sync_image:
+            # Off the loop: the copy starts after this cut, so this capture is not one it needs.
+            want_snapshot = not self._begin_copy()
+        # Every capture made while a copy is being made or brought forward goes to it (captures made
+        # before it completed too: the rows they hold may have changed again before the copy ended, but
+        # then they are marked and a later capture carries them). Only a capture made after the copy
+        # completed can finish it: its cut is after the copy's instant.
+        copy = self._copy if self._copy is not None and not self._copy.finishing else None
+        final = copy is not None and copy.copied
         # ---- one synchronous step: the consistent cut ----
         # The image first: capture() only writes TEMP tables, so the image equals the state after this
         # capture; and a failing serialize then leaves every mark in place. (The other order took the
         # marks and lost them when serialize raised, and a later capture satisfied their waiters.)
         image = image_mod.capture(self._conn) if want_snapshot else None
+        if image is not None:
+            self._sync_image, self._copy_restarts = False, 0  # the next snapshot tries the copy again
         changes = self._tracker.capture()
-        requests = list(self._snapshot_requests) if want_snapshot else []
+        requests = list(self._snapshot_requests) if (want_snapshot or final) else []
         self._capture_no += 1
         number = self._capture_no
         since = self.dirty_since
@@ -306,7 +332,12 @@ class Flusher:
             self._became_durable(number)
             if image is not None:
                 self._start_snapshot(image, self._replica.status().last_seq, changes.captured_at, requests)
+            elif copy is not None and final:
+                # Nothing changed since the last cut and nothing is in flight: live == copy == durable.
+                copy.finish(self._replica.status().last_seq, changes.captured_at, requests)
             return
+        if copy is not None:
+            copy.feed(changes)  # applied even if its upload fails: the re-capture is a superset
         self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
         if changes.version_changed:
             self._replica.schema_version = changes.user_version  # type: ignore[attr-defined]
@@ -340,6 +371,8 @@ class Flusher:
         self._became_durable(number)
         if image is not None:
             self._start_snapshot(image, receipt.seq, changes.captured_at, requests)
+        elif final and copy is self._copy:
+            copy.finish(receipt.seq, changes.captured_at, requests)
 
     async def _ship_as_snapshot(self) -> None:
         """One cut made durable by a snapshot instead of a delta (a row over the document limit): the
@@ -347,6 +380,9 @@ class Flusher:
         meanwhile, and this cut's waiters are released only once the snapshot is durable: a later
         delta does not hold this cut's rows, so its durability must not stand in for theirs. On
         failure the cut's keys are marked dirty again and the next step tries again."""
+        # A copy being made off the loop would miss this cut's change set (it is shipped by no delta):
+        # drop it; this snapshot supersedes it. One that is already an image is written first.
+        await self._drop_copy(keep_writing=True)
         if self._snapshot_task is not None:
             await asyncio.wait([self._snapshot_task])  # one snapshot at a time (base seqs only grow)
         await self._outside_transaction()
@@ -456,6 +492,81 @@ class Flusher:
             self._snapshot_task = None
             if self._snapshot_requests:
                 self._wake.set()
+            if isinstance(image, mmap.mmap):
+                # Unmapping a whole-database mapping takes ~100 ms at 10 M users: not on the loop. (A
+                # buffer still exported, which no caller keeps, would raise BufferError: then GC frees it.)
+                with contextlib.suppress(BufferError):
+                    await asyncio.to_thread(image.close)
+
+    # ---- snapshots prepared off the loop (core.snapcopy) -----------------------------------------
+
+    def _catching_up(self) -> _CopyJob | None:
+        """The copy, if it is complete and waiting for change sets captured after it."""
+        job = self._copy
+        return job if job is not None and job.copied and not job.finishing else None
+
+    def _begin_copy(self) -> bool:
+        """Start copying the live database in a worker thread; False if it cannot (then serialize now)."""
+        try:
+            scratch = snapcopy.ScratchCopy(self._conn)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("tgsnap: cannot make a scratch copy for the snapshot (%s); serializing in the cut", exc)
+            return False
+        job = _CopyJob(scratch, self._tracker.schema_version())
+        self._copy = job
+        job.task = asyncio.get_running_loop().create_task(self._run_copy(job), name="tgsnap-snapshot-copy")
+        return True
+
+    async def _run_copy(self, job: _CopyJob) -> None:
+        try:
+            await job.in_thread(job.scratch.copy)
+            if self._tracker.schema_version() != job.cookie:
+                raise snapcopy.CopyAbandoned("the schema changed while the database was copied")
+            job.copied = True
+            self._wake.set()  # the next capture (even an empty one) brings the copy forward
+            while True:
+                item = await job.queue.get()
+                if isinstance(item, ChangeSet):
+                    await job.in_thread(job.scratch.apply, item)
+                else:
+                    break
+            base_seq, captured_at, requests = item
+            image = await job.in_thread(job.scratch.image)
+        except snapcopy.CopyAbandoned as exc:
+            self._copy_restarts += 1
+            if self._copy_restarts >= _COPY_RESTARTS:
+                self._sync_image = True
+            log.info("tgsnap: snapshot copy restarted (%s)", exc)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Marks and waiters were never touched by the copy: the snapshot is simply tried again, in
+            # the cut this time.
+            log.warning("tgsnap: snapshot copy failed (%s); the next snapshot is serialized in the cut", exc)
+            self.last_error = f"snapshot copy: {type(exc).__name__}: {exc}"
+            self._sync_image = True
+            return
+        finally:
+            await job.close()
+            if self._copy is job:
+                self._copy = None
+            if self._snapshot_requests:
+                self._wake.set()
+        self._copy_restarts = 0
+        self._start_snapshot(image, base_seq, captured_at, requests)  # type: ignore[arg-type]
+
+    async def _drop_copy(self, keep_writing: bool) -> None:
+        """Stop a copy that is not yet an image (stop/abandon); nothing it holds is needed."""
+        job = self._copy
+        if job is None or job.task is None:
+            return
+        if keep_writing and job.finishing:
+            await asyncio.wait([job.task])  # only the file read is left; then the snapshot task writes it
+            return
+        job.scratch.abort()
+        job.task.cancel()
+        await asyncio.gather(job.task, return_exceptions=True)
 
     # ---- fencing ---------------------------------------------------------------------------------
 
@@ -464,6 +575,9 @@ class Flusher:
             return
         self.fenced = exc
         self._on_fence(exc)
+        if self._copy is not None and self._copy.task is not None and not self._copy.finishing:
+            self._copy.scratch.abort()  # no delta will bring it forward now
+            self._copy.task.cancel()
         self._stopping = True
         self._wake.set()
         log.error("tgsnap: this writer was fenced (%s); it refuses writes from now on", exc)
@@ -494,3 +608,40 @@ def _copy(exc: BaseException) -> BaseException:
     # One exception object raised in many tasks would collect everyone's tracebacks; the copy keeps
     # every field (retryable, retry_after, ref, ...).
     return copy_error(exc)
+
+
+#: copies abandoned in a row (schema statements while copying) before a snapshot is serialized in the cut.
+_COPY_RESTARTS = 3
+
+
+class _CopyJob:
+    """One snapshot copy: the scratch, its task, and the change sets handed to it in capture order."""
+
+    def __init__(self, scratch: snapcopy.ScratchCopy, cookie: int):
+        self.scratch = scratch
+        self.cookie = cookie  # PRAGMA schema_version when the copy began
+        self.task: asyncio.Task[None] | None = None
+        self.copied = False
+        self.finishing = False
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._thread: asyncio.Future[Any] | None = None
+
+    def feed(self, changes: ChangeSet) -> None:
+        self.queue.put_nowait(changes)
+
+    def finish(self, base_seq: int, captured_at: float, requests: list[asyncio.Future[SnapshotReceipt]]) -> None:
+        """The last change set fed (or none, for an empty capture) is durable at `base_seq`."""
+        self.finishing = True
+        self.queue.put_nowait((base_seq, captured_at, requests))
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # Kept, so a cancelled task can still wait for the thread before closing the scratch under it.
+        self._thread = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return await self._thread
+
+    async def close(self) -> None:
+        thread = self._thread
+        if thread is not None and not thread.done():
+            self.scratch.abort()
+            await asyncio.wait([thread])
+        await asyncio.get_running_loop().run_in_executor(None, self.scratch.close)

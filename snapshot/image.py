@@ -117,8 +117,14 @@ def assemble(frames: list[tuple[bytes, int, bytes]], *, image_size: int, image_s
 
 
 def connect() -> sqlite3.Connection:
-    """The in-memory connection restore hands back (usable from any thread the caller serialises)."""
-    return sqlite3.connect(":memory:", check_same_thread=False)
+    """The in-memory connection restore hands back (usable from any thread the caller serialises).
+
+    A memdb-VFS database (private: the name has no leading "/"), as `deserialize()` makes, even when
+    nothing is deserialized into it: SQLite's online backup of a plain ":memory:" database restarts at
+    every commit (its pager is in-memory mode), so a copy made in steps beside live writes (core's
+    snapshot copy) would never finish; a memdb database's commits update the copy instead.
+    """
+    return sqlite3.connect("file:tgsnap-live?vfs=memdb", uri=True, check_same_thread=False)
 
 
 def load(image: bytes, conn: sqlite3.Connection | None = None) -> sqlite3.Connection:

@@ -38,7 +38,9 @@ class FakeReplica:
 
     async def acquire(self, progress=None) -> Restored:
         self.acquired = True
-        return Restored(conn=sqlite3.connect(":memory:", check_same_thread=False), seq=0, captured_at=None)
+        from snapshot import image
+
+        return Restored(conn=image.connect(), seq=0, captured_at=None)  # as restore hands it (memdb)
 
     async def write_delta(self, changes: ChangeSet) -> DeltaReceipt:
         self.calls += 1
@@ -58,7 +60,7 @@ class FakeReplica:
             await self.snapshot_gate.wait()
         if self.snapshot_failures:
             raise self.snapshot_failures.pop(0)
-        self.snapshots.append((image, base_seq, captured_at))
+        self.snapshots.append((bytes(image), base_seq, captured_at))  # a copy, as storage keeps one
         self.due = False
         self.bytes += len(image)
         return SnapshotReceipt(base_seq=base_seq, parts=1, size=len(image))

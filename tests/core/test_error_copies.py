@@ -103,6 +103,7 @@ async def test_a_failing_image_at_the_cut_loses_no_marks_and_satisfies_no_waiter
         return real(conn)
 
     monkeypatch.setattr(core.flusher.image_mod, "capture", failing)
+    store._flusher._sync_image = True  # the in-cut image (the fallback when the copy off the loop fails)
     store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'a')")
     replica.snapshot_gate = asyncio.Event()  # the image (which would hold the row anyway) is not stored yet
     snap = asyncio.create_task(store.snapshot())
