@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure tgsnap side by side with the article's method (SELECT * -> json.dumps backup,\n"
             "json.loads -> executemany restore) on one synthetic clicker population, and print the\n"
-            "results as JSON with ratios against the BRIEF's targets. Timings are wall-clock on this\n"
+            "results as JSON with ratios against the project's targets. Timings are wall-clock on this\n"
             "machine; the ratios are what to compare across machines. Progress goes to stderr."
         ),
         epilog=EXAMPLES + "\nmeasures: " + ", ".join(f"{m.name} ({m.summary})"
-                                             # BRIEF order, not import order (which depends on who imported first)
+                                             # the targets' order, not import order (it depends on who imported first)
                                              for m in sorted(MEASURES.values(), key=lambda m: _brief_order(m.name))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _brief_order(name: str) -> int:
-    # BRIEF section 5's table
+    # the targets table
     order = ["delta", "snapshot", "restore", "restore_emulator", "writes", "rpo", "memory", "upload", "handler",
              "e2e", "stall"]
     return order.index(name) if name in order else len(order)

@@ -1,6 +1,6 @@
 """The measures: each one a named function of a shared Context, returning a JSON-able dict.
 
-Every measure reports its raw figures, the ratio against the article's method where the BRIEF states a
+Every measure reports its raw figures, the ratio against the article's method where the project states a
 target, the target itself, and `meets_target`. The article's baseline is computed once per run, on the
 same population, in the same process.
 """

@@ -4,7 +4,7 @@ A live `core.Store` holding the population serves clicks arriving at a fixed rat
 an `UPDATE … RETURNING` by key, as the clicker's), while a ticker task sleeps 1 ms at a time and records
 how late it wakes. Then `store.snapshot()` runs under that load. Reported: the longest gap the ticker
 saw and the click latency (arrival to answer, so a stalled loop counts against every click waiting
-behind it) at p50/p99/max, before and during the snapshot. The BRIEF's target is a stall of at most
+behind it) at p50/p99/max, before and during the snapshot. The target is a stall of at most
 50 ms at 10 M users; this measure only measures (the capture path is core's).
 """
 

@@ -1,4 +1,4 @@
-"""The measure bodies, one per BRIEF section 5 line, each against the article's method on the same data."""
+"""The measure bodies, one per line of the targets table, each against the article's method on the same data."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def memory(ctx: Context) -> dict[str, Any]:
 
     got = measure_in_subprocess(ctx.users, ctx.seed, ctx.storage_dir)
     mib = got["rss_delta_bytes"] / 2**20
-    # the BRIEF's bound is for 1 M users; scale it linearly for smaller runs
+    # the target's bound is for 1 M users; scale it linearly for smaller runs
     bound = 300 * ctx.users / 1_000_000
     return {**got, "rss_delta_mib": round(mib, 1), "bytes_per_user": round(got["rss_delta_bytes"] / ctx.users, 1),
             **_verdict(round(mib, 1), "<=", round(bound, 1))}
