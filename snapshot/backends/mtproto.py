@@ -618,15 +618,6 @@ class MTProtoBackend(Backend):
             raise DocumentNotFound(ref)
         return await self._download(mid, doc, f"manifest slot {mid}")
 
-    async def read_manifest(self) -> bytes | None:
-        msg = await self._pinned_message()
-        if msg is None:
-            if self._manifest_id is not None:
-                raise BackendError(str(channel.lost_pin(self.chat_title, self._manifest_id)), retryable=False)
-            return None
-        doc = _document(msg)
-        assert doc is not None
-        return await self._download(msg.id, doc, f"manifest {msg.id}")
 
     async def delete(self, refs: list[str]) -> None:
         """Delete superseded documents within Telegram's rules (bots: only messages younger than 48 h, in
