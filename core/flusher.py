@@ -340,7 +340,7 @@ class Flusher:
             copy.feed(changes)  # applied even if its upload fails: the re-capture is a superset
         self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
         if changes.version_changed:
-            self._replica.schema_version = changes.user_version  # type: ignore[attr-defined]
+            self._replica.schema_version = changes.user_version
         try:
             receipt = await self._replica.write_delta(changes)
         except FencedError:
@@ -371,7 +371,7 @@ class Flusher:
         self._became_durable(number)
         if image is not None:
             self._start_snapshot(image, receipt.seq, changes.captured_at, requests)
-        elif final and copy is self._copy:
+        elif final and copy is not None and copy is self._copy:
             copy.finish(receipt.seq, changes.captured_at, requests)
 
     async def _ship_as_snapshot(self) -> None:
@@ -399,7 +399,7 @@ class Flusher:
         self.changes_mark = self._conn.total_changes
         # ---- end of the cut ----
         if changes.version_changed:
-            self._replica.schema_version = changes.user_version  # type: ignore[attr-defined]
+            self._replica.schema_version = changes.user_version
         self._in_flight, self._in_flight_no, self._in_flight_since = changes, number, since
         try:
             receipt = await self._replica.write_snapshot(image, self._replica.last_seq, changes.captured_at)
@@ -554,7 +554,7 @@ class Flusher:
             if self._snapshot_requests:
                 self._wake.set()
         self._copy_restarts = 0
-        self._start_snapshot(image, base_seq, captured_at, requests)  # type: ignore[arg-type]
+        self._start_snapshot(image, base_seq, captured_at, requests)
 
     async def _drop_copy(self, keep_writing: bool) -> None:
         """Stop a copy that is not yet an image (stop/abandon); nothing it holds is needed."""

@@ -18,7 +18,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,7 +36,8 @@ from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
 
 log = logging.getLogger("tgsnap.core")
 
-Params = Iterable[Any] | dict[str, Any]
+#: what sqlite3 binds: a sequence for `?` placeholders, a mapping for named ones.
+Params = Sequence[Any] | Mapping[str, Any]
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -213,7 +214,7 @@ class Store:
 
     def _tell_replica_version(self) -> None:
         # The replica records it in the manifest (format 3); older replicas simply carry the attribute.
-        self._replica.schema_version = self.schema_version  # type: ignore[attr-defined]
+        self._replica.schema_version = self.schema_version
 
     # ---- SQL -------------------------------------------------------------------------------------
 
@@ -256,7 +257,9 @@ class Store:
         ... AS SELECT` makes such tables, a NULL-able key, a virtual table) it is rolled back and
         ConfigError says why, so nothing untracked is ever acknowledged.
         """
-        word = _SCHEMA_WORD(sql).group(1).upper()  # type: ignore[union-attr]
+        found = _SCHEMA_WORD(sql)
+        assert found is not None, "execute routes only schema statements here"
+        word = found.group(1).upper()
         conn, tracker = self._conn, self._tracker
         if word == "ROLLBACK":
             try:
@@ -576,4 +579,4 @@ def _SCHEMA_WORD(sql: str) -> re.Match[str] | None:  # noqa: N802 - reads like t
 
 def _fresh(exc: Exception) -> Exception:
     """A copy to raise (one object raised in many places would collect everyone's tracebacks)."""
-    return copy_error(exc)  # type: ignore[return-value]
+    return copy_error(exc)

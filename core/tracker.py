@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Hashable
+from typing import cast
 
 from core.schema import INTERNAL_PREFIX, TableSchema, application_tables, quote, read_table
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
@@ -123,7 +124,8 @@ class _TableTracking:
     def take(self) -> list[tuple[Value, ...]]:
         keys = list(self.marks)
         self.marks.clear()
-        return [(k,) for k in keys] if self.single else keys  # type: ignore[misc]
+        # the marks are key values: bare ones for a one-column key (the C fast path above), tuples otherwise
+        return cast("list[tuple[Value, ...]]", [(k,) for k in keys] if self.single else keys)
 
     def remark(self, keys: list[tuple[Value, ...]]) -> None:
         setdefault = self.marks.setdefault
@@ -152,7 +154,7 @@ class Tracker:
         #: `PRAGMA schema_version` the recorded statements explain; another value at capture means a
         #: schema change that bypassed Store (the capture then follows it, see `capture`).
         self.expected_schema_version = 0
-        self._captured_uv = 0
+        self._captured_uv: int | None = 0  # None: the captured user_version never reached storage
         #: (old name, new name) of every table rename followed, in order (a failed delta's keys follow the
         #: ones made after its capture; a name may be renamed away and back, so no dict).
         self._renames: list[tuple[str, str]] = []
@@ -410,7 +412,7 @@ class Tracker:
         if changes.schema:
             self.schema_log[:0] = [(0, sql) for sql in changes.schema]  # cookie 0: no rollback undoes them
             changes.schema = []
-        self._captured_uv = None  # type: ignore[assignment]
+        self._captured_uv = None
 
     def _ddl(self, name: str) -> str:
         row = self._conn.execute("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (name,))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-async def gather_limited(thunks: list[Callable[[], Awaitable]], limit: int) -> list:
+async def gather_limited(thunks: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
     """Run `thunks` with at most `limit` in flight; results in order; the first error cancels the rest."""
     sem = asyncio.Semaphore(max(1, limit))
 
-    async def one(t):
+    async def one(t: Callable[[], Awaitable[T]]) -> T:
         async with sem:
             return await t()
 
@@ -18,7 +21,7 @@ async def gather_limited(thunks: list[Callable[[], Awaitable]], limit: int) -> l
     try:
         return await asyncio.gather(*tasks)
     except BaseException:
-        for t in tasks:
-            t.cancel()
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise

@@ -8,8 +8,12 @@ and fields intact: `__reduce__` rebuilds the object from its `args` and `__dict_
 
 from __future__ import annotations
 
+from typing import TypedDict, TypeVar
 
-def copy_error(exc: BaseException) -> BaseException:
+E = TypeVar("E", bound=BaseException)
+
+
+def copy_error(exc: E) -> E:
     """A fresh copy of `exc` (no traceback), with every field it carries: its args and its `__dict__`
     (`retryable`, `retry_after`, `ref`, structured fields) and its cause. Works for any exception, not
     only tgsnap's: rebuilding through the constructor (`type(exc)(*exc.args)`) is wrong for any class
@@ -53,6 +57,13 @@ class NoStorage(TgsnapError):
     holds nothing (exit 5). Told apart from success so that a typo in --storage-dir, or a script run
     against the wrong channel, does not pass for healthy storage that happens to be empty, and so that a
     bot pointed at a mistyped directory does not start empty."""
+
+
+class TelegramAnswer(TypedDict, total=False):
+    """What Telegram said, as `BackendError`'s keyword arguments (backends build it once per error)."""
+
+    telegram_error: str | None
+    telegram_code: int | None
 
 
 class BackendError(TgsnapError):

@@ -43,7 +43,7 @@ try:  # an optional extra: pip install 'tgsnap[postgres]'
     from psycopg import sql as pgsql
     from psycopg.conninfo import conninfo_to_dict
 except ImportError:  # pragma: no cover - exercised only without the extra
-    psycopg = None  # type: ignore[assignment]
+    psycopg = None  # type: ignore[assignment]  # a module or None; _need_psycopg() guards every use
 
 #: the cursor table a follower (or an export it continues from) keeps in the target schema.
 CURSOR_TABLE = "_tgsnap_follow"

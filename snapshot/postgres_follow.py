@@ -388,7 +388,8 @@ class Follower:
                 await copy.write_row((*r, i))
 
     async def run(self, *, interval: float = 2.0, once: bool = False, stop: asyncio.Event | None = None,
-                  report: Callable[[StepResult], None] | None = None, max_failures: int | None = None) -> StepResult:
+                  report: Callable[[StepResult], None] | None = None, max_failures: int | None = None
+                  ) -> StepResult | None:
         """Pass after pass, `interval` apart, until `stop` is set (or one pass if `once`). Outages of storage
         or PostgreSQL are retried with backoff (up to `max_failures` in a row, if given); a decision the
         operator must make (FollowError, a refused statement) ends the run with that error."""
@@ -420,7 +421,7 @@ class Follower:
             if once or await _sleep(interval, stop):
                 break
         assert last is not None or not once
-        return last  # type: ignore[return-value]
+        return last  # None only when `stop` was set before a first pass
 
 
 async def _sleep(seconds: float, stop: asyncio.Event | None) -> bool:

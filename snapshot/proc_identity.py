@@ -18,9 +18,10 @@ not mounted, a lease written by an older tgsnap) is no proof.
 from __future__ import annotations
 
 import os
+from typing import Any, TypedDict
 
 #: tests only (tests/adversary/writer.py): values this process claims instead of its own.
-PRETEND: dict[str, object] = {}
+PRETEND: dict[str, Any] = {}
 
 
 def _read(path: str) -> str | None:
@@ -56,11 +57,18 @@ def start_time(pid: int | str = "self") -> int | None:
         return None
 
 
-def identity() -> dict[str, object]:
+class Identity(TypedDict):
+    """The lease fields that identify a process (`Lease.boot_id`, `pid_ns`, `start_time`)."""
+
+    boot_id: str | None
+    pid_ns: str | None
+    start_time: int | None
+
+
+def identity() -> Identity:
     """The lease fields that identify this process: boot_id, pid_ns, start_time."""
-    mine: dict[str, object] = {"boot_id": boot_id(), "pid_ns": pid_namespace(), "start_time": start_time()}
-    mine.update((k, v) for k, v in PRETEND.items() if k in mine)
-    return mine
+    return Identity(boot_id=PRETEND.get("boot_id", boot_id()), pid_ns=PRETEND.get("pid_ns", pid_namespace()),
+                    start_time=PRETEND.get("start_time", start_time()))
 
 
 def proc_is_ours() -> bool:

@@ -27,6 +27,8 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from snapshot import image as image_mod
 from snapshot import proc_identity, retention
@@ -310,7 +312,7 @@ class Replica:
                         state=state, claimed_from=self._claimed_from, schema_version=self.schema_version,
                         history=history)
 
-    async def _rival(self, ref: str | None) -> dict:
+    async def _rival(self, ref: str | None) -> dict[str, Any]:
         """What a newer slot says about its claimer (best effort: the fence stands either way)."""
         if ref is None:
             return {}
@@ -322,7 +324,7 @@ class Replica:
                                     ref=f"manifest slot {ref}")
         except (TgsnapError, ValueError):
             return {}
-        out = {"rival_claim": m.claim_id, "rival_epoch": m.epoch}
+        out: dict[str, Any] = {"rival_claim": m.claim_id, "rival_epoch": m.epoch}
         if m.lease is not None:
             out["rival_writer"] = m.lease.writer_id
             out["_lease"] = m.lease
@@ -332,7 +334,8 @@ class Replica:
         """The check of "store, then check": FencedError (for good) unless our slot is still the newest,
         as read after the store that just returned."""
         try:
-            newer = await self.backend.newer_slot(self._slot, stored=stored)  # type: ignore[arg-type]
+            assert self._slot is not None, "checked only after the claim made the slot"
+            newer = await self.backend.newer_slot(self._slot, stored=stored)
         except DocumentNotFound:
             raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: its manifest slot "
                               f"{self._slot} vanished from storage {self.backend.info.name}; this writer stops "
@@ -370,7 +373,8 @@ class Replica:
                               last_ref=last_ref, history=history)
             data = encode_manifest(m, cipher=self.cipher, prev=self._manifest_hash)
             try:
-                await self.backend.replace_slot(self._slot, data)  # type: ignore[arg-type]
+                assert self._slot is not None, "published only after the claim made the slot"
+                await self.backend.replace_slot(self._slot, data)
             except DocumentNotFound:
                 raise self._fence(f"writer {self.writer_id} (epoch {self._epoch}) was fenced: its manifest slot "
                                   f"{self._slot} vanished from storage {self.backend.info.name}") from None
@@ -657,7 +661,8 @@ class Replica:
         limit = self.backend.info.max_document_size
         packed: list[DeltaEntry] = []
         while docs:
-            group, size = [], 0
+            group: list[tuple[DeltaEntry, bytes]] = []
+            size = 0
             while docs and (not group or size + len(docs[0][1]) <= limit):
                 group.append(docs.pop(0))
                 size += len(group[-1][1])
@@ -728,7 +733,7 @@ class Replica:
                 return PartEntry(ref=ref, size=len(data), sha256=sha.hex())
 
             try:
-                entries = await gather_limited([lambda a=a: upload(*a) for a in jobs], cfg.parallelism)
+                entries = await gather_limited([partial(upload, *a) for a in jobs], cfg.parallelism)
             except BaseException:
                 # The manifest never saw these parts: remove them (best effort) and keep the old snapshot.
                 await self._delete_quietly(stored)
@@ -787,7 +792,8 @@ class Replica:
         limit = self.backend.info.max_document_size
         moved: dict[int, DeltaEntry] = {}
         while inline:
-            group, size = [], 0
+            group: list[DeltaEntry] = []
+            size = 0
             while inline and (not group or size + inline[0].size <= limit):
                 group.append(inline.pop(0))
                 size += group[-1].size

@@ -20,6 +20,7 @@ import dataclasses
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from snapshot import image as image_mod
 from snapshot.apply import apply_changes
@@ -38,7 +39,7 @@ from snapshot.errors import (
     TgsnapError,
 )
 from snapshot.formatting import when
-from snapshot.manifest import DeltaEntry, Lease, Manifest, SnapshotEntry, decode_manifest
+from snapshot.manifest import DeltaEntry, Lease, Manifest, PartEntry, ShardEntry, SnapshotEntry, decode_manifest
 from snapshot.naming import DELTA_NAME
 from snapshot.restore_plan import RestorePlan
 from snapshot.restored import Progress, Restored
@@ -57,6 +58,8 @@ async def entry_bytes(backend: Backend, e: DeltaEntry, packs: dict[str, bytes] |
             packs[e.pack] = data
     else:
         data = packs[e.pack]
+    if e.offset is None:  # decode_manifest refuses such an entry; one built in memory is named, not sliced
+        raise CorruptDocument(e.ref, f"packed delta seq {e.seq} has no offset in its pack {e.pack}")
     return data[e.offset:e.offset + e.size]  # a short slice fails the hash check, named by the entry
 
 
@@ -216,9 +219,11 @@ async def refuse_orphaned_documents(backend: Backend) -> None:
 
 
 def _order(backend: Backend, listed: DeltaEntry | None, ref: str) -> tuple:
-    if listed is not None and listed.document is None:
+    if listed is None:
+        return backend.order_key(ref)
+    if listed.document is None:
         return ()  # inline: no storage position (listed entries are one per seq anyway)
-    return backend.order_key(listed.document if listed is not None else ref)
+    return backend.order_key(listed.document)
 
 
 async def _fetch_delta(backend: Backend, ref: str, cipher: Cipher | None, allow_plaintext: bool,
@@ -272,11 +277,11 @@ def _select(cands: list[Candidate], base_seq: int, base_hash: bytes, ignored: li
         if c.error is not None:
             height[id(c)] = -1
             continue
-        kids = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] > 0]
+        below = [height[id(k)] for k in children(c.seq, c.hash, c.epoch) if height[id(k)] > 0]
         if c.continued:
-            height[id(c)] = 1 + max(kids) if kids else 0
+            height[id(c)] = 1 + max(below) if below else 0
         else:
-            height[id(c)] = 1 + max(kids, default=0)
+            height[id(c)] = 1 + max(below, default=0)
 
     chain: list[Candidate] = []
     seq, hsh, epoch = base_seq, base_hash, 0
@@ -284,9 +289,9 @@ def _select(cands: list[Candidate], base_seq: int, base_hash: bytes, ignored: li
         kids = children(seq, hsh, epoch)
         good = [k for k in kids if k.error is None]
         if not good:
-            bad = [k for k in kids if k.error is not None]
+            bad = [k.error for k in kids if k.error is not None]
             if bad:
-                raise bad[0].error  # type: ignore[misc]
+                raise bad[0]
             break
         best = max(good, key=lambda k: (k.epoch, height[id(k)], k.captured_at, k.order))
         for k in kids:
@@ -415,7 +420,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
                 raise ChainError(f"delta seq {span} (pack {ref}) is listed in the manifest but missing from "
                                  "storage") from None
 
-        await gather_limited([lambda r=r: fetch_pack(r) for r in pack_refs], parallelism)
+        await gather_limited([partial(fetch_pack, r) for r in pack_refs], parallelism)
     if backend.info.can_discover and _discover:
         known_parts = {p.ref for p in snap.parts} if snap else set()
         for ref, name in await backend.discover_named(m.last_ref if m else None):
@@ -450,7 +455,7 @@ async def plan(backend: Backend, key: bytes | Cipher | None = None, to_seq: int 
         _notify(progress, "fetch-deltas", done, len(todo))
         return c
 
-    found = await gather_limited([lambda r=r, e=e: fetch(r, e) for r, e in todo], parallelism)
+    found = await gather_limited([partial(fetch, r, e) for r, e in todo], parallelism)
     ignored: list[str] = []
     forks: list[str] = []
     foreign: list[str] = []
@@ -529,8 +534,10 @@ async def _plan_point(backend: Backend, cipher: Cipher | None, m: Manifest, head
     points = m.history
     if to_seq is not None:
         usable = [h for h in points if h.base_seq <= to_seq]
+    elif to_time is not None:
+        usable = [h for h in points if h.captured_at is None or h.captured_at <= to_time]
     else:
-        usable = [h for h in points if h.captured_at is None or h.captured_at <= to_time]  # type: ignore[operator]
+        raise ValueError("a point before the current snapshot needs a target seq or time")
     if not usable:
         oldest = points[0]
         target = f"seq {to_seq}" if to_seq is not None else when(to_time)
@@ -557,7 +564,7 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
     image_sha = bytes.fromhex(snap.image_sha256)
     done = 0
 
-    async def one(sh, j, p) -> bytes:
+    async def one(sh: ShardEntry, j: int, p: PartEntry) -> bytes:
         nonlocal done
         where = f"snapshot part (shard {sh.index}, part {j} of {len(sh.parts)}, base seq {snap.base_seq})"
         try:
@@ -581,7 +588,7 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
         _notify(progress, "download", done, len(parts))
         return body
 
-    bodies = await gather_limited([lambda a=a: one(*a) for a in parts], parallelism)
+    bodies = await gather_limited([partial(one, *a) for a in parts], parallelism)
     frames, k = [], 0
     for sh in snap.shards:
         n = len(sh.parts)

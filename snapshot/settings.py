@@ -267,7 +267,7 @@ class StorageSettings:
                 values["mode"] = "botapi"
             else:
                 values["mode"] = "local"
-        return cls(**values).validate()  # type: ignore[arg-type]
+        return cls(**values).validate()  # type: ignore[arg-type]  # values are parsed per field above, validate() judges them
 
 
 def check_token(name: str, text: str, *, several: bool = False) -> None:

@@ -317,7 +317,8 @@ async def _verify_deltas(reader: Backend, manifest: Manifest, mhash: bytes, head
             prev = bytes.fromhex(entry.hash)
         else:
             report.add(Check("delta", entry.ref, entry.seq, True, size=entry.size))
-            prev = document_hash(data)  # type: ignore[arg-type]
+            assert isinstance(data, bytes)  # a reason (str) instead of bytes fails the checks above
+            prev = document_hash(data)
         expected_seq += 1
     # The chain as restore selects it: also finds deltas stored after the manifest was last published.
     try:

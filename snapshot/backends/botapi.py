@@ -45,7 +45,7 @@ from snapshot.backend import Backend, BackendInfo, Slot, SlotRace
 from snapshot.backends import telegram_channel as channel
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
 from snapshot.backends.telegram_retry import RetryPolicy, call
-from snapshot.errors import BackendError, ConfigError, DocumentNotFound
+from snapshot.errors import BackendError, ConfigError, DocumentNotFound, TelegramAnswer
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,9 @@ _GONE_FILE = ("invalid file_id", "wrong file identifier", "file not found")
 
 def _classify(exc: BaseException) -> BackendError | ConfigError | None:
     """aiogram's exceptions → what to do, with telegram-bot-api's description and code kept on the error."""
+    named: TelegramAnswer = {}
     if isinstance(exc, TelegramAPIError):
         named = {"telegram_error": exc.message, "telegram_code": _code(exc)}
-    else:
-        named = {}
     if isinstance(exc, TelegramRetryAfter):
         return BackendError(f"Telegram flood control: retry after {exc.retry_after}s", retryable=True,
                             retry_after=float(exc.retry_after), **named)

@@ -28,6 +28,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from telethon import TelegramClient, errors, utils
 from telethon.sessions import StringSession
@@ -40,7 +41,7 @@ from snapshot.backends import telegram_channel as channel
 from snapshot.backends import telethon_compat as compat
 from snapshot.backends.telegram_budget import BudgetConfig, ChatBudget, shared_budget
 from snapshot.backends.telegram_retry import RetryPolicy, call
-from snapshot.errors import BackendError, ConfigError, DocumentNotFound
+from snapshot.errors import BackendError, ConfigError, DocumentNotFound, TelegramAnswer
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _classify(exc: BaseException) -> BackendError | ConfigError | None:
     class-level `message` (which reads 'BAD_REQUEST' for every 400)."""
     if isinstance(exc, errors.RPCError):
         name, code = compat.rpc_name(exc), compat.rpc_code(exc)
-        named = {"telegram_error": name, "telegram_code": code}
+        named: TelegramAnswer = {"telegram_error": name, "telegram_code": code}
         flood = _FLOOD.fullmatch(name)
         if flood or code == 420:
             seconds = int(flood.group(2)) if flood else int(getattr(exc, "seconds", 0) or 1)
@@ -597,7 +598,7 @@ class MTProtoBackend(Backend):
                     for msg in await self._messages(gap[i:i + 100]):
                         doc = _document(msg) if isinstance(msg, types.Message) else None
                         if doc is not None and channel.is_manifest_name(_file_name(doc)):
-                            rival = msg.id if rival is None else max(rival, msg.id)  # type: ignore[attr-defined]
+                            rival = msg.id if rival is None else max(rival, msg.id)
                 if rival is not None:
                     return str(rival)
                 self._checked = top
@@ -820,9 +821,9 @@ class MTProtoBackend(Backend):
                         if not f.done():
                             f.set_result(msg)
         finally:
-            self._lookup_tasks.discard(task)  # type: ignore[arg-type]
+            self._lookup_tasks.discard(task)
 
-    async def _messages(self, ids: list[int]) -> list[object]:
+    async def _messages(self, ids: list[int]) -> list[Any]:  # Telethon's messages (untyped) or None
         answer = await self._rpc(
             functions.channels.GetMessagesRequest(self._channel, [types.InputMessageID(i) for i in ids]),
             "reading messages")
@@ -843,7 +844,7 @@ class MTProtoBackend(Backend):
             ids = list(range(start, start + 100))
             for msg in await self._messages(ids):
                 if msg is not None:
-                    last_seen = max(last_seen, msg.id)  # type: ignore[attr-defined]
+                    last_seen = max(last_seen, msg.id)
                     if isinstance(msg, types.Message):
                         found.append(msg)
             start += 100

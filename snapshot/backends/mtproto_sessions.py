@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from snapshot.errors import ConfigError
@@ -37,7 +38,7 @@ from snapshot.errors import ConfigError
 MAX_SLOTS = 32
 
 
-def default_dir(env: dict[str, str] | None = None) -> Path:
+def default_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("TGSNAP_MTPROTO_SESSION_DIR"):
         return Path(env["TGSNAP_MTPROTO_SESSION_DIR"])

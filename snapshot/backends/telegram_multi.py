@@ -22,12 +22,25 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Protocol, runtime_checkable
 
 from snapshot.backend import Backend, BackendInfo, Slot
 from snapshot.errors import ConfigError, DocumentNotFound
 
 _REF = re.compile(r"^(\d+):(\d+):([\d,]*)/(.+)$", re.S)
 _LABEL = re.compile(r"^(\d+):(\d+):([\d,]*)$")
+
+
+@runtime_checkable
+class LabeledLane(Protocol):
+    """What a lane needs for multi-lane discovery (the MTProto backend has it, the Bot API one not)."""
+
+    @property
+    def tip(self) -> int: ...
+
+    async def put_labeled(self, name: str, data: bytes, label: str) -> str: ...
+
+    async def discover_labeled(self, after: str | None) -> list[tuple[str, str | None, str | None]]: ...
 
 
 def _tips(text: str) -> list[int]:
@@ -43,7 +56,9 @@ class MultiChannelBackend(Backend):
         self.lanes = lanes
         self._last_n = 0
         self._next = 0
-        self._labeled = all(hasattr(lane, "put_labeled") and hasattr(lane, "discover_labeled") for lane in lanes)
+        labeled: list[LabeledLane] = [lane for lane in lanes if isinstance(lane, LabeledLane)]
+        #: the lanes again, when every one can label its documents (else None: no discovery).
+        self._labeled: list[LabeledLane] | None = labeled if len(labeled) == len(lanes) else None
 
     def __repr__(self) -> str:
         return f"MultiChannelBackend({self.lanes!r})"
@@ -63,7 +78,7 @@ class MultiChannelBackend(Backend):
         infos = [lane.info for lane in self.lanes]
         return BackendInfo(
             name="multi:" + "+".join(i.name for i in infos),
-            can_discover=self._labeled and all(i.can_discover for i in infos),
+            can_discover=self._labeled is not None and all(i.can_discover for i in infos),
             max_document_size=min(i.max_document_size for i in infos),
             manifest_min_interval=infos[0].manifest_min_interval,
             delete_window=min((i.delete_window for i in infos if i.delete_window is not None), default=None),
@@ -103,12 +118,12 @@ class MultiChannelBackend(Backend):
     async def put(self, name: str, data: bytes) -> str:
         i = self._pick()
         n = self._stamp()
-        tips = ",".join(str(lane.tip) for lane in self.lanes) if self._labeled else ""  # type: ignore[attr-defined]
-        lane = self.lanes[i]
-        if self._labeled:
-            inner = await lane.put_labeled(name, data, f"{n}:{i}:{tips}")  # type: ignore[attr-defined]
+        labeled = self._labeled
+        tips = ",".join(str(lane.tip) for lane in labeled) if labeled is not None else ""
+        if labeled is not None:
+            inner = await labeled[i].put_labeled(name, data, f"{n}:{i}:{tips}")
         else:
-            inner = await lane.put(name, data)
+            inner = await self.lanes[i].put(name, data)
         return f"{n}:{i}:{tips}/{inner}"
 
     async def get(self, ref: str) -> bytes:
@@ -160,16 +175,17 @@ class MultiChannelBackend(Backend):
         return [ref for ref, _name in await self.discover_named(after)]
 
     async def discover_named(self, after: str | None) -> list[tuple[str, str | None]]:
-        if not self.info.can_discover:
+        labeled = self._labeled
+        if labeled is None or not self.info.can_discover:
             return []
         floor, tips = 0, [0] * len(self.lanes)
         if after is not None:
             floor, _i, after_tips, _inner = self._parse(after)
             tips = (after_tips + [0] * len(self.lanes))[:len(self.lanes)]
         found: list[tuple[int, str, str | None]] = []
-        for i, lane in enumerate(self.lanes):
+        for i, lane in enumerate(labeled):
             start = str(tips[i]) if tips[i] else None
-            for inner, name, label in await lane.discover_labeled(start):  # type: ignore[attr-defined]
+            for inner, name, label in await lane.discover_labeled(start):
                 m = _LABEL.match(label or "")
                 if m is None or int(m.group(2)) != i:
                     continue  # not written by a multi-lane tgsnap writer
