@@ -326,7 +326,7 @@ class Follower:
         if list(t.pk) != pt.pk:
             raise FollowError(f"{what}: table {t.name!r} has primary key ({', '.join(t.pk)}) in storage but "
                               f"({', '.join(pt.pk)}) in PostgreSQL: a schema change this follower cannot apply; "
-                              "re-create the replica (tgsnap-export --force) after checking the new schema")
+                              "re-create the replica (tgsnap export --force) after checking the new schema")
         gone = [c for c in pt.columns if c not in t.columns]
         if gone and (t.name, tuple(gone)) not in self._reported:
             # A restore replays such a delta with INSERT OR REPLACE of the delta's columns: the others get

@@ -1,8 +1,8 @@
 """What every operator tool shares: the storage flags, opening the backend, progress, and exit codes.
 
 Every tool reads the same storage configuration as the bot (TGSNAP_* variables, a `.env` file) and lets
-the same flags override it, so `tgsnap-verify --storage-dir ./data` and `TGSNAP_STORAGE_DIR=./data
-tgsnap-verify` mean one thing. Errors are mapped to documented exit codes in one place (`run`).
+the same flags override it, so `tgsnap verify --storage-dir ./data` and `TGSNAP_STORAGE_DIR=./data
+tgsnap verify` mean one thing. Errors are mapped to documented exit codes in one place (`run`).
 """
 
 from __future__ import annotations

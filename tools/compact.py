@@ -13,7 +13,7 @@ from snapshot.errors import StorageBusy
 from snapshot.formatting import size_text, when
 from tools.cli_common import EXIT_OK, NoStorage, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
-PROG = "tgsnap-compact"
+PROG = "tgsnap compact"
 DESCRIPTION = """\
 Fold the delta chain into a new snapshot: restore the latest state, write it as a snapshot whose base
 is the last delta, switch the manifest to it, delete the superseded documents. Takes the writer lease,
@@ -22,16 +22,16 @@ bot holds the storage; --wait waits for the lease instead. --dry-run prints the 
 nothing. Progress (parts fetched and uploaded) goes to stderr."""
 EXAMPLES = """\
   # what would happen? (reads the manifest and the deltas only, writes nothing)
-  tgsnap-compact --storage-dir ./data --dry-run
+  tgsnap compact --storage-dir ./data --dry-run
 
   # compact while the bot is stopped
-  tgsnap-compact --storage-dir ./data
+  tgsnap compact --storage-dir ./data
 
   # wait up to 2 minutes for a writer that is shutting down to release its lease
   python -m tools.compact --storage-dir ./data --wait 120
 
   # Telegram storage, configured through the same environment/.env as the bot
-  TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_BOT_TOKEN=... tgsnap-compact --dry-run
+  TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_BOT_TOKEN=... tgsnap compact --dry-run
 """
 
 

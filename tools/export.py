@@ -46,7 +46,7 @@ from tools.cli_common import (
     settings_from_args,
 )
 
-PROG = "tgsnap-export"
+PROG = "tgsnap export"
 DESCRIPTION = """\
 Restore the stored state (the latest, or as it was at --at-seq / --at-time) and write it out: as a
 standalone SQLite database (--format sqlite, the default) or as JSON lines, one row per line
@@ -58,18 +58,18 @@ public), all in one transaction; refuses existing tables of the same names unles
 password in PGPASSWORD or ~/.pgpass rather than on the command line."""
 EXAMPLES = """\
   # the current state as a SQLite file, then look at it
-  tgsnap-export --storage-dir ./data --to users.sqlite
+  tgsnap export --storage-dir ./data --to users.sqlite
   sqlite3 users.sqlite 'SELECT name, clicks FROM users ORDER BY clicks DESC LIMIT 15'
 
   # every row as JSON lines on stdout
   python -m tools.export --storage-dir ./data --format jsonl --to - | head
 
   # the state as it was after delta 1200, or at a moment (ISO 8601, UTC unless given; or unix seconds)
-  tgsnap-export --storage-dir ./data --at-seq 1200 --to at-1200.sqlite
-  tgsnap-export --storage-dir ./data --at-time 2026-11-26T17:30:00 --to before-incident.sqlite
+  tgsnap export --storage-dir ./data --at-seq 1200 --to at-1200.sqlite
+  tgsnap export --storage-dir ./data --at-time 2026-11-26T17:30:00 --to before-incident.sqlite
 
   # into PostgreSQL (schema "clicker"), then keep it current with tools.follow
-  PGPASSWORD=... tgsnap-export --storage-dir ./data --to postgresql://bot@127.0.0.1:5432/bot --schema clicker
+  PGPASSWORD=... tgsnap export --storage-dir ./data --to postgresql://bot@127.0.0.1:5432/bot --schema clicker
 """
 
 

@@ -24,20 +24,20 @@ from tools.cli_common import (
     settings_from_args,
 )
 
-PROG = "tgsnap-follow"
+PROG = "tgsnap follow"
 DESCRIPTION = """\
 Follow the storage chain into PostgreSQL: seed the schema from the current state (or continue from a
-`tgsnap-export --to postgresql://...`), then apply every new delta as upserts and deletes, one
+`tgsnap export --to postgresql://...`), then apply every new delta as upserts and deletes, one
 PostgreSQL transaction per delta, with the cursor (seq, hash, storage) kept in <schema>._tgsnap_follow.
 Re-seeds atomically when its deltas were compacted away or the chain moved to a newer writer's. Takes no
 lease and writes nothing to storage: run it beside the live bot. Survives restarts and outages of either
 side (retries with backoff). Put the password in PGPASSWORD or ~/.pgpass, not on the command line."""
 EXAMPLES = """\
   # follow until stopped (Ctrl-C), one line per pass that moved
-  PGPASSWORD=... tgsnap-follow --storage-dir ./data --to postgresql://bot@127.0.0.1/bot --schema clicker
+  PGPASSWORD=... tgsnap follow --storage-dir ./data --to postgresql://bot@127.0.0.1/bot --schema clicker
 
   # one catch-up pass (the final one of a migration), exit 0 when PostgreSQL equals storage
-  tgsnap-follow --storage-dir ./data --to postgresql://bot@127.0.0.1/bot --schema clicker --once
+  tgsnap follow --storage-dir ./data --to postgresql://bot@127.0.0.1/bot --schema clicker --once
 """
 
 

@@ -17,7 +17,7 @@ from snapshot.formatting import size_text
 from snapshot.move import move
 from tools.cli_common import EXIT_CONFIG, EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
-PROG = "tgsnap-move"
+PROG = "tgsnap move"
 DESCRIPTION = """\
 Move the storage to a fresh, empty channel (a banned or lost channel, or one grown too old): take the
 writer lease on the current storage (refuses, exit 3, while a live writer such as the bot holds it;

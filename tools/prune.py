@@ -14,7 +14,7 @@ from snapshot.retention import PrunePlan, make_plan, parse_duration, prune
 from tools.cli_common import EXIT_OK, NoStorage, make_parser, open_backend, run, settings_from_args
 from tools.compact import busy_advice
 
-PROG = "tgsnap-prune"
+PROG = "tgsnap prune"
 DESCRIPTION = """\
 Let go of retained history: older snapshots (and the deltas between them) that the writer kept for
 point-in-time restore (ReplicaConfig keep_snapshots / keep_for), beyond what you ask to keep, plus

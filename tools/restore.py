@@ -31,7 +31,7 @@ from tools.cli_common import (
 )
 from tools.export import parse_time
 
-PROG = "tgsnap-restore"
+PROG = "tgsnap restore"
 DESCRIPTION = """\
 Rebuild the stored state (the latest, or as it was at --at-seq / --at-time) into a local SQLite file,
 tgsnap's internal tables included: the exact database a writer would resume from (use export for the

@@ -12,7 +12,7 @@ import sys
 from snapshot.status import status
 from tools.cli_common import EXIT_EMPTY, EXIT_FAILED, EXIT_OK, make_parser, open_backend, run, settings_from_args
 
-PROG = "tgsnap-status"
+PROG = "tgsnap status"
 DESCRIPTION = """\
 Show what the storage holds: the manifest, the writer's lease, the snapshot (age, size, parts), the delta
 chain restore would apply (length, bytes, deltas found beyond the manifest), the newest durable state and

@@ -28,7 +28,7 @@ from tools.cli_common import (
 
 __all__ = ["Check", "Report", "VerifyReport", "build_parser", "main", "verify_settled", "verify_storage"]
 
-PROG = "tgsnap-verify"
+PROG = "tgsnap verify"
 DESCRIPTION = """\
 Check every document the current manifest depends on and name each one at fault (kind, seq, ref, reason):
 the manifest, every snapshot part, every shard and the state digest, every delta and its chain link
@@ -36,13 +36,13 @@ the manifest, every snapshot part, every shard and the state digest, every delta
 Reads only; exit 0 when everything passes, 1 when anything is at fault, 5 when the storage is empty."""
 EXAMPLES = """\
   # verify the local storage the bot writes to; silent but for faults and a summary
-  tgsnap-verify --storage-dir ./data
+  tgsnap verify --storage-dir ./data
 
   # list every document checked, and write a machine-readable report
   python -m tools.verify --storage-dir ./data --verbose --json > verify.json
 
   # storage in Telegram, configured through the same environment/.env as the bot
-  TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_BOT_TOKEN=... tgsnap-verify
+  TGSNAP_STORAGE_CHAT=-1001234567890 TGSNAP_BOT_TOKEN=... tgsnap verify
 """
 
 

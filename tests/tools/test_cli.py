@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from tools import compact, export, verify
@@ -17,7 +21,7 @@ def test_help_has_examples(name, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out
-    assert "python -m tools." in out or "tgsnap-" in out
+    assert "python -m tools." in out or f"tgsnap {name}" in out
 
 
 @pytest.mark.parametrize("name", ["compact", "verify", "export"])
@@ -51,3 +55,31 @@ def test_storage_in_telegram_without_a_token_is_exit_2(monkeypatch, tmp_path, ca
     monkeypatch.chdir(tmp_path)
     assert verify.main(["--storage-mode", "botapi", "--storage-chat", "-1001", "-q"]) == 2
     assert "TGSNAP_BOT_TOKEN" in capsys.readouterr().err
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the per-tool console scripts the one `tgsnap` command replaced (issue 12).
+DROPPED = re.compile(r"tgsnap-(compact|verify|export|move|follow|bench|emulator|emulator-cli|loadgen|prune|restore"
+                     r"|status)(?![@\w-])")
+
+
+def test_one_console_script_for_the_tools():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"tgsnap": "tools.cli:main", "tgsnap-bot": "bot.__main__:main"}
+
+
+def test_nothing_names_a_dropped_script():
+    # Writer ids (`tgsnap-compact@host:pid`, `writer_id="tgsnap-bench"`) and temporary-directory prefixes
+    # (`tgsnap-bench-`) are not commands: the lookahead and the writer_id test spare them.
+    paths = [ROOT / "README.md", ROOT / "Procfile", ROOT / "Dockerfile", *(ROOT / "docs").glob("*.md"),
+             *[p for d in ("bot", "core", "snapshot", "tools", "examples", "tests") for p in (ROOT / d).rglob("*.py")]]
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in paths if p.exists()
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if DROPPED.search(line) and "writer_id" not in line]
+    assert found == []
+
+
+def test_a_tool_run_as_python_m_names_itself_as_a_tgsnap_command(capsys):
+    with pytest.raises(SystemExit):
+        verify.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: tgsnap verify ")

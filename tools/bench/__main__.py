@@ -42,7 +42,7 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tgsnap-bench",
+        prog="tgsnap bench",
         description=(
             "Measure tgsnap side by side with the article's method (SELECT * -> json.dumps backup,\n"
             "json.loads -> executemany restore) on one synthetic clicker population, and print the\n"
