@@ -19,6 +19,7 @@ from snapshot.cipher import Cipher, as_cipher
 from snapshot.errors import ChainError, CorruptDocument, DocumentNotFound, RestoreError, TgsnapError
 from snapshot.manifest import Manifest
 from snapshot.restore import execute, plan, read_current_manifest
+from snapshot.restore_plan import RestorePlan
 from snapshot.restored import Progress, Restored
 
 T = TypeVar("T")
@@ -74,18 +75,33 @@ async def settled(backend: Backend, read: Callable[[Current | None], Awaitable[T
     raise AssertionError("unreachable")
 
 
+async def restore_point(backend: Backend, key: bytes | Cipher | None = None, to_seq: int | None = None,
+                        to_time: float | None = None, *, progress: Progress | None = None, dry_run: bool = False,
+                        parallelism: int = 8, allow_plaintext: bool = False, attempts: int = ATTEMPTS
+                        ) -> tuple[RestorePlan, Restored | None]:
+    """The plan for a point (the latest, `to_seq` or `to_time`) and, unless `dry_run`, the state it
+    restores, safe beside a live writer: planned on one manifest, re-planned on the newer one if a
+    switch deleted what the plan needed."""
+    cipher = as_cipher(key)
+
+    async def once(at: Current | None) -> tuple[RestorePlan, Restored | None]:
+        p = await plan(backend, cipher, to_seq, to_time, progress=progress, parallelism=parallelism,
+                       allow_plaintext=allow_plaintext, manifest=at)
+        if dry_run:
+            return p, None
+        return p, await execute(p, backend, cipher, progress=progress, parallelism=parallelism,
+                                allow_plaintext=allow_plaintext)
+
+    return await settled(backend, once, key=cipher, allow_plaintext=allow_plaintext, attempts=attempts)
+
+
 async def restore_settled(backend: Backend, key: bytes | Cipher | None = None, to_seq: int | None = None,
                           to_time: float | None = None, progress: Progress | None = None, *,
                           parallelism: int = 8, allow_plaintext: bool = False,
                           attempts: int = ATTEMPTS) -> Restored:
-    """`snapshot.restore.restore`, safe beside a live writer: planned on one manifest, retried on the
-    newer one if a switch deleted what the plan needed."""
-    cipher = as_cipher(key)
-
-    async def once(at: Current | None) -> Restored:
-        p = await plan(backend, cipher, to_seq, to_time, progress=progress, parallelism=parallelism,
-                       allow_plaintext=allow_plaintext, manifest=at)
-        return await execute(p, backend, cipher, progress=progress, parallelism=parallelism,
-                             allow_plaintext=allow_plaintext)
-
-    return await settled(backend, once, key=cipher, allow_plaintext=allow_plaintext, attempts=attempts)
+    """`snapshot.restore.restore`, safe beside a live writer (`restore_point`)."""
+    _plan, restored = await restore_point(backend, key, to_seq, to_time, progress=progress,
+                                          parallelism=parallelism, allow_plaintext=allow_plaintext,
+                                          attempts=attempts)
+    assert restored is not None  # not a dry run
+    return restored

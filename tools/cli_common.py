@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 
+from snapshot import reading
 from snapshot.backend import Backend
 from snapshot.errors import (
     BackendError,
@@ -42,6 +45,8 @@ from snapshot.exitcodes import (  # noqa: F401
     EXIT_INTERRUPTED,
     EXIT_OK,
 )
+from snapshot.restore_plan import RestorePlan
+from snapshot.restored import Restored
 from snapshot.settings import (
     STORAGE_OPTIONS,
     StorageSettings,
@@ -124,6 +129,69 @@ def seq_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{n} is not a sequence number: deltas are numbered from 1, and 0 is "
                                          "the empty state before the first one")
     return n
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds from a number or an ISO 8601 timestamp (naive means UTC): `--at-time`."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--at-time {text!r} is neither unix seconds nor an ISO 8601 timestamp "
+                          "(e.g. 2026-11-26T17:30:00)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def add_point_args(parser: argparse.ArgumentParser) -> None:
+    """`--at-seq` / `--at-time`: which point of the stored history a reading command restores."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--at-seq", type=seq_number, metavar="SEQ",
+                       help="the state right after delta SEQ (0: before the first delta)")
+    group.add_argument("--at-time", metavar="TIME",
+                       help="the state as of TIME: the last delta captured at or before it "
+                            "(ISO 8601, UTC unless an offset is given, or unix seconds)")
+
+
+async def read_point(args: argparse.Namespace, doing: str, *, dry_run: bool = False,
+                     settings: StorageSettings | None = None) -> tuple[StorageSettings, RestorePlan, Restored | None]:
+    """The state the command line asks for (`--at-seq` / `--at-time`, else the latest), restored from the
+    storage it names (or `settings`, already read) beside a live writer (snapshot/reading.py); with
+    `dry_run`, only the plan. NoStorage when the storage is empty ("nothing to `doing`")."""
+    at_time = parse_time(args.at_time) if args.at_time is not None else None
+    if settings is None:
+        settings = settings_from_args(args)
+    backend = await open_backend(settings)
+    try:
+        p, restored = await reading.restore_point(backend, settings.encryption_key, args.at_seq, at_time,
+                                                  progress=ProgressPrinter(quiet=args.quiet), dry_run=dry_run)
+    finally:
+        await backend.close()
+    if p.manifest is None and not p.chain:
+        if restored is not None:
+            restored.conn.close()
+        raise NoStorage(f"storage is empty ({settings.describe()}): nothing to {doing}")
+    return settings, p, restored
+
+
+def write_restored(prog: str, restored: Restored, target: str, write: Callable[[sqlite3.Connection], int],
+                   report: Callable[[int], str]) -> int:
+    """The tail of a command that writes a restored state out: `write(conn)` (rows written), then the
+    `report(rows)` line on stderr; a write that fails is one line and EXIT_FAILED. Closes the state."""
+    close_all()  # progress bars off the screen before the output and the report
+    try:
+        rows = write(restored.conn)
+    except (OSError, sqlite3.Error) as exc:
+        fail(f"{prog_name(prog)}: cannot write {target}: {exc}")
+        return EXIT_FAILED
+    finally:
+        restored.conn.close()
+    sys.stderr.write(report(rows) + "\n")
+    return EXIT_OK
 
 
 def known_variables() -> set[str]:

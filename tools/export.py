@@ -9,41 +9,32 @@ order, so two exports of the same state are byte-identical and diff cleanly. tgs
 (`_tgsnap_*`) are left out of both.
 
 JSON has no bytes and no NaN/Infinity: a BLOB is written as `{"$base64": "..."}`, a non-finite float as
-`{"$float": "nan" | "inf" | "-inf"}`. Integers are exact (Python's JSON has arbitrary precision).
-Export reads only; it takes no lease and can run beside a live bot.
+`{"$float": "nan" | "inf" | "-inf"}`. Integers are exact (Python's JSON has arbitrary precision). The
+writing itself is library code (snapshot/export.py, shared with `tgsnap restore`); this module is the
+command line. Export reads only; it takes no lease and can run beside a live bot.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 import re
-import sqlite3
 import sys
-from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import TextIO
 
+from snapshot import export as files
 from snapshot import postgres as pg
-from snapshot import reading
-from snapshot.apply import INTERNAL_PREFIX, quote
-from snapshot.errors import ConfigError
 from snapshot.formatting import when
-from snapshot.restore import execute, plan
-from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_BACKEND,
-    EXIT_FAILED,
     EXIT_OK,
-    NoStorage,
-    ProgressPrinter,
+    add_point_args,
     fail,
     make_parser,
-    open_backend,
+    parse_time,
+    read_point,
     run,
-    seq_number,
     settings_from_args,
+    write_restored,
 )
 
 PROG = "tgsnap export"
@@ -73,88 +64,13 @@ EXAMPLES = """\
 """
 
 
-def parse_time(text: str) -> float:
-    """Unix seconds from a number or an ISO 8601 timestamp (naive means UTC)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--at-time {text!r} is neither unix seconds nor an ISO 8601 timestamp "
-                          "(e.g. 2026-11-26T17:30:00)") from None
-    if dt.tzinfo is None:
-        from datetime import UTC
-
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def user_tables(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        if not r[0].startswith(INTERNAL_PREFIX)]
-
-
-def write_sqlite(conn: sqlite3.Connection, path: Path) -> int:
-    """Copy the restored database to `path` without tgsnap's internal objects; returns rows written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    out = sqlite3.connect(tmp)
-    try:
-        conn.backup(out)
-        internal = out.execute("SELECT type, name FROM sqlite_master WHERE name LIKE ? ESCAPE '\\'",
-                               (INTERNAL_PREFIX.replace("_", "\\_") + "%",)).fetchall()
-        for kind, name in sorted(internal, key=lambda r: r[0] != "trigger"):  # triggers before their tables
-            if kind in ("table", "trigger", "index", "view"):
-                out.execute(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
-        out.commit()
-        out.execute("VACUUM")
-        rows = sum(out.execute(f"SELECT count(*) FROM {quote(t)}").fetchone()[0] for t in user_tables(out))
-    finally:
-        out.close()
-    tmp.replace(path)  # a reader never sees a half-written export
-    return rows
-
-
-def _json_value(v: object) -> object:
-    if isinstance(v, bytes):
-        return {"$base64": base64.b64encode(v).decode("ascii")}
-    if isinstance(v, float) and not math.isfinite(v):
-        return {"$float": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
-    return v
-
-
-def write_jsonl(conn: sqlite3.Connection, out: TextIO) -> int:
-    rows = 0
-    for table in user_tables(conn):
-        cur = conn.execute(f"SELECT * FROM {quote(table)} ORDER BY 1")
-        pk = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({quote(table)})"), key=lambda r: r[5])
-              if r[5]]
-        if pk:
-            cur = conn.execute(f"SELECT * FROM {quote(table)} ORDER BY {', '.join(quote(c) for c in pk)}")
-        cols = [d[0] for d in cur.description]
-        for row in cur:
-            out.write(json.dumps({"table": table, "row": {c: _json_value(v) for c, v in zip(cols, row, strict=True)}},
-                                 ensure_ascii=False, allow_nan=False))
-            out.write("\n")
-            rows += 1
-    return rows
-
-
 def build_parser():
     parser = make_parser(PROG, DESCRIPTION, EXAMPLES)
     parser.add_argument("--to", metavar="FILE", default=None,
                         help="output file ('-' = stdout, jsonl only); default export.sqlite / export.jsonl")
     parser.add_argument("--format", choices=("sqlite", "jsonl"), default=None,
                         help="output format (default: from --to's extension, else sqlite)")
-    when_group = parser.add_mutually_exclusive_group()
-    when_group.add_argument("--at-seq", type=seq_number, metavar="SEQ",
-                            help="the state right after delta SEQ (0: before the first delta)")
-    when_group.add_argument("--at-time", metavar="TIME",
-                            help="the state as of TIME: the last delta captured at or before it "
-                                 "(ISO 8601, UTC unless an offset is given, or unix seconds)")
+    add_point_args(parser)
     parser.add_argument("--schema", default=None, metavar="NAME",
                         help="PostgreSQL schema to load into (created if missing; default public)")
     parser.add_argument("--force", action="store_true",
@@ -183,42 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     if target != "-" and Path(target).exists() and not args.force:
         parser.error(f"{target} exists; use --force to overwrite it")
 
-    got: list[Restored] = []
-
     async def body() -> int:
-        at_time = parse_time(args.at_time) if args.at_time is not None else None
-        settings = settings_from_args(args)
-        backend = await open_backend(settings)
-        try:
-            progress = ProgressPrinter(quiet=args.quiet)
+        _settings, _p, restored = await read_point(args, "export")
+        assert restored is not None  # not a dry run
+        where = "stdout" if target == "-" else target
+        return write_restored(PROG, restored, target, partial(files.write, fmt=fmt, target=target),
+                              lambda rows: f"exported {rows} row(s) at seq {restored.seq} (captured "
+                                           f"{when(restored.captured_at)}) to {where} as {fmt}")
 
-            async def once(at: reading.Current | None) -> Restored:
-                p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress, manifest=at)
-                if p.manifest is None and not p.chain:
-                    raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
-                return await execute(p, backend, settings.encryption_key, progress=progress)
-
-            # beside a live writer: planned on one manifest, re-read on the newer one if a snapshot switch
-            # deleted what the plan needed (snapshot/reading.py)
-            got.append(await reading.settled(backend, once, key=settings.encryption_key))
-        finally:
-            await backend.close()
-        return EXIT_OK
-
-    code = run(PROG, body)
-    if code != EXIT_OK:
-        return code
-    restored = got[0]
-    try:
-        rows = write(restored.conn, fmt, target)
-    except (OSError, sqlite3.Error) as exc:
-        fail(f"{PROG}: cannot write {target}: {exc}")
-        return EXIT_FAILED
-    finally:
-        restored.conn.close()
-    sys.stderr.write(f"exported {rows} row(s) at seq {restored.seq} (captured {when(restored.captured_at)}) "
-                     f"to {'stdout' if target == '-' else target} as {fmt}\n")
-    return EXIT_OK
+    return run(PROG, body)
 
 
 def export_postgres(args) -> int:
@@ -229,29 +118,17 @@ def export_postgres(args) -> int:
     async def body() -> int:
         pg.check_url(args.to)
         pg.check_schema_name(schema)
-        at_time = parse_time(args.at_time) if args.at_time is not None else None
+        if args.at_time is not None:
+            parse_time(args.at_time)  # a bad --at-time is a configuration error before anything connects
         settings = settings_from_args(args)
-        progress = ProgressPrinter(quiet=args.quiet)
         try:
             conn = await pg.connect(args.to)  # first: a wrong password shows before a long restore
         except pg.PostgresUnreachable as exc:
             fail(f"{PROG}: {exc}")
             return EXIT_BACKEND
         try:
-            backend = await open_backend(settings)
-            try:
-                async def once(at: reading.Current | None):
-                    p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress,
-                                   manifest=at)
-                    if p.manifest is None and not p.chain:
-                        raise NoStorage(f"storage is empty ({settings.describe()}): nothing to export")
-                    return p, await execute(p, backend, settings.encryption_key, progress=progress)
-
-                # beside a live writer: re-read on the newer manifest if a snapshot switch deleted what the
-                # plan needed (snapshot/reading.py), as the file export does
-                p, restored = await reading.settled(backend, once, key=settings.encryption_key)
-            finally:
-                await backend.close()
+            _settings, p, restored = await read_point(args, "export", settings=settings)
+            assert restored is not None  # not a dry run
             try:
                 report.append(await pg.load_state(conn, restored.conn, schema, replace=args.force,
                                                   position=pg.position_of(p, pg.location_of(settings)), url=args.to))
@@ -274,19 +151,6 @@ def export_postgres(args) -> int:
         return EXIT_OK
 
     return run(PROG, body)
-
-
-def write(conn: sqlite3.Connection, fmt: str, target: str) -> int:
-    """Write the restored state in `fmt` to `target` ('-' = stdout); returns rows written."""
-    if fmt == "sqlite":
-        return write_sqlite(conn, Path(target))
-    if target == "-":
-        return write_jsonl(conn, sys.stdout)
-    tmp = Path(target + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        rows = write_jsonl(conn, f)
-    tmp.replace(target)
-    return rows
 
 
 if __name__ == "__main__":

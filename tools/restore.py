@@ -8,28 +8,20 @@ the restore plan (every part to fetch and delta to apply) and downloads no snaps
 
 from __future__ import annotations
 
-import sqlite3
 import sys
+from functools import partial
 from pathlib import Path
 
-from snapshot import reading
+from snapshot import export as files
 from snapshot.formatting import when
-from snapshot.restore import execute, plan
-from snapshot.restored import Restored
 from tools.cli_common import (
-    EXIT_FAILED,
     EXIT_OK,
-    NoStorage,
-    ProgressPrinter,
-    fail,
+    add_point_args,
     make_parser,
-    open_backend,
-    prog_name,
+    read_point,
     run,
-    seq_number,
-    settings_from_args,
+    write_restored,
 )
-from tools.export import parse_time
 
 PROG = "tgsnap restore"
 DESCRIPTION = """\
@@ -55,70 +47,30 @@ def build_parser():
     parser = make_parser(PROG, DESCRIPTION, EXAMPLES)
     parser.add_argument("--to", metavar="FILE", default="restored.sqlite",
                         help="the SQLite file to write (default restored.sqlite)")
-    when_group = parser.add_mutually_exclusive_group()
-    when_group.add_argument("--at-seq", type=seq_number, metavar="SEQ",
-                            help="the state right after delta SEQ (0: before the first delta)")
-    when_group.add_argument("--at-time", metavar="TIME",
-                            help="the state as of TIME: the last delta captured at or before it "
-                                 "(ISO 8601, UTC unless an offset is given, or unix seconds)")
+    add_point_args(parser)
     parser.add_argument("--dry-run", "-n", action="store_true", help="print the restore plan; write nothing")
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     return parser
 
 
-def write_database(conn: sqlite3.Connection, path: Path) -> None:
-    """Copy `conn`'s main database to `path` atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    out = sqlite3.connect(tmp)
-    try:
-        conn.backup(out)
-    finally:
-        out.close()
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    target = Path(args.to)
-    if not args.dry_run and target.exists() and not args.force:
+    target = str(args.to)
+    if not args.dry_run and Path(target).exists() and not args.force:
         parser.error(f"{target} exists; use --force to overwrite it")
 
     async def body() -> int:
-        at_time = parse_time(args.at_time) if args.at_time is not None else None
-        settings = settings_from_args(args)
-        backend = await open_backend(settings)
-        progress = ProgressPrinter(quiet=args.quiet)
-        try:
-            async def once(at: reading.Current | None) -> Restored | None:
-                p = await plan(backend, settings.encryption_key, args.at_seq, at_time, progress=progress,
-                               manifest=at)
-                if p.manifest is None and not p.chain:
-                    raise NoStorage(f"storage is empty ({settings.describe()}): nothing to restore")
-                if args.dry_run:
-                    sys.stdout.write(str(p) + "\n")
-                    return None
-                return await execute(p, backend, settings.encryption_key, progress=progress)
-
-            # beside a live writer: re-planned on the newer manifest if a snapshot switch deleted what the
-            # plan needed (snapshot/reading.py)
-            restored = await reading.settled(backend, once, key=settings.encryption_key)
-            if restored is None:
-                return EXIT_OK
-        finally:
-            await backend.close()
-        try:
-            write_database(restored.conn, target)
-        except (OSError, sqlite3.Error) as exc:
-            fail(f"{prog_name(PROG)}: cannot write {target}: {exc}")
-            return EXIT_FAILED
-        finally:
-            restored.conn.close()
-        sys.stderr.write(f"restored seq {restored.seq} (captured {when(restored.captured_at)}, "
-                         f"{restored.deltas_applied} delta(s) after the snapshot) to {target}\n")
-        return EXIT_OK
+        _settings, p, restored = await read_point(args, "restore", dry_run=args.dry_run)
+        if restored is None:
+            sys.stdout.write(str(p) + "\n")
+            return EXIT_OK
+        return write_restored(
+            PROG, restored, target, partial(files.write, fmt="sqlite", target=target, internal=True),
+            lambda rows: f"restored seq {restored.seq} (captured {when(restored.captured_at)}, "
+                         f"{restored.deltas_applied} delta(s) after the snapshot; {rows} row(s) in the "
+                         f"application's tables) to {target}")
 
     return run(PROG, body)
 

@@ -70,3 +70,29 @@ def test_restore_refuses_to_overwrite_and_reaches_back_by_seq(tmp_path, capsys):
         assert rows(conn) == chain.states[4]
     finally:
         conn.close()
+
+
+def test_restore_and_export_share_one_tail_a_write_that_fails_is_one_line_and_exit_1(tmp_path, capsys):
+    import pytest
+
+    store = tmp_path / "store"
+    build_sync(store, 4, snapshot_at=2)
+    for command, target in (("restore", tmp_path / "no-such-dir" / "s.sqlite"),
+                            ("export", tmp_path / "no-such-dir" / "e.jsonl")):
+        assert cli.main([command, "--storage-dir", str(store), "--to", str(target), "-q"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"tgsnap {command}: cannot write {target}: ") and err.count("\n") == 1
+        assert "Traceback" not in err and not target.parent.exists()
+    with pytest.raises(SystemExit):
+        cli.main(["restore", "--help"])
+    assert "--at-seq SEQ" in capsys.readouterr().out
+
+
+def test_restore_reports_what_it_wrote(tmp_path, capsys):
+    store = tmp_path / "store"
+    chain = build_sync(store, 5, snapshot_at=3)
+    target = tmp_path / "s.sqlite"
+    assert cli.main(["restore", "--storage-dir", str(store), "--to", str(target), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("restored seq 5 ") and "2 delta(s) after the snapshot" in err
+    assert f"{len(chain.states[5])} row(s) in the application" in err
