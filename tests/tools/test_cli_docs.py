@@ -50,11 +50,11 @@ def test_help_names_the_subcommand_and_has_examples(name, capsys):
 
 
 def _example_lines(text: str) -> list[list[str]]:
-    """Command lines in an epilog's examples: `tgsnap NAME ...`, `tgsnap-NAME ...`, `python -m tools.NAME ...`."""
+    """Command lines in an epilog's examples: `tgsnap NAME ...`, `python -m tools.NAME ...`."""
     out = []
     for line in text.splitlines():
         line = line.split(" | ")[0].split(" > ")[0].strip()
-        if not re.match(r"^([A-Z_]+=\S+ )*(tgsnap[ -]|python -m tools\.)", line):
+        if not re.match(r"^([A-Z_]+=\S+ )*(tgsnap |python -m tools\.)", line):
             continue
         if " [" in line:
             continue  # a synopsis (`--data DIR [--demo] ...`), not an example
@@ -65,8 +65,6 @@ def _example_lines(text: str) -> list[list[str]]:
             continue
         if words[0] == "tgsnap" and len(words) > 1:
             out.append([words[1], *words[2:]])
-        elif words[0].startswith("tgsnap-"):
-            out.append([words[0].removeprefix("tgsnap-"), *words[1:]])
         elif words[:2] == ["python", "-m"] and len(words) > 2 and words[2].startswith("tools."):
             out.append([words[2].removeprefix("tools.").split(".")[0], *words[3:]])
     return out
