@@ -29,6 +29,8 @@ DESCRIPTION = """\
 Follow the storage chain into PostgreSQL: seed the schema from the current state (or continue from a
 `tgsnap-export --to postgresql://...`), then apply every new delta as upserts and deletes, one
 PostgreSQL transaction per delta, with the cursor (seq, hash, storage) kept in <schema>._tgsnap_follow.
+Schema changes (CREATE/ALTER/DROP TABLE, columns, indexes) are replayed in the same transaction; views,
+triggers and what PostgreSQL cannot hold are reported (log, --check, <schema>._tgsnap_follow_notes).
 Re-seeds atomically when its deltas were compacted away or the chain moved to a newer writer's. Takes no
 lease and writes nothing to storage: run it beside the live bot. Survives restarts and outages of either
 side (retries with backoff). Put the password in PGPASSWORD or ~/.pgpass, not on the command line."""
@@ -97,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
                 res = await follower.check()
                 for t in res.tables:
                     sys.stderr.write(f"  {args.schema}.{t.name}: {t.rows} row(s), checksum {t.checksum} matches\n")
+                # what of storage's schema PostgreSQL does not carry (views, triggers, ...): named, not a failure
+                for n in res.notes:
+                    sys.stderr.write(f"note: not in PostgreSQL: {n}\n")
                 for problem in res.problems:
                     fail(f"{PROG}: check: {problem}")
                 if not res.ok:
                     return EXIT_FAILED
-                sys.stderr.write(f"check: the replica equals the stored state at seq {res.tip}\n")
+                version = "" if res.user_version is None else f" (schema version {res.user_version})"
+                extra = f"; {len(res.notes)} schema note(s) above" if res.notes else ""
+                sys.stderr.write(f"check: the replica equals the stored state at seq {res.tip}{version}{extra}\n")
         except pg.PostgresUnreachable as exc:
             fail(f"{PROG}: {exc}")
             return EXIT_BACKEND
