@@ -204,8 +204,10 @@ class Replay:
         self.notes.append(n)
 
     def _where(self) -> str:
+        """The statement at hand, for messages (a NeedsReseed's reason is prefixed with the delta by the
+        follower; a FollowError's and the log's name it here)."""
         i, sql = self._stmt if self._stmt else (0, "")
-        return f"{self.what}, schema statement {i} ({pgm._short(sql, 120)!r})"
+        return f"schema statement {i} ({pgm._short(sql, 120)!r})"
 
     def _q(self, name: str):
         """`schema.name`, both quoted: every object the follower touches is in its schema."""
@@ -252,20 +254,21 @@ class Replay:
     # ---- tables
 
     async def _create_table(self, cur, t: str) -> None:
-        _check_name(t, self._where())
+        _check_name(t, f"{self.what}, {self._where()}")
         if t in self.tables:
-            raise FollowError(f"{self._where()}: creates table {t!r}, which PostgreSQL schema {self.schema!r} already "
-                              "has and the replica's record does not: not the follower's table; drop or rename it")
+            raise FollowError(f"{self.what}, {self._where()}: creates table {t!r}, which PostgreSQL schema "
+                              f"{self.schema!r} already has and the replica's record does not: not the follower's "
+                              "table; drop or rename it")
         try:
             spec = pgm.describe(self.sh, t, classes=delta_classes(self.changes, t))
         except pgm.PostgresError as e:
-            raise FollowError(f"{self._where()}: {e}") from None
+            raise FollowError(f"{self.what}, {self._where()}: {e}") from None
         for st in pgm.create_statements(self.schema, spec):
             await cur.execute(st)
         for n in spec.notes:
             self._note(n)
         self.tables[t] = PgTable({c.name: c.type for c in spec.columns}, list(spec.pk))
-        log.info("%s: table %r created in PostgreSQL", self._where(), t)
+        log.info("%s, %s: table %r created in PostgreSQL", self.what, self._where(), t)
 
     async def _drop_table(self, cur, t: str) -> None:
         from psycopg import sql as q
@@ -274,12 +277,12 @@ class Replay:
             # no CASCADE: a view of the operator's on it makes PostgreSQL refuse, named, rather than vanish
             await cur.execute(q.SQL("DROP TABLE {}").format(self._q(t)))
             del self.tables[t]
-            log.info("%s: table %r dropped in PostgreSQL", self._where(), t)
+            log.info("%s, %s: table %r dropped in PostgreSQL", self.what, self._where(), t)
 
     async def _rename_table(self, cur, old: str, new: str) -> None:
         from psycopg import sql as q
 
-        _check_name(new, self._where())
+        _check_name(new, f"{self.what}, {self._where()}")
         if old not in self.tables:
             await self._create_table(cur, new)
             return
@@ -295,7 +298,7 @@ class Replay:
             if len(now.encode()) <= 63 and await self._constraint(cur, was):
                 await cur.execute(q.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
                     self._q(new), q.Identifier(was), q.Identifier(now)))
-        log.info("%s: table %r renamed to %r in PostgreSQL", self._where(), old, new)
+        log.info("%s, %s: table %r renamed to %r in PostgreSQL", self.what, self._where(), old, new)
 
     async def _constraint(self, cur, name: str) -> bool:
         await cur.execute("SELECT 1 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
@@ -326,13 +329,13 @@ class Replay:
     async def _rename_column(self, cur, t: str, old: str, new: str) -> None:
         from psycopg import sql as q
 
-        _check_name(new, self._where())
+        _check_name(new, f"{self.what}, {self._where()}")
         pt = self.tables[t]
         await cur.execute(q.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
             self._q(t), q.Identifier(old), q.Identifier(new)))
         pt.columns = {(new if c == old else c): ty for c, ty in pt.columns.items()}
         pt.pk = [new if c == old else c for c in pt.pk]
-        log.info("%s: column %r of %r renamed to %r in PostgreSQL", self._where(), old, t, new)
+        log.info("%s, %s: column %r of %r renamed to %r in PostgreSQL", self.what, self._where(), old, t, new)
 
     async def _drop_column(self, cur, t: str, c: str) -> None:
         from psycopg import sql as q
@@ -341,13 +344,13 @@ class Replay:
         if c in pt.columns:
             await cur.execute(q.SQL("ALTER TABLE {} DROP COLUMN {}").format(self._q(t), q.Identifier(c)))
             del pt.columns[c]
-        log.info("%s: column %r of %r dropped in PostgreSQL", self._where(), c, t)
+        log.info("%s, %s: column %r of %r dropped in PostgreSQL", self.what, self._where(), c, t)
 
     async def _add_column(self, cur, t: str, col: Col) -> None:
         from psycopg import sql as q
 
         name, decl, notnull, dflt, _pk, hidden = col
-        _check_name(name, self._where())
+        _check_name(name, f"{self.what}, {self._where()}")
         classes, bad = delta_classes(self.changes, t).get(name, (set(), False))
         value = None
         if dflt is not None and not hidden:
@@ -373,7 +376,7 @@ class Replay:
         if hidden:
             self._note(f"{t}.{name}: a generated column, added to PostgreSQL as a plain {ty} column; deltas do not "
                        "carry its values (SQLite computes them), so PostgreSQL holds NULL there")
-        log.info("%s: column %r added to %r in PostgreSQL as %s", self._where(), name, t, ty)
+        log.info("%s, %s: column %r added to %r in PostgreSQL as %s", self.what, self._where(), name, t, ty)
 
     # ---- indexes
 
@@ -393,7 +396,7 @@ class Replay:
         spec.indexes = mine
         for st in pgm.index_statements(self.schema, spec):
             await cur.execute(st)
-        log.info("%s: index %r created in PostgreSQL", self._where(), n)
+        log.info("%s, %s: index %r created in PostgreSQL", self.what, self._where(), n)
 
     async def _drop_index(self, cur, n: str, t: str) -> None:
         from psycopg import sql as q
@@ -402,7 +405,7 @@ class Replay:
             await cur.execute(q.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(self._q(t), q.Identifier(n)))
         else:
             await cur.execute(q.SQL("DROP INDEX IF EXISTS {}").format(self._q(n)))
-        log.info("%s: index %r dropped in PostgreSQL", self._where(), n)
+        log.info("%s, %s: index %r dropped in PostgreSQL", self.what, self._where(), n)
 
 
 def differences(old: str, conn: sqlite3.Connection) -> list[str]:
