@@ -570,8 +570,9 @@ async def ensure_cursor_table(cur, schema: str) -> None:
                                 "ADD COLUMN IF NOT EXISTS user_version bigint").format(s, t))
 
 
-async def write_cursor(cur, schema: str, pos: Position) -> None:
-    await ensure_cursor_table(cur, schema)
+async def write_cursor(cur, schema: str, pos: Position, *, ensure: bool = True) -> None:
+    if ensure:  # a follower that read a cursor with the schema columns knows the table has them
+        await ensure_cursor_table(cur, schema)
     await cur.execute(pgsql.SQL(
         "INSERT INTO {}.{} (id, storage, seq, hash, epoch, captured_at, sqlite_schema, user_version, updated_at) "
         "VALUES (1, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET storage = EXCLUDED.storage, "

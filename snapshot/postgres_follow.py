@@ -262,9 +262,14 @@ class Follower:
             # The tables the replica had (its recorded schema) that storage no longer has go with the re-seed:
             # a snapshot switch or compaction carries no DROP TABLE to replay, only the new schema.
             old = getattr(expect, "sqlite_schema", None)
-            stale = table_names(old) if old else set()
-            changed = [pgm.Note(tip.seq, None, None, f"across the re-seed: {n}")
-                       for n in (differences(old, restored.conn) if old else [])]
+            try:
+                stale = table_names(old) if old else set()
+                changed = [pgm.Note(tip.seq, None, None, f"across the re-seed: {n}")
+                           for n in (differences(old, restored.conn) if old else [])]
+            except (sqlite3.Error, ValueError, TypeError) as e:  # a record that does not rebuild: no summary
+                log.warning("the replica's recorded SQLite schema does not rebuild (%s); tables that storage "
+                            "dropped stay in PostgreSQL (--check names them)", e)
+                stale, changed = set(), []
             for n in changed:
                 log.warning("%s", n)
             report = await pgm.load_state(pg, restored.conn, self.schema, replace=replace, position=tip,
@@ -315,7 +320,11 @@ class Follower:
                                   "schema to replay them on (seeded by an older tgsnap)")
             if recorded is not None and (changes.schema or any(
                     t.ddl and t.name not in tables for t in changes.tables.values())):
-                replay = Replay(self.schema, recorded, tables, changes, what)
+                try:
+                    replay = Replay(self.schema, recorded, tables, changes, what)
+                except (sqlite3.Error, ValueError) as e:  # ValueError: not JSON (someone edited the cursor)
+                    raise NeedsReseed(f"the SQLite schema recorded beside the cursor does not rebuild here ({e})") \
+                        from None
                 replay.seq = nxt.seq
             try:
                 if replay is not None:
@@ -338,7 +347,8 @@ class Follower:
                     replay.close()
             uv = changes.user_version if changes.user_version is not None else now.user_version
             nxt = dataclasses.replace(nxt, sqlite_schema=recorded, user_version=uv)
-            await pgm.write_cursor(cur, self.schema, nxt)
+            # the cursor table has the schema columns once one was written (else: written by an older tgsnap)
+            await pgm.write_cursor(cur, self.schema, nxt, ensure=now.sqlite_schema is None)
             await pgm.write_notes(cur, self.schema, notes, replace=False)
         return nxt, notes
 
