@@ -200,7 +200,7 @@ class Replay:
     def _note(self, text: str) -> None:
         i, sql = self._stmt if self._stmt else (None, None)
         n = pgm.Note(self.seq, i, sql, text)
-        log.warning("%s: %s", self.what, n)
+        log.warning("%s", n)
         self.notes.append(n)
 
     def _where(self) -> str:

@@ -29,8 +29,6 @@ DESCRIPTION = """\
 Follow the storage chain into PostgreSQL: seed the schema from the current state (or continue from a
 `tgsnap-export --to postgresql://...`), then apply every new delta as upserts and deletes, one
 PostgreSQL transaction per delta, with the cursor (seq, hash, storage) kept in <schema>._tgsnap_follow.
-Schema changes (CREATE/ALTER/DROP TABLE, columns, indexes) are replayed in the same transaction; views,
-triggers and what PostgreSQL cannot hold are reported (log, --check, <schema>._tgsnap_follow_notes).
 Re-seeds atomically when its deltas were compacted away or the chain moved to a newer writer's. Takes no
 lease and writes nothing to storage: run it beside the live bot. Survives restarts and outages of either
 side (retries with backoff). Put the password in PGPASSWORD or ~/.pgpass, not on the command line."""
