@@ -364,7 +364,7 @@ class Replay:
                 classes = classes | {cls}
                 bad = bad or b
         ty = pgm.pg_type(decl, classes, bad)
-        parts = [q.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(self._q(t), q.Identifier(name), q.SQL(ty))]
+        parts: list[q.Composable] = [q.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(self._q(t), q.Identifier(name), q.SQL(ty))]
         if value is not None:
             # a constant (SQLite refuses ADD COLUMN with any other DEFAULT): PostgreSQL fills the existing rows
             # with it, as SQLite reads them, and keeps it for rows a PostgreSQL bot inserts later

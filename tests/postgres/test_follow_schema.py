@@ -520,3 +520,49 @@ def test_any_sequence_of_column_changes_and_writes_followed_equals_sqlite(pg_url
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+async def test_a_running_follower_keeps_up_with_ddl_rows_and_compactions(tmp_path, pg_url, schema):
+    """The follower's own loop beside the writer: schema statements, rows and a compaction interleave with
+    its passes (a snapshot deletes deltas it may be reading); it never stops, and ends equal to storage."""
+    store = await open_store(tmp_path, ["CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"])
+    await store.flush()
+    f = follower(tmp_path, pg_url, schema)
+    stop = asyncio.Event()
+    seen: list = []
+    task = asyncio.create_task(f.run(interval=0.01, stop=stop, report=seen.append))
+    steps = ["ALTER TABLE users ADD COLUMN clicks INTEGER NOT NULL DEFAULT 0",
+             "CREATE INDEX users_by_clicks ON users (clicks DESC, id)",
+             "CREATE TABLE log (n INTEGER PRIMARY KEY, what TEXT)",
+             "ALTER TABLE users RENAME COLUMN name TO first_name",
+             "snapshot",
+             "ALTER TABLE log RENAME TO events",
+             "DROP INDEX users_by_clicks",
+             "ALTER TABLE users DROP COLUMN clicks",
+             "DROP TABLE events"]
+    try:
+        for i, stmt in enumerate(steps):
+            if stmt == "snapshot":
+                await store.snapshot()
+            else:
+                store.execute(stmt)
+            name = "first_name" if i >= 3 else "name"
+            store.execute(f"INSERT OR REPLACE INTO users (id, {name}) VALUES (?, ?)", (i % 4, f"user {i}"))
+            await store.flush()
+            await asyncio.sleep(0.02)
+        tip = await restore(LocalDirBackend(tmp_path, fsync=False))
+        want = tip.seq
+        tip.conn.close()
+        for _ in range(500):
+            if (seen and seen[-1].seq == want) or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            task.result()  # the follower must not have stopped: show why it did
+        assert seen[-1].seq == want and len({r.seq for r in seen}) >= 3
+        await assert_replica_equals_storage(f, tmp_path, pg_url, schema)
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await f.close()
+        await store.close()
