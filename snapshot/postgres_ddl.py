@@ -21,9 +21,13 @@ views, triggers). What changed is then said in PostgreSQL, with every name quote
 - views and triggers are reported and not carried (a trigger's effects arrive as rows already), as are
   indexes PostgreSQL cannot hold the same way (partial, expression, rowid): a `Note`.
 
-A change to a table's shape that none of these describe, or a statement that does not run on the shadow,
-is not guessed at: the delta is not applied in place, and the follower re-seeds from the current state
-(`NeedsReseed`: all rows exact, in one transaction), or stops with `FollowError` when no re-seed could
+Generated columns are plain columns there; deltas leave their values out (SQLite computes them), so
+`Generated` computes them for each upserted row the same way, on a rows-free copy of the schema.
+
+A change to a table's shape that none of these describe, a statement that does not run on the shadow, or
+an added generated column (existing rows' values only SQLite can compute) is not guessed at: the delta
+is not applied in place, and the follower re-seeds from the current state (`NeedsReseed`: all rows
+exact, in one transaction), or stops with `FollowError` when no re-seed could
 hold it either (a name longer than PostgreSQL's 63 bytes). Nothing is ever silently dropped.
 """
 
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 
 from snapshot import postgres as pgm
 from snapshot.apply import INTERNAL_PREFIX, quote
-from snapshot.changes import ChangeSet, RawText
+from snapshot.changes import ChangeSet, RawText, TableChanges
 from snapshot.errors import TgsnapError
 
 log = logging.getLogger("tgsnap.follow")
@@ -351,6 +355,11 @@ class Replay:
 
         name, decl, notnull, dflt, _pk, hidden = col
         _check_name(name, f"{self.what}, {self._where()}")
+        if hidden:
+            # SQLite computes it for the rows that exist; PostgreSQL has only a plain column to fill, and the
+            # rows are not in this delta: copy them afresh rather than leave NULL there
+            raise NeedsReseed(f"{self._where()} adds generated column {t}.{name}, whose values for existing rows "
+                              "only SQLite can compute")
         classes, bad = delta_classes(self.changes, t).get(name, (set(), False))
         value = None
         if dflt is not None and not hidden:
@@ -364,7 +373,8 @@ class Replay:
                 classes = classes | {cls}
                 bad = bad or b
         ty = pgm.pg_type(decl, classes, bad)
-        parts: list[q.Composable] = [q.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(self._q(t), q.Identifier(name), q.SQL(ty))]
+        parts: list[q.Composable] = [
+            q.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(self._q(t), q.Identifier(name), q.SQL(ty))]
         if value is not None:
             # a constant (SQLite refuses ADD COLUMN with any other DEFAULT): PostgreSQL fills the existing rows
             # with it, as SQLite reads them, and keeps it for rows a PostgreSQL bot inserts later
@@ -373,9 +383,6 @@ class Replay:
             parts.append(q.SQL("NOT NULL"))
         await cur.execute(q.SQL(" ").join(parts))
         self.tables[t].columns[name] = ty
-        if hidden:
-            self._note(f"{t}.{name}: a generated column, added to PostgreSQL as a plain {ty} column; deltas do not "
-                       "carry its values (SQLite computes them), so PostgreSQL holds NULL there")
         log.info("%s, %s: column %r added to %r in PostgreSQL as %s", self.what, self._where(), name, t, ty)
 
     # ---- indexes
@@ -424,3 +431,49 @@ def differences(old: str, conn: sqlite3.Connection) -> list[str]:
         if a.tables[t] != b.tables[t]:
             out.append(f"table {t!r}: columns {was} are now {now}: re-created in PostgreSQL")
     return out
+
+
+class Generated:
+    """Values of generated columns (`GENERATED ALWAYS AS (…)`, virtual or stored) for a delta's rows.
+
+    Deltas leave them out: SQLite computes them from the other columns. A replica column holds values, so
+    the follower asks SQLite the same way: each row image is inserted into a rows-free copy of the recorded
+    schema (its triggers dropped: replay reproduces rows, not side effects, as restore does) and the
+    generated columns read back, inside a savepoint rolled back after the delta, so the copy stays empty."""
+
+    def __init__(self, recorded: str):
+        self.recorded = recorded
+        self.sh = shadow(recorded)
+        for (name,) in self.sh.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'").fetchall():
+            self.sh.execute(f"DROP TRIGGER {quote(name)}")
+        self.columns = {t: [r[1] for r in self.sh.execute(f"PRAGMA table_xinfo({quote(t)})") if r[6] in (2, 3)]
+                        for t in pgm.user_tables(self.sh)}
+
+    def close(self) -> None:
+        self.sh.close()
+
+    def of(self, t: TableChanges) -> TableChanges:
+        """`t` with its table's generated columns appended to its columns and values to its rows."""
+        gen = [c for c in self.columns.get(t.name, []) if c not in t.columns]
+        if not gen or not t.upserts:
+            return t
+        qt = quote(t.name)
+        cols = ", ".join(quote(c) for c in t.columns)
+        where = " AND ".join(f"{quote(c)} IS ?" for c in t.pk)
+        select = f"SELECT {', '.join(quote(c) for c in gen)} FROM {qt} WHERE {where}"
+        at = [t.columns.index(c) for c in t.pk]
+        rows = []
+        self.sh.execute("SAVEPOINT tgsnap_generated")
+        try:
+            for r in t.upserts:
+                # TEXT that is not UTF-8 bound as its bytes inside CAST, as restore binds it (docs/formats.md §2)
+                marks = ", ".join("CAST(? AS TEXT)" if type(v) is RawText else "?" for v in r)
+                self.sh.execute(f"INSERT OR REPLACE INTO {qt} ({cols}) VALUES ({marks})",
+                                [bytes(v) if type(v) is RawText else v for v in r])
+                key = [r[k] for k in at]
+                got = self.sh.execute(select, [bytes(v) if type(v) is RawText else v for v in key]).fetchone()
+                rows.append((*r, *got))
+        finally:
+            self.sh.execute("ROLLBACK TO tgsnap_generated")
+            self.sh.execute("RELEASE tgsnap_generated")
+        return TableChanges(t.name, t.ddl, [*t.columns, *gen], t.pk, rows, t.deletes)

@@ -55,7 +55,7 @@ from snapshot.errors import (
     DocumentNotFound,
     RestoreError,
 )
-from snapshot.postgres_ddl import FollowError, NeedsReseed, Replay, differences, table_names
+from snapshot.postgres_ddl import FollowError, Generated, NeedsReseed, Replay, differences, table_names
 from snapshot.postgres_ddl import PgTable as _PgTable
 from snapshot.restore import RestorePlan, execute, plan
 
@@ -129,6 +129,7 @@ class Follower:
         self.backend: Backend | None = None
         self._reported: set = set()
         self._known: dict[str, _PgTable] | None = None
+        self._generated: Generated | None = None  # for the recorded schema it was built from
 
     async def close_pg(self) -> None:
         pg, self.pg = self.pg, None
@@ -139,6 +140,9 @@ class Follower:
                 log.debug("closing the PostgreSQL connection failed", exc_info=True)
 
     async def close(self) -> None:
+        if self._generated is not None:
+            self._generated.close()
+            self._generated = None
         await self.close_pg()
         await self._drop_backend()
 
@@ -330,9 +334,13 @@ class Follower:
                 if replay is not None:
                     for i, stmt in enumerate(changes.schema, 1):
                         await replay.run(cur, i, stmt)
+                    recorded = replay.recorded()  # the rows are images under the schema the statements leave
+                generated = self._generated_for(recorded)
                 for t in changes.tables.values():
                     if not len(t) and not t.ddl:
                         continue
+                    if generated is not None:
+                        t = generated.of(t)
                     pt = tables.get(t.name)
                     if pt is None:
                         pt = tables[t.name] = await self._create(cur, t, what)
@@ -351,6 +359,21 @@ class Follower:
             await pgm.write_cursor(cur, self.schema, nxt, ensure=now.sqlite_schema is None)
             await pgm.write_notes(cur, self.schema, notes, replace=False)
         return nxt, notes
+
+    def _generated_for(self, recorded: str | None) -> Generated | None:
+        """The generated-column calculator for the schema `recorded` (rebuilt only when the schema changed)."""
+        if recorded is None:
+            return None
+        g = self._generated
+        if g is None or g.recorded != recorded:
+            if g is not None:
+                g.close()
+            try:
+                g = Generated(recorded)
+            except (sqlite3.Error, ValueError) as e:
+                raise NeedsReseed(f"the SQLite schema recorded beside the cursor does not rebuild here ({e})") from None
+            self._generated = g
+        return g if any(g.columns.values()) else None
 
     async def _create(self, cur, t: TableChanges, what: str) -> _PgTable:
         """A table the replica lacks: create it from the delta's DDL (types by declared affinity)."""

@@ -583,3 +583,41 @@ async def test_a_running_follower_keeps_up_with_ddl_rows_and_compactions(tmp_pat
         await asyncio.gather(task, return_exceptions=True)
         await f.close()
         await store.close()
+
+
+async def test_generated_columns_hold_the_values_sqlite_computes(tmp_path, pg_url, schema):
+    """Deltas leave generated columns out (SQLite computes them); the replica's plain columns get the values
+    SQLite computes for each upserted row, and adding one (existing rows' values only SQLite has) re-seeds."""
+    store = await open_store(tmp_path, ["CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"])
+    await store.flush()
+    f = follower(tmp_path, pg_url, schema)
+    try:
+        await f.step()
+        store.execute("CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER NOT NULL, "
+                      "twice INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL, label TEXT AS ('#' || a) STORED)")
+        store.execute("CREATE TRIGGER no_side_effects AFTER INSERT ON g BEGIN "
+                      "INSERT INTO users VALUES (NEW.id + 1000, 'from the trigger'); END")
+        store.execute("INSERT INTO g (id, a) VALUES (1, 10), (2, 20)")
+        await store.flush()
+        s = await f.step()
+        assert (s.applied, s.reseeded) == (1, None)
+        assert query(pg_url, f'SELECT id, a, twice, label FROM "{schema}".g ORDER BY id') == [
+            (1, 10, 20, "#10"), (2, 20, 40, "#20")]
+        await assert_replica_equals_storage(f, tmp_path, pg_url, schema)
+        store.execute("UPDATE g SET a = 7 WHERE id = 2")
+        await store.flush()
+        assert (await f.step()).applied == 1
+        assert query(pg_url, f'SELECT twice, label FROM "{schema}".g WHERE id = 2') == [(14, "#7")]
+        await assert_replica_equals_storage(f, tmp_path, pg_url, schema)
+        store.execute("ALTER TABLE g ADD COLUMN plus INTEGER AS (a + 1)")
+        await store.flush()
+        s = await f.step()
+        assert s.reseeded and "generated column g.plus" in s.reseeded
+        await assert_replica_equals_storage(f, tmp_path, pg_url, schema)
+        store.execute("INSERT INTO g (id, a) VALUES (3, 1)")
+        await store.flush()
+        assert (await f.step()).reseeded is None
+        await assert_replica_equals_storage(f, tmp_path, pg_url, schema)
+    finally:
+        await f.close()
+        await store.close()
