@@ -57,7 +57,8 @@ from snapshot.errors import (
 )
 from snapshot.postgres_ddl import FollowError, Generated, NeedsReseed, Replay, differences, table_names
 from snapshot.postgres_ddl import PgTable as _PgTable
-from snapshot.restore import RestorePlan, execute, plan
+from snapshot.restore import execute, plan
+from snapshot.restore_plan import RestorePlan
 
 log = logging.getLogger("tgsnap.follow")
 
