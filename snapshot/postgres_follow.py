@@ -351,6 +351,10 @@ class Follower:
                 if replay is not None:
                     recorded = replay.recorded()
                 notes = replay.notes if replay is not None else []
+            except sqlite3.Error as e:
+                # the rows-free SQLite copy refused something the writer's SQLite did (a generated column's
+                # inputs, a schema object this SQLite cannot build): not guessed at, copied afresh
+                raise NeedsReseed(f"the SQLite copy of the replica's schema refused this delta ({e})") from None
             finally:
                 if replay is not None:
                     replay.close()
