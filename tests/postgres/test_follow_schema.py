@@ -621,3 +621,25 @@ async def test_generated_columns_hold_the_values_sqlite_computes(tmp_path, pg_ur
     finally:
         await f.close()
         await store.close()
+
+
+async def test_a_follower_seeded_on_empty_storage_gets_the_clickers_table_and_index_from_the_first_delta(
+        tmp_path, pg_url, schema):
+    empty = await open_store(tmp_path)  # storage exists, no table yet
+    await empty.close()
+    f = follower(tmp_path, pg_url, schema)
+    try:
+        assert (await f.step()).reseeded and pg_tables(pg_url, schema) == set()
+        store = await open_store(tmp_path, SCHEMA, MIGRATIONS)  # declares users and users_by_clicks
+        try:
+            Users(store).register(1, "Анна", "anna")
+            await store.flush()
+            s = await f.step()
+            assert (s.applied, s.reseeded) == (1, None)
+            idx = pg_indexes(pg_url, schema)
+            assert "users_by_clicks" in idx and "clicks DESC" in idx["users_by_clicks"]
+            await assert_replica_equals_storage(f, tmp_path, pg_url, schema)
+        finally:
+            await store.close()
+    finally:
+        await f.close()
