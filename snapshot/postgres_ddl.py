@@ -158,7 +158,7 @@ def _check_name(name: str, what: str) -> None:
     if len(name.encode()) > 63:
         raise FollowError(f"{what}: the name {name!r} is {len(name.encode())} bytes; PostgreSQL identifiers are at "
                           "most 63 (it would cut the name). The follower stops here: rename it in the bot (a "
-                          "migration), then compact storage (tgsnap-compact) so the follower re-seeds past it")
+                          "migration), then compact storage (tgsnap compact) so the follower re-seeds past it")
 
 
 def _existing_value(decl: str, dflt: str):
