@@ -66,7 +66,8 @@ async def test_old_storage_restores_and_continues(tmp_path, name, backend_cls):
     again = await restore(backend_cls(root, fsync=False))
     assert again.seq == expected["seq"] + 2 and state(again.conn) == live.rows()
     p = await plan(backend_cls(root, fsync=False))
-    assert not p.forks and not p.foreign and p.manifest.format == 3
+    # the new snapshot has state digest 2, which only manifest format 4 holds
+    assert not p.forks and not p.foreign and p.manifest.format == 4 and p.snapshot.digest == 2
     conn, seq = _reader()["read"](str(root))
     assert seq == expected["seq"] + 2 and state(conn) == live.rows()
 
@@ -96,6 +97,8 @@ async def test_format3_storage_with_whole_image_digest_restores_and_continues(tm
     await r.release()
     again = await restore(LocalDirBackend(root, fsync=False))
     assert again.seq == expected["seq"] + 2 and state(again.conn) == live.rows()
+    p = await plan(LocalDirBackend(root, fsync=False))
+    assert p.manifest.format == 4 and p.snapshot.digest == 2
     conn, seq = _reader()["read"](str(root))
     assert seq == expected["seq"] + 2 and state(conn) == live.rows()
 
