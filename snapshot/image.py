@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import sqlite3
 import threading
@@ -170,12 +171,15 @@ def inflate_shard(index: int, frame: Frame, raw_size: int, sha256: bytes) -> byt
 
 
 def assemble(frames: Sequence[tuple[Frame, int, bytes]], *, image_size: int, image_sha256: bytes,
-             digest: int = DIGEST_IMAGE, parallelism: int = 4, executor: Executor | None = None) -> bytearray:
+             digest: int = DIGEST_IMAGE, parallelism: int = 4, executor: Executor | None = None) -> memoryview:
     """Decompress shards `(frame, raw_size, sha256)` in parallel into one buffer, verify each shard and the
     state digest (of kind `digest`, as the manifest says); the image.
 
     `frame` is the shard's zstd frame or the list of its part bodies in order. Every shard lands at its
-    offset in a buffer of `image_size` bytes allocated once; the caller loads that buffer as it is.
+    offset in a buffer of `image_size` bytes allocated once; the caller loads that buffer as it is. The
+    buffer is an anonymous mapping, not a `bytearray`: a bytearray is zero-filled page by page in the
+    calling thread first (165 ms at 10 M users), while a mapping's pages are zeroed by the kernel when the
+    decompressing threads first write them. It is unmapped once the returned view is garbage.
     """
     if digest not in DIGESTS:
         raise RestoreError(f"unknown state digest {digest}")
@@ -183,8 +187,7 @@ def assemble(frames: Sequence[tuple[Frame, int, bytes]], *, image_size: int, ima
     if total != image_size:
         raise RestoreError(f"rebuilt image is {total} bytes (the shards' raw sizes), the manifest says "
                            f"{image_size}")
-    out = bytearray(image_size)
-    mv = memoryview(out)
+    mv = memoryview(mmap.mmap(-1, image_size)) if image_size else memoryview(b"")
     spans, off = [], 0
     for _f, n, _h in frames:
         spans.append(mv[off:off + n])
@@ -217,7 +220,9 @@ def assemble(frames: Sequence[tuple[Frame, int, bytes]], *, image_size: int, ima
         raise RestoreError("state digest mismatch: the rebuilt image's digest "
                            f"({'SHA-256 of the image' if digest == DIGEST_IMAGE else 'SHA-256 of its shards'}"
                            ") differs from the manifest's")
-    return out
+    for span in spans:
+        span.release()
+    return mv
 
 
 def connect() -> sqlite3.Connection:

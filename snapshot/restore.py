@@ -546,7 +546,7 @@ async def _plan_point(backend: Backend, cipher: Cipher | None, m: Manifest, head
 
 async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | None, *,
                       progress: Progress | None = None, parallelism: int = 8, allow_plaintext: bool = False
-                      ) -> bytearray:
+                      ) -> memoryview:
     """Download, verify and reassemble a snapshot's image; check the state digest."""
     if [sh.index for sh in snap.shards] != list(range(len(snap.shards))):
         # docs/formats.md §3: shards are listed in index order, 0, 1, 2, ...; the image is their
