@@ -21,8 +21,12 @@ from snapshot.errors import CorruptDocument
 
 #: newest manifest format this code reads. Format 2 adds delta entries stored inside the manifest
 #: (`inline`) or inside a pack document (`pack`, `offset`). Format 3 (what writers write) adds
-#: `storage_id`, `claim_id`, `state`, `claimed_from` and `schema_version`.
-MANIFEST_FORMAT = 3
+#: `storage_id`, `claim_id`, `state`, `claimed_from` and `schema_version`. Format 4 (written when a listed
+#: snapshot uses it) adds the snapshot's `digest` 2: its state digest is the SHA-256 of its shards' digests
+#: (docs/formats.md §3), which a format-3 reader would check as the SHA-256 of the whole image and fail.
+MANIFEST_FORMAT = 4
+#: the format that carries storage and claim ids: what writers write unless a listed snapshot needs 4.
+IDS_FORMAT = 3
 #: `state` of a manifest that only stakes a claim (no snapshot, no deltas: follow `claimed_from`).
 STATE_CLAIM = "claim"
 #: `state` of a manifest that says where the state lives.
@@ -82,6 +86,9 @@ class SnapshotEntry:
     image_sha256: str
     compression: str = "zstd"
     shards: list[ShardEntry] = field(default_factory=list)
+    #: how `image_sha256` is computed (snapshot.image.DIGESTS): 1, SHA-256 of the whole image (absent from
+    #: the JSON); 2, SHA-256 of the shards' SHA-256 digests in index order (manifest format 4).
+    digest: int = 1
 
     @property
     def parts(self) -> list[PartEntry]:
@@ -203,11 +210,16 @@ class Manifest:
     def needs_v2(self) -> bool:
         return any(e.inline is not None or e.pack is not None for e in self.deltas)
 
+    @property
+    def needs_v4(self) -> bool:
+        return any(s is not None and s.digest != 1 for s in [self.snapshot, *(h.snapshot for h in self.history)])
+
     def to_json(self) -> bytes:
         d = asdict(self)
         # Format 1 readers can read what uses no format-2 field: write the oldest format that suffices.
         d["format"] = max(self.format, 2 if self.needs_v2 else 1,
-                          3 if self.claim_id is not None or self.state != STATE_FULL else 1)
+                          3 if self.claim_id is not None or self.state != STATE_FULL else 1,
+                          4 if self.needs_v4 else 1)
         if d["format"] < 3:
             for k in _V3_FIELDS:
                 del d[k]
@@ -217,6 +229,9 @@ class Manifest:
             for k in _V2_FIELDS:
                 if e[k] is None:
                     del e[k]
+        for sd in [d["snapshot"], *(h["snapshot"] for h in d.get("history", []))]:
+            if sd is not None and sd["digest"] == 1:
+                del sd["digest"]  # digest 1 is what a snapshot without the field means
         return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     @classmethod
@@ -287,6 +302,15 @@ class Manifest:
                 raise CorruptDocument(ref, f"manifest's packed delta seq {e.seq} has no valid offset")
             if (e.pack is not None or e.inline is not None) and self.format < 2:
                 raise CorruptDocument(ref, f"manifest format {self.format} cannot hold inline or packed deltas")
+        for snap in [self.snapshot, *(h.snapshot for h in self.history)]:
+            if snap is None:
+                continue
+            if snap.digest not in (1, 2) or isinstance(snap.digest, bool):
+                raise CorruptDocument(ref, f"manifest's snapshot at base seq {snap.base_seq} has an unknown state "
+                                           f"digest {snap.digest!r}")
+            if snap.digest != 1 and self.format < 4:
+                raise CorruptDocument(ref, f"manifest format {self.format} cannot hold a snapshot of state "
+                                           f"digest {snap.digest}")
         if self.snapshot and not all(math.isfinite(x) for x in (self.snapshot.captured_at,)):
             raise CorruptDocument(ref, "manifest snapshot time is not finite")
         self._check_history(ref)

@@ -47,7 +47,7 @@ from snapshot.errors import (
     TgsnapError,
 )
 from snapshot.manifest import (
-    MANIFEST_FORMAT,
+    IDS_FORMAT,
     STATE_CLAIM,
     STATE_FULL,
     DeltaEntry,
@@ -308,7 +308,7 @@ class Replica:
             snapshot, deltas, last_ref, history = None, [], None, []
         return Manifest(epoch=self._epoch, generation=self._generation, created_at=now,
                         lease=self._lease(now, released), snapshot=snapshot, deltas=deltas, last_ref=last_ref,
-                        format=MANIFEST_FORMAT, storage_id=self._storage.hex(), claim_id=self._claim.hex(),
+                        format=IDS_FORMAT, storage_id=self._storage.hex(), claim_id=self._claim.hex(),
                         state=state, claimed_from=self._claimed_from, schema_version=self.schema_version,
                         history=history)
 
@@ -746,7 +746,7 @@ class Replica:
                 k += n
             snap = SnapshotEntry(base_seq=base_seq, base_hash=base_hash.hex(), captured_at=float(captured_at),
                                  epoch=self._epoch, image_size=built.image_size,
-                                 image_sha256=built.image_sha256.hex(), shards=shards)
+                                 image_sha256=built.image_sha256.hex(), shards=shards, digest=built.digest)
             old = self._snapshot
             before = list(self._deltas)
             # The old current snapshot and the deltas up to the new base become an older point; the

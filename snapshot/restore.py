@@ -29,7 +29,7 @@ from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher, as_cipher
 from snapshot.concurrency import gather_limited
 from snapshot.delta import decode_body
-from snapshot.envelope import GENESIS, NO_ID, Kind, decode, document_hash, read_header
+from snapshot.envelope import GENESIS, NO_ID, Kind, decode, decode_recorded, document_hash, read_header
 from snapshot.errors import (
     ChainError,
     CorruptDocument,
@@ -553,7 +553,7 @@ async def _plan_point(backend: Backend, cipher: Cipher | None, m: Manifest, head
 
 async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | None, *,
                       progress: Progress | None = None, parallelism: int = 8, allow_plaintext: bool = False
-                      ) -> bytes:
+                      ) -> memoryview:
     """Download, verify and reassemble a snapshot's image; check the state digest."""
     if [sh.index for sh in snap.shards] != list(range(len(snap.shards))):
         # docs/formats.md §3: shards are listed in index order, 0, 1, 2, ...; the image is their
@@ -564,7 +564,7 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
     image_sha = bytes.fromhex(snap.image_sha256)
     done = 0
 
-    async def one(sh: ShardEntry, j: int, p: PartEntry) -> bytes:
+    async def one(sh: ShardEntry, j: int, p: PartEntry) -> bytes | memoryview:
         nonlocal done
         where = f"snapshot part (shard {sh.index}, part {j} of {len(sh.parts)}, base seq {snap.base_seq})"
         try:
@@ -572,16 +572,17 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
         except DocumentNotFound:
             raise RestoreError(f"{where} {p.ref!r} is missing from storage") from None
 
-        def check() -> bytes:
+        def check() -> bytes | memoryview:
             if len(data) != p.size or document_hash(data).hex() != p.sha256:
                 read_header(data, p.ref)  # a damaged header is named as such
                 raise CorruptDocument(p.ref, f"{where}: bytes differ from the manifest's record (size "
                                              f"{len(data)} vs {p.size}, or SHA-256)")
-            doc = decode(data, ref=p.ref, cipher=cipher, expect=Kind.SNAPSHOT_PART,
-                         allow_plaintext=allow_plaintext)
-            if doc.header.seq != snap.base_seq or doc.header.prev_hash != image_sha:
+            # the hash just checked covers the header's payload checksum: not computed again
+            header, body = decode_recorded(data, ref=p.ref, cipher=cipher, expect=Kind.SNAPSHOT_PART,
+                                           allow_plaintext=allow_plaintext)
+            if header.seq != snap.base_seq or header.prev_hash != image_sha:
                 raise CorruptDocument(p.ref, f"{where}: belongs to another snapshot")
-            return doc.body
+            return body
 
         body = await asyncio.to_thread(check)
         done += 1
@@ -589,13 +590,14 @@ async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | No
         return body
 
     bodies = await gather_limited([partial(one, *a) for a in parts], parallelism)
-    frames, k = [], 0
+    frames: list[tuple[image_mod.Frame, int, bytes]] = []
+    k = 0
     for sh in snap.shards:
         n = len(sh.parts)
-        frames.append((b"".join(bodies[k:k + n]), sh.raw_size, bytes.fromhex(sh.sha256)))
+        frames.append((bodies[k:k + n], sh.raw_size, bytes.fromhex(sh.sha256)))  # the bodies, not joined
         k += n
     img = await asyncio.to_thread(image_mod.assemble, frames, image_size=snap.image_size,
-                                  image_sha256=image_sha, parallelism=parallelism)
+                                  image_sha256=image_sha, digest=snap.digest, parallelism=parallelism)
     _notify(progress, "decompress", len(frames), len(frames))
     return img
 
@@ -614,6 +616,7 @@ async def execute(p: RestorePlan, backend: Backend, key: bytes | Cipher | None =
         img = await fetch_image(backend, p.snapshot, cipher, progress=progress, parallelism=parallelism,
                                 allow_plaintext=allow_plaintext)
         image_mod.load(img, conn)
+        del img  # SQLite holds its own copy: the buffer (as large as the database) goes before deltas apply
     for i, d in enumerate(p.deltas, 1):
         changes = p.changes.get(d.ref)
         if changes is None:

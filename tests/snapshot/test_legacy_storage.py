@@ -66,6 +66,61 @@ async def test_old_storage_restores_and_continues(tmp_path, name, backend_cls):
     again = await restore(backend_cls(root, fsync=False))
     assert again.seq == expected["seq"] + 2 and state(again.conn) == live.rows()
     p = await plan(backend_cls(root, fsync=False))
-    assert not p.forks and not p.foreign and p.manifest.format == 3
+    # the new snapshot has state digest 2, which only manifest format 4 holds
+    assert not p.forks and not p.foreign and p.manifest.format == 4 and p.snapshot.digest == 2
     conn, seq = _reader()["read"](str(root))
     assert seq == expected["seq"] + 2 and state(conn) == live.rows()
+
+
+async def test_format3_storage_with_whole_image_digest_restores_and_continues(tmp_path):
+    """legacy-f3 (tests/snapshot/fixtures/make_legacy_f3.py): envelope v2, manifest format 3, a snapshot
+    whose state digest is SHA-256 of the whole image (digest 1), shards of several parts, a delta only
+    discovery finds."""
+    root, expected = _copy("legacy-f3", tmp_path)
+    p = await plan(LocalDirBackend(root, fsync=False))
+    assert p.manifest.format == 3 and p.snapshot is not None and p.discovered == 1
+    assert any(len(sh.parts) > 1 for sh in p.snapshot.shards) and len(p.snapshot.shards) > 1
+    got = await restore(LocalDirBackend(root, fsync=False))
+    assert got.seq == expected["seq"] and state(got.conn) == expected["rows"]
+    conn, seq = _reader()["read"](str(root))  # the documented reader reads it too
+    assert seq == expected["seq"] and state(conn) == expected["rows"]
+
+    r = Replica(LocalDirBackend(root, fsync=False), ReplicaConfig(**CFG))
+    got = await r.acquire()  # the writer crashed long ago: its lease has expired
+    assert got.seq == expected["seq"] and state(got.conn) == expected["rows"]
+    live = Live(got.conn)
+    live.set(900, clicks=1)
+    assert await live.flush(r)
+    await live.snapshot(r)  # written in the current encoding
+    live.set(901, clicks=2)
+    assert await live.flush(r)
+    await r.release()
+    again = await restore(LocalDirBackend(root, fsync=False))
+    assert again.seq == expected["seq"] + 2 and state(again.conn) == live.rows()
+    p = await plan(LocalDirBackend(root, fsync=False))
+    assert p.manifest.format == 4 and p.snapshot.digest == 2
+    conn, seq = _reader()["read"](str(root))
+    assert seq == expected["seq"] + 2 and state(conn) == live.rows()
+
+
+def test_a_damaged_byte_in_an_old_image_is_still_caught(tmp_path):
+    """Digest-1 snapshots are still checked in full: a shard whose raw bytes differ from what the manifest's
+    whole-image digest says is refused (here: the manifest's image digest itself altered)."""
+    import glob
+
+    from snapshot import image as image_mod
+    from snapshot.errors import RestoreError
+
+    root, _ = _copy("legacy-f3", tmp_path)
+    m, _h = decode_manifest(Path(sorted(glob.glob(str(root / "MANIFEST.*")))[-1]).read_bytes())
+    snap = m.snapshot
+    frames = []
+    for sh in snap.shards:
+        body = b"".join(LocalDirBackend(root, fsync=False).root.joinpath("docs", p.ref).read_bytes()[144:]
+                        for p in sh.parts)
+        frames.append((body, sh.raw_size, bytes.fromhex(sh.sha256)))
+    good = bytes.fromhex(snap.image_sha256)
+    img = image_mod.assemble(frames, image_size=snap.image_size, image_sha256=good)
+    assert len(img) == snap.image_size
+    with pytest.raises(RestoreError, match="state digest"):
+        image_mod.assemble(frames, image_size=snap.image_size, image_sha256=bytes(32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -97,3 +98,26 @@ def test_encrypted_manifest_needs_its_key():
         decode_manifest(data)
     with pytest.raises(EncryptionError):
         decode_manifest(data, cipher=Cipher(b"\x01" * 32))
+
+
+def test_state_digest_2_needs_format_4_and_digest_1_is_written_as_before():
+    m = sample()
+    d = json.loads(m.to_json())
+    assert d["format"] == 1 and "digest" not in d["snapshot"]  # digest 1: the JSON of older writers
+    m.snapshot.digest = 2
+    m.storage_id, m.claim_id = "01" * 16, "02" * 16  # a writer of format 3 and later has both ids
+    d = json.loads(m.to_json())
+    assert d["format"] == 4 and d["snapshot"]["digest"] == 2
+    assert decode_manifest(encode_manifest(m))[0] == dataclasses.replace(m, format=4)
+
+    def refused(mutate, match):
+        d = json.loads(m.to_json())
+        mutate(d)
+        with pytest.raises(CorruptDocument, match=match):
+            decode_manifest(encode(Kind.MANIFEST, json.dumps(d).encode(), epoch=3, seq=7))
+
+    refused(lambda d: d.update(format=3),
+            "format 3 cannot hold a snapshot of state digest 2")
+    refused(lambda d: d["snapshot"].update(digest=3), "unknown state digest 3")
+    refused(lambda d: d["snapshot"].update(digest=True), "unknown state digest True")
+    refused(lambda d: d["snapshot"].update(digest="2"), "unknown state digest '2'")

@@ -79,7 +79,7 @@ class Context:
         self.log("article: json.loads -> executemany ...")
         rest = timed(lambda: article.restore(dump.result).close(), self.repeats)
         return {"json_bytes": len(dump.result), "dump_seconds": dump.wall, "dump_cpu_seconds": dump.cpu,
-                "restore_seconds": rest.wall, "json": dump.result}
+                "restore_seconds": rest.wall, "restore_cpu_seconds": rest.cpu, "json": dump.result}
 
     @property
     def storage_dir(self):
