@@ -47,7 +47,8 @@ from snapshot.errors import (
     RestoreError,
     TgsnapError,
 )
-from snapshot.restore import RestorePlan, execute, plan
+from snapshot.restore import execute, plan
+from snapshot.restore_plan import RestorePlan
 
 log = logging.getLogger("tgsnap.follow")
 
