@@ -839,14 +839,18 @@ class MTProtoBackend(Backend):
         found: list[types.Message] = []
         last_seen = after
         start = after + 1
+        # as many batches at once as a whole gap takes (2 for the default 200): a scan that finds nothing new
+        # is then one round trip, not one per batch; the extra ids read on a longer scan are harmless
+        window = max(1, -(-self.discover_gap // 100))
         while True:
-            ids = list(range(start, start + 100))
-            for msg in await self._messages(ids):
-                if msg is not None:
-                    last_seen = max(last_seen, msg.id)  # type: ignore[attr-defined]
-                    if isinstance(msg, types.Message):
-                        found.append(msg)
-            start += 100
+            batches = [list(range(start + k * 100, start + (k + 1) * 100)) for k in range(window)]
+            for answer in await asyncio.gather(*(self._messages(ids) for ids in batches)):
+                for msg in answer:
+                    if msg is not None:
+                        last_seen = max(last_seen, msg.id)  # type: ignore[attr-defined]
+                        if isinstance(msg, types.Message):
+                            found.append(msg)
+            start += 100 * window
             if start - 1 - max(last_seen, self._top) >= self.discover_gap:
                 return found
 

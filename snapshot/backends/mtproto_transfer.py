@@ -92,8 +92,11 @@ class SenderPool:
         self._locks = [asyncio.Lock() for _ in range(size)]
         self._busy = [0] * size  # requests in flight per connection
         self._capacity = asyncio.Semaphore(in_flight)
+        self._warming: set[asyncio.Task[None]] = set()
 
     async def _sender(self, slot: int) -> MTProtoSender:
+        if self._senders[slot] is None and not self._warming:
+            self._warm(slot)
         async with self._locks[slot]:
             sender = self._senders[slot]
             if sender is None or not sender.is_connected():
@@ -101,6 +104,22 @@ class SenderPool:
                     await _quiet_disconnect(sender)
                 sender = self._senders[slot] = await self._open()
             return sender
+
+    def _warm(self, opening: int) -> None:
+        """The first transfer opens the pool: open the other connections at once, in the background, so
+        that they are ready when the parts after the first need them (a restore reads the manifest, then
+        all the snapshot's parts)."""
+        for slot in range(self.size):
+            if slot != opening and self._senders[slot] is None and not self._locks[slot].locked():
+                task = asyncio.ensure_future(self._warm_one(slot))
+                self._warming.add(task)
+                task.add_done_callback(self._warming.discard)
+
+    async def _warm_one(self, slot: int) -> None:
+        try:
+            await self._sender(slot)
+        except Exception as exc:  # noqa: BLE001 - the next request on this slot opens it again and reports
+            log.debug("opening transfer connection %d ahead of use failed: %s", slot, exc)
 
     async def _open(self) -> MTProtoSender:
         c = self.client
@@ -140,6 +159,9 @@ class SenderPool:
             raise
 
     async def close(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
         senders, self._senders = self._senders, [None] * self.size
         for sender in senders:
             if sender is not None:
