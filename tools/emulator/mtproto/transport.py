@@ -63,6 +63,8 @@ class FullTransport(Transport):
         length, seq = struct.unpack("<ii", head)
         if length < 12:
             raise TransportError(f"full transport length {length} too small")
+        if length - 8 > MAX_PACKET:
+            raise TransportError(f"refusing a {length - 8}-byte packet")
         # body and CRC read apart, the CRC computed piecewise: no slicing or concatenating a 512 KiB part
         body = await self._read_exactly(length - 12)
         (checksum,) = struct.unpack("<I", await self._reader.readexactly(4))
