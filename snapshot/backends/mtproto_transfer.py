@@ -27,7 +27,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from telethon import TelegramClient, errors
 from telethon.network import MTProtoSender
@@ -70,6 +70,22 @@ class FileMigrated(BackendError):
 Refresh = Callable[[], Awaitable[Location]]
 
 
+class Invoker(Protocol):
+    """Where a transfer sends its requests: a `SenderPool`, or `Direct` on the client's own connection."""
+
+    async def invoke(self, request: Any) -> Any: ...
+
+
+class Direct:
+    """The client's own connection, for a transfer of one request or so (no connection to open first)."""
+
+    def __init__(self, client: TelegramClient) -> None:
+        self.client = client
+
+    async def invoke(self, request: Any) -> Any:
+        return await compat.invoke(self.client, request)
+
+
 class SenderPool:
     """`size` extra connections to the client's home DC, opened lazily and reopened when they die.
 
@@ -104,6 +120,11 @@ class SenderPool:
                     await _quiet_disconnect(sender)
                 sender = self._senders[slot] = await self._open()
             return sender
+
+    def warm(self) -> None:
+        """Open every connection in the background (a no-op once they are open or opening)."""
+        if not self._warming and any(s is None for s in self._senders):
+            self._warm(-1)
 
     def _warm(self, opening: int) -> None:
         """The first transfer opens the pool: open the other connections at once, in the background, so
@@ -257,9 +278,9 @@ async def upload(pool: SenderPool, data: bytes, name: str, *, attempts: int = 5,
     return types.InputFile(id=file_id, parts=total, name=name, md5_checksum=hashlib.md5(data).hexdigest())
 
 
-async def download(pool: SenderPool, location: Location, size: int, *, refresh: Refresh, what: str,
+async def download(pool: Invoker, location: Location, size: int, *, refresh: Refresh, what: str,
                    attempts: int = 5) -> bytes:
-    """Download `size` bytes of a document in parallel 1 MiB pieces."""
+    """Download `size` bytes of a document in parallel 1 MiB pieces (through a pool, or `Direct`)."""
     if size == 0:
         return b""
     pieces = -(-size // DOWNLOAD_PIECE)
