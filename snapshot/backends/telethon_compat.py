@@ -130,7 +130,7 @@ def _without_gzip(state: MTProtoState) -> None:
         buffer.write(data)
         return msg_id
 
-    state.write_data_as_message = write_data_as_message  # type: ignore[method-assign]
+    state.write_data_as_message = write_data_as_message
 
 
 class _LeanFullCodec(FullPacketCodec):
