@@ -763,10 +763,17 @@ class MTProtoBackend(Backend):
             return types.InputDocumentFileLocation(fresh.id, fresh.access_hash, fresh.file_reference, "")
 
         location = types.InputDocumentFileLocation(doc.id, doc.access_hash, doc.file_reference, "")
+        # A one-piece document (a manifest, a delta) gains nothing from the pool: it is read on the client's
+        # own connection, already open, while the pool opens in the background for the large parts that
+        # usually follow (a restore: manifest first, then the snapshot's parts).
+        via: transfer.Invoker = self.pool
+        if doc.size <= transfer.DOWNLOAD_PIECE:
+            via = transfer.Direct(self.client)
+            self.pool.warm()
         # each piece has its own timeout inside the transfer; the whole may take as long as the file needs
         try:
             return await self._call(
-                lambda: transfer.download(self.pool, location, doc.size, refresh=refresh, what=what),
+                lambda: transfer.download(via, location, doc.size, refresh=refresh, what=what),
                 f"reading {what}", attempt_timeout=0)
         except transfer.FileMigrated as moved:
             log.info("%s: %s; reading it from there", self.chat_title, moved)
@@ -840,14 +847,19 @@ class MTProtoBackend(Backend):
         found: list[types.Message] = []
         last_seen = after
         start = after + 1
+        # one batch more than a whole gap takes, at once (3 for the default 200): a scan whose last document is
+        # within the first batch — the usual case, the manifest itself — is then one round trip, not one per
+        # batch; the extra ids read on a longer scan are harmless
+        window = max(1, -(-self.discover_gap // 100)) + 1
         while True:
-            ids = list(range(start, start + 100))
-            for msg in await self._messages(ids):
-                if msg is not None:
-                    last_seen = max(last_seen, msg.id)
-                    if isinstance(msg, types.Message):
-                        found.append(msg)
-            start += 100
+            batches = [list(range(start + k * 100, start + (k + 1) * 100)) for k in range(window)]
+            for answer in await asyncio.gather(*(self._messages(ids) for ids in batches)):
+                for msg in answer:
+                    if msg is not None:
+                        last_seen = max(last_seen, msg.id)
+                        if isinstance(msg, types.Message):
+                            found.append(msg)
+            start += 100 * window
             if start - 1 - max(last_seen, self._top) >= self.discover_gap:
                 return found
 

@@ -4,12 +4,16 @@ Telethon moves a file one part at a time over its single connection, so a large 
 by round trips. Here, as in the well-known "FastTelethon" approach, a `SenderPool` opens a few more
 `MTProtoSender`s on the client's own auth key and home DC (each with its own MTProto session, exactly as
 Telethon's `_create_exported_sender` builds senders for other DCs, minus the auth export), and the parts
-of one file are spread across them:
+of one file are spread across them, several requests in flight per connection (`SenderPool`):
 
 - upload: `upload.saveFilePart` (≤ 10 MB) or `upload.saveBigFilePart` (above) in 512 KiB parts, any order;
   the result is an `InputFile` / `InputFileBig` for messages.sendMedia or messages.editMessage;
 - download: `upload.getFile` in 1 MiB pieces at 1 MiB-aligned offsets (so every request is 4 KiB aligned
-  and never crosses a 1 MiB boundary), reassembled in place.
+  and never crosses a 1 MiB boundary), joined once at the end.
+
+The pool's connections skip Telethon's attempt to gzip every request (`telethon_compat.new_sender`): the
+parts are zstd-compressed or random, so zlib at level 9 spent ~29 ms per 512 KiB part only to throw the
+result away. Telethon's own `upload_file` still pays that (it is the baseline the bench compares with).
 
 A failed part (timeout, dropped connection, emulator restart) is retried on a fresh connection; parts are
 idempotent, so a repeat is harmless. An expired file reference is refreshed once through a callback that
@@ -23,7 +27,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from telethon import TelegramClient, errors
 from telethon.network import MTProtoSender
@@ -39,6 +43,19 @@ DOWNLOAD_PIECE = 1024 * 1024
 BIG_FILE = 10 * 1024 * 1024
 MAX_FILE = 2000 * 1024 * 1024
 MAX_PARTS = 4000
+#: requests in flight over all of a pool's connections. MTProto lets a client send the next request before
+#: the previous answer arrives, and Telegram answers pipelined requests as they finish. TDLib (Telegram's own
+#: client library) keeps up to 16 MiB of upload.getFile in flight per DC (td/telegram/files/
+#: FileDownloadManager: max_download_resource_limit_ = 1 << 21, x 8 for premium accounts) over 2 download
+#: sessions (td/telegram/net/NetQueryDispatcher.cpp), i.e. 8 requests per connection: 16 over 6 connections
+#: is at most 3 per connection.
+IN_FLIGHT = 16
+#: parts of one upload in flight at once: TDLib's upload budget, 4 MiB = 8 parts of 512 KiB
+#: (td/telegram/files/FileUploadManager.cpp: MAX_UPLOAD_RESOURCE_LIMIT = 4 << 20), spread over up to 8
+#: upload sessions (4 on DCs 2 and 4: NetQueryDispatcher.cpp, upload_session_count).
+UPLOAD_IN_FLIGHT = 8
+#: pieces of one download in flight at once (the pool's whole budget: TDLib's 16 MiB).
+DOWNLOAD_IN_FLIGHT = IN_FLIGHT
 
 Location: TypeAlias = types.InputDocumentFileLocation
 
@@ -53,19 +70,49 @@ class FileMigrated(BackendError):
 Refresh = Callable[[], Awaitable[Location]]
 
 
-class SenderPool:
-    """`size` extra connections to the client's home DC, opened lazily and reopened when they die."""
+class Invoker(Protocol):
+    """Where a transfer sends its requests: a `SenderPool`, or `Direct` on the client's own connection."""
 
-    def __init__(self, client: TelegramClient, size: int, *, timeout: float = 60.0) -> None:
-        if size < 1:
-            raise ValueError("a sender pool needs at least one connection")
+    async def invoke(self, request: Any) -> Any: ...
+
+
+class Direct:
+    """The client's own connection, for a transfer of one request or so (no connection to open first)."""
+
+    def __init__(self, client: TelegramClient) -> None:
+        self.client = client
+
+    async def invoke(self, request: Any) -> Any:
+        return await compat.invoke(self.client, request)
+
+
+class SenderPool:
+    """`size` extra connections to the client's home DC, opened lazily and reopened when they die.
+
+    Requests are pipelined: at most `in_flight` at once over all connections (several transfers at once,
+    as a restore fetching all of a snapshot's parts, share that budget), each sent on the connection with
+    the fewest in flight, so a connection carries about `in_flight / size` of them. What one transfer keeps
+    in flight is bounded by its caller (`upload`: `UPLOAD_IN_FLIGHT` parts; `download`:
+    `DOWNLOAD_IN_FLIGHT` pieces).
+    """
+
+    def __init__(self, client: TelegramClient, size: int, *, timeout: float = 60.0,
+                 in_flight: int = IN_FLIGHT) -> None:
+        if size < 1 or in_flight < 1:
+            raise ValueError("a sender pool needs at least one connection and one request in flight")
         self.client = client
         self.size = size
+        self.in_flight = in_flight
         self.timeout = timeout
         self._senders: list[MTProtoSender | None] = [None] * size
         self._locks = [asyncio.Lock() for _ in range(size)]
+        self._busy = [0] * size  # requests in flight per connection
+        self._capacity = asyncio.Semaphore(in_flight)
+        self._warming: set[asyncio.Task[None]] = set()
 
     async def _sender(self, slot: int) -> MTProtoSender:
+        if self._senders[slot] is None and not self._warming:
+            self._warm(slot)
         async with self._locks[slot]:
             sender = self._senders[slot]
             if sender is None or not sender.is_connected():
@@ -74,11 +121,32 @@ class SenderPool:
                 sender = self._senders[slot] = await self._open()
             return sender
 
+    def warm(self) -> None:
+        """Open every connection in the background (a no-op once they are open or opening)."""
+        if not self._warming and any(s is None for s in self._senders):
+            self._warm(-1)
+
+    def _warm(self, opening: int) -> None:
+        """The first transfer opens the pool: open the other connections at once, in the background, so
+        that they are ready when the parts after the first need them (a restore reads the manifest, then
+        all the snapshot's parts)."""
+        for slot in range(self.size):
+            if slot != opening and self._senders[slot] is None and not self._locks[slot].locked():
+                task = asyncio.ensure_future(self._warm_one(slot))
+                self._warming.add(task)
+                task.add_done_callback(self._warming.discard)
+
+    async def _warm_one(self, slot: int) -> None:
+        try:
+            await self._sender(slot)
+        except Exception as exc:  # noqa: BLE001 - the next request on this slot opens it again and reports
+            log.debug("opening transfer connection %d ahead of use failed: %s", slot, exc)
+
     async def _open(self) -> MTProtoSender:
         c = self.client
         dc_id, address, port = compat.session_dc(c)
-        sender = compat.new_sender(c, c.session.auth_key)
-        await sender.connect(compat.connection(c, address, port, dc_id))
+        sender = compat.new_sender(c, c.session.auth_key, gzip=False)
+        await sender.connect(compat.connection(c, address, port, dc_id, lean=True))
         try:
             await asyncio.wait_for(sender.send(compat.init_connection(c, functions.help.GetConfigRequest())),
                                    self.timeout)
@@ -87,8 +155,17 @@ class SenderPool:
             raise
         return sender
 
-    async def invoke(self, slot: int, request):
-        """Send `request` on connection `slot`; a connection that fails is dropped and reopened next time."""
+    async def invoke(self, request):
+        """Send `request` on the least busy connection; a connection that fails is dropped and reopened."""
+        async with self._capacity:
+            slot = min(range(self.size), key=self._busy.__getitem__)
+            self._busy[slot] += 1
+            try:
+                return await self._invoke_on(slot, request)
+            finally:
+                self._busy[slot] -= 1
+
+    async def _invoke_on(self, slot: int, request):
         sender = await self._sender(slot)
         try:
             # straight to the sender: Telethon's retry loop would sleep on errors that `_striped` retries itself
@@ -97,11 +174,15 @@ class SenderPool:
             raise
         except BaseException:
             # the connection may be wedged (no answer) or dead: start the next attempt on a fresh one.
-            self._senders[slot] = None
+            if self._senders[slot] is sender:
+                self._senders[slot] = None
             await _quiet_disconnect(sender)
             raise
 
     async def close(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
         senders, self._senders = self._senders, [None] * self.size
         for sender in senders:
             if sender is not None:
@@ -129,18 +210,18 @@ def _transient(exc: BaseException) -> float | None:
     return None
 
 
-async def _striped(pool: SenderPool, count: int, job: Callable[[int, int], Awaitable[None]], *,
-                   attempts: int, what: str) -> None:
-    """Run job(slot, index) for index in range(count), `pool.size` at a time, retrying failed indexes."""
+async def _striped(count: int, job: Callable[[int], Awaitable[None]], *, workers: int, attempts: int,
+                   what: str) -> None:
+    """Run job(index) for index in range(count), `workers` at a time, retrying failed indexes."""
     pending = list(range(count - 1, -1, -1))  # popped from the end: lowest index first
     failures: dict[int, int] = {}
 
-    async def worker(slot: int) -> None:
+    async def worker() -> None:
         while pending:
             index = pending.pop()
             while True:
                 try:
-                    await job(slot, index)
+                    await job(index)
                     break
                 except BackendError:
                     raise
@@ -154,13 +235,13 @@ async def _striped(pool: SenderPool, count: int, job: Callable[[int, int], Await
                     log.info("%s: part %d failed (%s), retrying", what, index, exc)
                     await asyncio.sleep(delay)
 
-    workers = [asyncio.ensure_future(worker(slot)) for slot in range(min(pool.size, count))]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(workers, count))]
     try:
-        await asyncio.gather(*workers)
+        await asyncio.gather(*tasks)
     finally:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def upload(pool: SenderPool, data: bytes, name: str, *, attempts: int = 5,
@@ -181,28 +262,29 @@ async def upload(pool: SenderPool, data: bytes, name: str, *, attempts: int = 5,
     file_id = secrets.randbits(63)
     view = memoryview(data)
 
-    async def send_part(slot: int, index: int) -> None:
+    async def send_part(index: int) -> None:
+        # one copy per part, made only when the part is about to go out (Telethon serialises `bytes` only)
         chunk = bytes(view[index * part_size:(index + 1) * part_size])
         if big:
             request = functions.upload.SaveBigFilePartRequest(file_id, index, total, chunk)
         else:
             request = functions.upload.SaveFilePartRequest(file_id, index, chunk)
-        if not await pool.invoke(slot, request):
+        if not await pool.invoke(request):
             raise OSError(f"Telegram did not accept part {index}")
 
-    await _striped(pool, total, send_part, attempts=attempts, what=f"uploading {name}")
+    await _striped(total, send_part, workers=UPLOAD_IN_FLIGHT, attempts=attempts, what=f"uploading {name}")
     if big:
         return types.InputFileBig(id=file_id, parts=total, name=name)
     return types.InputFile(id=file_id, parts=total, name=name, md5_checksum=hashlib.md5(data).hexdigest())
 
 
-async def download(pool: SenderPool, location: Location, size: int, *, refresh: Refresh, what: str,
+async def download(pool: Invoker, location: Location, size: int, *, refresh: Refresh, what: str,
                    attempts: int = 5) -> bytes:
-    """Download `size` bytes of a document in parallel 1 MiB pieces."""
+    """Download `size` bytes of a document in parallel 1 MiB pieces (through a pool, or `Direct`)."""
     if size == 0:
         return b""
-    out = bytearray(size)
     pieces = -(-size // DOWNLOAD_PIECE)
+    got: list[bytes] = [b""] * pieces
     current = [location]
     lock = asyncio.Lock()
 
@@ -212,13 +294,13 @@ async def download(pool: SenderPool, location: Location, size: int, *, refresh: 
                 log.info("%s: file reference expired, refetching the message", what)
                 current[0] = await refresh()
 
-    async def get_piece(slot: int, index: int) -> None:
+    async def get_piece(index: int) -> None:
         offset = index * DOWNLOAD_PIECE
         want = min(DOWNLOAD_PIECE, size - offset)
         for _ in range(3):
             loc = current[0]
             try:
-                result = await pool.invoke(slot, functions.upload.GetFileRequest(
+                result = await pool.invoke(functions.upload.GetFileRequest(
                     location=loc, offset=offset, limit=DOWNLOAD_PIECE, precise=False, cdn_supported=False))
             except (errors.FileReferenceExpiredError, errors.FileReferenceInvalidError):
                 await fresh_location(loc)
@@ -230,9 +312,10 @@ async def download(pool: SenderPool, location: Location, size: int, *, refresh: 
                                    "support", retryable=False)
             if len(result.bytes) != want:
                 raise OSError(f"piece at {offset} came back with {len(result.bytes)} of {want} bytes")
-            out[offset:offset + want] = result.bytes
+            got[index] = result.bytes
             return
         raise BackendError(f"{what}: the file reference kept expiring", retryable=True)
 
-    await _striped(pool, pieces, get_piece, attempts=attempts, what=f"downloading {what}")
-    return bytes(out)
+    await _striped(pieces, get_piece, workers=DOWNLOAD_IN_FLIGHT, attempts=attempts, what=f"downloading {what}")
+    # the pieces as Telethon handed them over: one copy to join them, none for a one-piece document
+    return got[0] if pieces == 1 else b"".join(got)

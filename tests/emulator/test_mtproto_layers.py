@@ -29,6 +29,7 @@ from tools.emulator.mtproto.crypto import (
     AuthKey,
     CryptoError,
     decrypt_client_message,
+    encrypt_server_chunks,
     encrypt_server_message,
 )
 from tools.emulator.mtproto.handlers.upload import check_range
@@ -150,6 +151,55 @@ async def test_other_tcp_transports_are_recognised(tag: bytes, cls: type) -> Non
     transport = await detect_transport(reader_with(tag + server_side.frame(payload)))
     assert isinstance(transport, cls)
     assert await transport.read_packet() == payload
+
+
+@given(chunks=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=4).map(
+    lambda cs: cs if sum(map(len, cs)) % 4 == 0 else [*cs, b"\0" * (-sum(map(len, cs)) % 4)]))
+@settings(max_examples=40)
+def test_chunked_frames_and_encryption_equal_the_joined_ones(chunks: list[bytes]) -> None:
+    # a large answer goes out as chunks (never joined at the transport); the wire must not tell
+    joined = b"".join(chunks)
+    # framing never touches the reader: None stands in for it outside an event loop
+    for cls in (IntermediateTransport, AbridgedTransport):
+        assert b"".join(cls(None).frame_chunks(chunks)) == cls(None).frame(joined)  # type: ignore[arg-type]
+    a, b = FullTransport(None, b"\0\0\0\0"), FullTransport(None, b"\0\0\0\0")  # type: ignore[arg-type]
+    assert b"".join(a.frame_chunks(chunks)) == full_frame(joined, 0) == b.frame(joined)
+
+
+@given(cuts=st.lists(st.integers(0, 40), max_size=3), ping_id=st.integers(-(2**63), 2**63 - 1))
+@settings(max_examples=30)
+def test_chunked_server_packets_decrypt_in_telethon(cuts: list[int], ping_id: int) -> None:
+    key = os.urandom(256)
+    client = telethon_state(key)
+    msg_id = MsgIdClock().next(response=True)
+    body = bytes(types.Pong(5, ping_id))
+    bounds = [0, *sorted(min(c, len(body)) for c in cuts), len(body)]
+    chunks = [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    head, cipher = encrypt_server_chunks(AuthKey(key), 77, client.id, msg_id, 1, chunks)
+    message = client.decrypt_message_data(head + cipher)
+    assert isinstance(message.obj, types.Pong) and message.obj.ping_id == ping_id
+
+
+@given(size=st.integers(254, 3 * 4096), mtime=st.integers(-(2**31), 2**31 - 1))
+@settings(max_examples=40)
+def test_file_answers_in_chunks_serialise_as_telethon_does(size: int, mtime: int) -> None:
+    from tools.emulator.mtproto.rpc import file_chunks, rpc_result, serialize_result
+
+    value = types.upload.File(type=types.storage.FilePartial(), mtime=mtime, bytes=os.urandom(size))
+    chunks = serialize_result(value)
+    assert isinstance(chunks, tuple) and chunks == file_chunks(value) and chunks[1] is value.bytes
+    assert b"".join(chunks) == bytes(value)
+    wrapped = rpc_result(9, chunks, compress=True)  # file data is never gzipped, even when asked
+    assert b"".join(wrapped) == struct.pack("<Iq", 0xF35C6D01, 9) + bytes(value)
+
+
+def test_one_mib_file_answer_is_one_telethon_object() -> None:
+    from tools.emulator.mtproto.rpc import serialize_result
+
+    data = os.urandom(MiB)
+    value = types.upload.File(type=types.storage.FilePartial(), mtime=0, bytes=data)
+    back = BinaryReader(b"".join(serialize_result(value))).tgread_object()
+    assert isinstance(back, types.upload.File) and back.bytes == data
 
 
 # --- message ids ------------------------------------------------------------------------------------

@@ -556,3 +556,49 @@ async def test_a_pin_adds_a_service_message_with_an_id_of_its_own(emu: Emu) -> N
     assert isinstance(got.messages[0], types.MessageService)
     nxt = await client.send_message(emu.peer, "next")
     assert nxt.id == post.id + 2
+
+
+async def test_pool_connections_send_parts_without_gzip_attempts(emu: Emu, monkeypatch) -> None:
+    # Telethon tries zlib-9 on every request over 512 bytes; the pool's senders must not (29 ms per part)
+    from telethon.tl.core import gzippacked
+
+    sizes: list[int] = []
+    original = gzippacked.GzipPacked.gzip_if_smaller
+
+    def spy(content_related: bool, data: bytes) -> bytes:
+        sizes.append(len(data))
+        return original(content_related, data)
+
+    monkeypatch.setattr(gzippacked.GzipPacked, "gzip_if_smaller", staticmethod(spy))
+    client = await emu.client()
+    pool = transfer.SenderPool(client, 2)
+    try:
+        data = bytes(3 * MiB)  # zeros: gzip would shrink them, yet the parts go out as they are
+        handle = await transfer.upload(pool, data, "zeros.bin")
+        sent = await client.send_file(emu.peer, handle, force_document=True)
+        assert await client.download_media(sent, file=bytes) == data
+    finally:
+        await pool.close()
+    assert sizes and max(sizes) < transfer.UPLOAD_PART  # only the main client's small requests were tried
+
+
+async def test_lean_framing_reads_and_writes_telethons_bytes() -> None:
+    from telethon.errors import InvalidChecksumError
+    from telethon.network.connection.tcpfull import FullPacketCodec
+
+    from snapshot.backends import telethon_compat as compat
+
+    payloads = [os.urandom(n) for n in (12, 4096, 600_000)]
+    ours, theirs = compat._LeanFullCodec(None), FullPacketCodec(None)
+    for p in payloads:
+        head, tail = ours.frame(p)
+        assert head + p + tail == theirs.encode_packet(p)
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"".join(FullPacketCodec(None).encode_packet(p) for p in payloads))
+    assert [await compat._LeanFullCodec(None).read_packet(reader) for _ in payloads] == payloads
+    bad = bytearray(FullPacketCodec(None).encode_packet(payloads[1]))
+    bad[20] ^= 1
+    reader = asyncio.StreamReader()
+    reader.feed_data(bytes(bad))
+    with pytest.raises(InvalidChecksumError):
+        await compat._LeanFullCodec(None).read_packet(reader)

@@ -193,12 +193,12 @@ async def test_parallel_upload_uses_several_connections(emulator, demo):
         in_flight, peak = 0, 0
         invoke = b.pool.invoke
 
-        async def counting(slot, request):
+        async def counting(request):
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
             try:
-                return await invoke(slot, request)
+                return await invoke(request)
             finally:
                 in_flight -= 1
 

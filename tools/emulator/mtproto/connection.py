@@ -23,11 +23,13 @@ from telethon.tl.alltlobjects import LAYER
 from telethon.tl.tlobject import TLRequest
 
 from .context import RpcContext
-from .crypto import CryptoError, decrypt_client_message, encrypt_server_message, peek_key_id
+from .crypto import CryptoError, decrypt_client_message, encrypt_server_chunks, peek_key_id
 from .msgid import msg_id_time
 from .rpc import (
     UNAUTHORIZED_OK,
+    Body,
     RpcError,
+    body_size,
     handler_for,
     method_name,
     rpc_error_result,
@@ -346,7 +348,7 @@ class Connection:
 
     # --- sending ---------------------------------------------------------------------------------
 
-    def _push(self, session: Session, body: bytes, *, content_related: bool, response: bool) -> None:
+    def _push(self, session: Session, body: Body, *, content_related: bool, response: bool) -> None:
         if self._closed:
             return
         self._outbox.append((session, session.outgoing(body, content_related=content_related, response=response)))
@@ -366,41 +368,63 @@ class Connection:
                 continue
             item = self._outbox.popleft()
             if isinstance(item, _Raw):
-                await self._write(self.transport.frame(item.payload))
+                await self._write(self.transport.frame_chunks((item.payload,)))
                 if item.close_after:
                     self.close()
                     return
                 continue
             session, first = item
             batch = [first]
-            size = len(first.body)
+            size = body_size(first.body)
             while self._outbox and len(batch) < CONTAINER_MAX_MESSAGES:
                 nxt = self._outbox[0]
-                if isinstance(nxt, _Raw) or nxt[0] is not session or size + len(nxt[1].body) > CONTAINER_MAX_BYTES:
+                if isinstance(nxt, _Raw) or nxt[0] is not session:
+                    break
+                more = body_size(nxt[1].body)
+                if size + more > CONTAINER_MAX_BYTES:
                     break
                 self._outbox.popleft()
                 batch.append(nxt[1])
-                size += len(nxt[1].body)
-            out = (
-                first if len(batch) == 1 else session.outgoing(_container(batch), content_related=False, response=False)
+                size += more
+            if len(batch) == 1:
+                out, chunks = first, _chunks(first.body)
+            else:
+                out = session.outgoing(b"", content_related=False, response=False)
+                chunks = _container(batch)
+            head, cipher = encrypt_server_chunks(
+                session.key, session.salt, session.session_id, out.msg_id, out.seq_no, chunks
             )
-            packet = encrypt_server_message(
-                session.key, session.salt, session.session_id, out.msg_id, out.seq_no, out.body
-            )
-            await self._write(self.transport.frame(packet))
+            await self._write(self.transport.frame_chunks((head, cipher)))
 
-    async def _write(self, frame: bytes) -> None:
-        await self.front.knobs.throttle(len(frame))
-        self._writer.write(frame)
+    async def _write(self, pieces: list[bytes]) -> None:
+        await self.front.knobs.throttle(sum(map(len, pieces)))
+        # small pieces (headers, CRC, short answers) go out joined; a large ciphertext is written as it is,
+        # between them, rather than copied into one frame
+        small: list[bytes] = []
+        for piece in pieces:
+            if len(piece) < 65536:
+                small.append(piece)
+                continue
+            if small:
+                self._writer.write(b"".join(small))
+                small = []
+            self._writer.write(piece)
+        if small:
+            self._writer.write(b"".join(small))
         await self._writer.drain()
 
 
-def _container(messages: list[Outgoing]) -> bytes:
+def _chunks(body: Body) -> tuple[bytes, ...]:
+    return (body,) if isinstance(body, bytes) else body
+
+
+def _container(messages: list[Outgoing]) -> list[bytes]:
+    """msg_container of `messages`, as chunks (a message's own chunks are not joined here)."""
     parts = [struct.pack("<Ii", MSG_CONTAINER, len(messages))]
     for m in messages:
-        parts.append(struct.pack("<qii", m.msg_id, m.seq_no, len(m.body)))
-        parts.append(m.body)
-    return b"".join(parts)
+        parts.append(struct.pack("<qii", m.msg_id, m.seq_no, body_size(m.body)))
+        parts.extend(_chunks(m.body))
+    return parts
 
 
 def _container_items(body: bytes) -> list[tuple[int, int, bytes]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha1, sha256
 
@@ -77,7 +78,9 @@ def decrypt_client_message(key: AuthKey, packet: bytes) -> PlainMessage:
     msg_key = packet[8:24]
     aes_key, aes_iv = _aes_key_iv(key.key, msg_key, 0)
     plain = AES.decrypt_ige(packet[24:], aes_key, aes_iv)
-    if sha256(key.key[88 : 88 + 32] + plain).digest()[8:24] != msg_key:
+    check = sha256(key.key[88 : 88 + 32])
+    check.update(plain)  # hashed in place: a 512 KiB part is not copied to prepend 32 bytes
+    if check.digest()[8:24] != msg_key:
         raise CryptoError("msg_key does not match the decrypted payload")
     salt, session_id, msg_id, seq_no, length = struct.unpack("<qqqii", plain[:32])
     padding = len(plain) - 32 - length
@@ -89,8 +92,24 @@ def decrypt_client_message(key: AuthKey, packet: bytes) -> PlainMessage:
 
 def encrypt_server_message(key: AuthKey, salt: int, session_id: int, msg_id: int, seq_no: int, body: bytes) -> bytes:
     """Encrypt one server→client message (x = 8), ready for the transport."""
-    plain = struct.pack("<qqqii", salt, session_id, msg_id, seq_no, len(body)) + body
-    padding = os.urandom(-(len(plain) + 12) % 16 + 12)
-    msg_key = sha256(key.key[96 : 96 + 32] + plain + padding).digest()[8:24]
+    head, cipher = encrypt_server_chunks(key, salt, session_id, msg_id, seq_no, (body,))
+    return head + cipher
+
+
+def encrypt_server_chunks(
+    key: AuthKey, salt: int, session_id: int, msg_id: int, seq_no: int, body: Sequence[bytes]
+) -> tuple[bytes, bytes]:
+    """`encrypt_server_message` of the concatenated `body` chunks, as (auth_key_id + msg_key, ciphertext).
+
+    The chunks are joined once, with the header and padding, into the one buffer AES-IGE needs; the SHA-256
+    of msg_key reads that buffer in place, and the ciphertext is handed back apart from its 24-byte
+    prefix so that a 1 MiB answer is not copied again to prepend it."""
+    length = sum(map(len, body))
+    head = struct.pack("<qqqii", salt, session_id, msg_id, seq_no, length)
+    padding = os.urandom(-(32 + length + 12) % 16 + 12)
+    plain = b"".join((head, *body, padding))
+    digest = sha256(key.key[96 : 96 + 32])
+    digest.update(plain)
+    msg_key = digest.digest()[8:24]
     aes_key, aes_iv = _aes_key_iv(key.key, msg_key, 8)
-    return struct.pack("<Q", key.key_id) + msg_key + AES.encrypt_ige(plain + padding, aes_key, aes_iv)
+    return struct.pack("<Q", key.key_id) + msg_key, AES.encrypt_ige(plain, aes_key, aes_iv)

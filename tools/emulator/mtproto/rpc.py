@@ -7,7 +7,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from telethon.tl import functions
+from telethon.tl import functions, types
 from telethon.tl.core import GzipPacked
 from telethon.tl.tlobject import TLObject, TLRequest
 
@@ -84,8 +84,21 @@ def unwrap(request: TLRequest) -> tuple[TLRequest, list[TLRequest]]:
     return request, seen
 
 
-def serialize_result(value: Any) -> bytes:
-    """TL bytes of a handler's result: a TLObject, a bool, raw bytes, or a list of TLObjects."""
+#: an answer is a bytes object, or chunks whose concatenation is the answer (kept apart so that a file's
+#: bytes are copied once, into the buffer they are encrypted from, rather than at every layer of wrapping).
+Body = bytes | tuple[bytes, ...]
+
+
+def body_size(body: Body) -> int:
+    return len(body) if isinstance(body, bytes) else sum(map(len, body))
+
+
+def serialize_result(value: Any) -> Body:
+    """TL bytes of a handler's result: a TLObject, a bool, raw bytes, or a list of TLObjects.
+
+    An upload.File comes back as chunks around its `bytes`, which are not copied."""
+    if isinstance(value, types.upload.File) and len(value.bytes) >= 254:
+        return file_chunks(value)
     if isinstance(value, bytes):
         return value
     if isinstance(value, bool):
@@ -97,13 +110,31 @@ def serialize_result(value: Any) -> bytes:
     raise TypeError(f"cannot serialise a handler result of type {type(value).__name__}")
 
 
-def rpc_result(req_msg_id: int, payload: bytes, *, compress: bool) -> bytes:
-    """rpc_result wrapper; large, compressible answers go out as gzip_packed like Telegram does."""
+def file_chunks(value: types.upload.File) -> tuple[bytes, bytes, bytes]:
+    """upload.File serialised as (everything before the data, the data itself, the TL padding after it):
+    joined, the same bytes as `bytes(value)` (TL `bytes` of 254 bytes or more: 0xfe, a 3-byte length, the
+    data, zero padding to a multiple of 4; core.telegram.org/mtproto/serialize#base-types)."""
+    data = value.bytes
+    n = len(data)
+    if not 254 <= n < 1 << 24:
+        raise ValueError(f"file_chunks serialises 254 bytes to 16 MiB of data, not {n}")
+    # the constructor, storage type and mtime as Telethon writes them, cut off before the empty bytes (4 bytes)
+    head = bytes(types.upload.File(type=value.type, mtime=value.mtime, bytes=b""))[:-4]
+    return head + bytes((254, n & 0xFF, (n >> 8) & 0xFF, n >> 16)), data, bytes(-n % 4)
+
+
+def rpc_result(req_msg_id: int, payload: Body, *, compress: bool) -> Body:
+    """rpc_result wrapper; large, compressible answers go out as gzip_packed like Telegram does.
+
+    Chunks stay chunks (file data, never compressed here)."""
+    head = struct.pack("<Iq", RPC_RESULT, req_msg_id)
+    if not isinstance(payload, bytes):
+        return (head, *payload)
     if compress and len(payload) > 512:
         packed = bytes(GzipPacked(payload))
         if len(packed) < len(payload):
             payload = packed
-    return struct.pack("<Iq", RPC_RESULT, req_msg_id) + payload
+    return head + payload
 
 
 def rpc_error_result(req_msg_id: int, error: RpcError) -> bytes:

@@ -25,7 +25,7 @@ class Outgoing:
 
     msg_id: int
     seq_no: int
-    body: bytes
+    body: bytes | tuple[bytes, ...]  # rpc.Body: chunks of a large answer, joined only when encrypted
 
 
 @dataclass(eq=False)
@@ -51,7 +51,7 @@ class Session:
             self._seen.discard(self._seen_order.popleft())
         return True
 
-    def outgoing(self, body: bytes, *, content_related: bool, response: bool) -> Outgoing:
+    def outgoing(self, body: bytes | tuple[bytes, ...], *, content_related: bool, response: bool) -> Outgoing:
         msg_id = self._clock.next(response=response)
         if content_related:
             seq_no = self._sequence * 2 + 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Sequence
 from zlib import crc32
 
 MAX_PACKET = 4 * 1024 * 1024  # larger than any legal request (512 KiB part + envelope)
@@ -28,6 +29,11 @@ class Transport:
         raise NotImplementedError
 
     def frame(self, payload: bytes) -> bytes:
+        return b"".join(self.frame_chunks((payload,)))
+
+    def frame_chunks(self, chunks: Sequence[bytes]) -> list[bytes]:
+        """The framing of the concatenated `chunks`, as pieces to write in order (the chunks themselves
+        among them, not copied)."""
         raise NotImplementedError
 
     def error_packet(self, code: int) -> bytes:
@@ -57,19 +63,25 @@ class FullTransport(Transport):
         length, seq = struct.unpack("<ii", head)
         if length < 12:
             raise TransportError(f"full transport length {length} too small")
-        rest = await self._read_exactly(length - 8)
-        body, (checksum,) = rest[:-4], struct.unpack("<I", rest[-4:])
-        if crc32(head + body) != checksum:
+        if length - 8 > MAX_PACKET:
+            raise TransportError(f"refusing a {length - 8}-byte packet")
+        # body and CRC read apart, the CRC computed piecewise: no slicing or concatenating a 512 KiB part
+        body = await self._read_exactly(length - 12)
+        (checksum,) = struct.unpack("<I", await self._reader.readexactly(4))
+        if crc32(body, crc32(head)) != checksum:
             raise TransportError("full transport CRC32 mismatch")
         if seq != self._recv_seq:
             raise TransportError(f"full transport seqno {seq}, expected {self._recv_seq}")
         self._recv_seq += 1
         return body
 
-    def frame(self, payload: bytes) -> bytes:
-        data = struct.pack("<ii", len(payload) + 12, self._send_seq) + payload
+    def frame_chunks(self, chunks: Sequence[bytes]) -> list[bytes]:
+        head = struct.pack("<ii", sum(map(len, chunks)) + 12, self._send_seq)
         self._send_seq += 1
-        return data + struct.pack("<I", crc32(data))
+        crc = crc32(head)
+        for chunk in chunks:
+            crc = crc32(chunk, crc)
+        return [head, *chunks, struct.pack("<I", crc)]
 
 
 class IntermediateTransport(Transport):
@@ -79,8 +91,8 @@ class IntermediateTransport(Transport):
         (length,) = struct.unpack("<i", await self._reader.readexactly(4))
         return await self._read_exactly(length)
 
-    def frame(self, payload: bytes) -> bytes:
-        return struct.pack("<i", len(payload)) + payload
+    def frame_chunks(self, chunks: Sequence[bytes]) -> list[bytes]:
+        return [struct.pack("<i", sum(map(len, chunks))), *chunks]
 
 
 class AbridgedTransport(Transport):
@@ -94,10 +106,10 @@ class AbridgedTransport(Transport):
             length = first
         return await self._read_exactly(length * 4)
 
-    def frame(self, payload: bytes) -> bytes:
-        words = len(payload) // 4
+    def frame_chunks(self, chunks: Sequence[bytes]) -> list[bytes]:
+        words = sum(map(len, chunks)) // 4
         head = bytes([words]) if words < 0x7F else b"\x7f" + words.to_bytes(3, "little")
-        return head + payload
+        return [head, *chunks]
 
 
 async def detect_transport(reader: asyncio.StreamReader) -> Transport:
