@@ -113,7 +113,7 @@ def _columns_of(rows: list[tuple[Value, ...]], width: int, table: str, what: str
     if any(len(r) != width for r in rows):
         bad = next(r for r in rows if len(r) != width)
         raise ValueError(f"table {table!r}: a {what} row has {len(bad)} values, expected {width}")
-    for col in zip(*rows):
+    for col in zip(*rows, strict=True):
         try:
             columns.encode_column(list(col), out)
         except ValueError as e:
@@ -301,7 +301,7 @@ def _decode_v3(body: bytes, ref: str | None) -> ChangeSet:
         for _ in range(width):
             col, pos = columns.decode_column(body, pos, count)
             cols.append(col)
-        return list(zip(*cols))
+        return list(zip(*cols, strict=True))
 
     if len(body) < _HEAD2.size:
         raise fail(f"needs {_HEAD2.size} bytes, {len(body)} left")

@@ -139,8 +139,8 @@ def v3_tables(draw):
     cols = draw(st.lists(NAMES, min_size=ncols, max_size=ncols, unique=True))
     npk = draw(st.integers(1, ncols))
     nup, ndel = draw(st.integers(0, 30)), draw(st.integers(0, 10))
-    upserts = list(zip(*[draw(v3_columns(nup)) for _ in range(ncols)])) if nup else []
-    deletes = list(zip(*[draw(v3_columns(ndel)) for _ in range(npk)])) if ndel else []
+    upserts = list(zip(*[draw(v3_columns(nup)) for _ in range(ncols)], strict=True)) if nup else []
+    deletes = list(zip(*[draw(v3_columns(ndel)) for _ in range(npk)], strict=True)) if ndel else []
     return TableChanges(name, draw(TEXT), cols, cols[:npk], upserts, deletes)
 
 
