@@ -159,13 +159,13 @@ def _encode_texts(col: list[str], out: list[bytes]) -> None:
     out.append(blob)
 
 
-def _encode_uniform(kind: int, col: list[Any], out: list[bytes]) -> None:
+def _encode_uniform(kind: int, col: list[Any], out: list[bytes], has_bool: bool = True) -> None:
     n = len(col)
     if kind == INT:
         if min(col) < _INT64_MIN or max(col) > _INT64_MAX:
             bad = next(v for v in col if not _INT64_MIN <= v <= _INT64_MAX)
             raise ValueError(f"integer {bad} does not fit SQLite's 64 bits")
-        encode_ints(list(map(int, col)), out)
+        encode_ints(list(map(int, col)) if has_bool else col, out)
     elif kind == FLOAT:
         packed = struct.pack(f"<{n}d", *col)
         out.extend(packed[i::8] for i in range(8))
@@ -199,7 +199,7 @@ def encode_column(col: list[Value], out: list[bytes]) -> None:
                 encode_ints(list(map(index.__getitem__, col)), out, allow_delta=False)
                 return
         out.append(bytes([kind]))
-        _encode_uniform(kind, col, out)
+        _encode_uniform(kind, col, out, bool in kinds)
         return
     tag_of = _KIND_OF_TYPE.__getitem__
     stream = bytes(map(tag_of, map(type, col)))

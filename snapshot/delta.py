@@ -110,7 +110,7 @@ def _columns_of(rows: list[tuple[Value, ...]], width: int, table: str, what: str
         return
     if not width:
         raise ValueError(f"table {table!r}: {what} rows need at least one column")
-    if any(len(r) != width for r in rows):
+    if set(map(len, rows)) != {width}:
         bad = next(r for r in rows if len(r) != width)
         raise ValueError(f"table {table!r}: a {what} row has {len(bad)} values, expected {width}")
     for col in zip(*rows, strict=True):
