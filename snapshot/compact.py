@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from snapshot.backend import Backend
 from snapshot.cipher import as_cipher
+from snapshot.formatting import size_text, when
 from snapshot.manifest import Lease
 from snapshot.replica import Replica, ReplicaConfig
-from snapshot.restore import RestorePlan, plan, size_text, when
+from snapshot.restore import plan
+from snapshot.restore_plan import RestorePlan
 from snapshot.restored import Progress
 
 

@@ -25,8 +25,10 @@ Passwords never appear in messages: every error that names the server goes throu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import decimal
 import hashlib
+import json
 import math
 import re
 import sqlite3
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from snapshot.apply import INTERNAL_PREFIX, quote
+from snapshot.changes import RawText
 from snapshot.errors import ConfigError, TgsnapError
 
 try:  # an optional extra: pip install 'tgsnap[postgres]'
@@ -47,6 +50,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 #: the cursor table a follower (or an export it continues from) keeps in the target schema.
 CURSOR_TABLE = "_tgsnap_follow"
+#: what of storage's schema the replica does not carry (views, triggers, untranslatable indexes ...),
+#: each named with the seq and schema statement it came from: what `follow --check` reports.
+NOTES_TABLE = "_tgsnap_follow_notes"
+#: tgsnap's own tables in the target schema (never compared with the stored state).
+OWN_TABLES = frozenset({CURSOR_TABLE, NOTES_TABLE})
 
 BIGINT, FLOAT8, NUMERIC, TEXT, BYTEA = "bigint", "double precision", "numeric", "text", "bytea"
 #: the widening order of the join (double precision and numeric both sit between bigint and text).
@@ -229,6 +237,8 @@ def convert(v, t: str):
     elif t == BYTEA:
         if type(v) is bytes:
             return v
+        if type(v) is RawText:  # TEXT that is not UTF-8 (a delta's tag 5): its exact bytes
+            return bytes(v)
         if type(v) is str:
             return v.encode("utf-8", "surrogateescape")  # undecodable text: its own bytes back (see `reading`)
         if type(v) in (int, float):
@@ -366,9 +376,11 @@ def column_classes(conn: sqlite3.Connection, table: str, col: str) -> tuple[set[
     return classes, bad
 
 
-def describe(conn: sqlite3.Connection, table: str, *, by_values: bool = True) -> TableSpec:
+def describe(conn: sqlite3.Connection, table: str, *, by_values: bool = True,
+             classes: dict[str, tuple[set[str], bool]] | None = None) -> TableSpec:
     """The PostgreSQL shape of SQLite table `table`: column types (from the declared types and, if
-    `by_values`, the values present), NOT NULL, DEFAULT, primary key, indexes."""
+    `by_values`, the values present; or the storage classes `classes` names per column, as a follower
+    knows them from a delta's rows), NOT NULL, DEFAULT, primary key, indexes."""
     notes: list[str] = []
     info = conn.execute(f"PRAGMA table_xinfo({quote(table)})").fetchall()
     for name in (table, *(r[1] for r in info)):
@@ -382,8 +394,11 @@ def describe(conn: sqlite3.Connection, table: str, *, by_values: bool = True) ->
     for _cid, name, decl, notnull, dflt, pkpos, hidden in info:
         if hidden in (2, 3):
             notes.append(f"{table}.{name}: generated column exported as a plain column")
-        classes, has_nul = column_classes(conn, table, name) if by_values else (set(), False)
-        t = pg_type(decl, classes, has_nul)
+        if classes is not None:
+            present, has_nul = classes.get(name, (set(), False))
+        else:
+            present, has_nul = column_classes(conn, table, name) if by_values else (set(), False)
+        t = pg_type(decl, present, has_nul)
         cols.append(Column(name, decl or "", t, bool(notnull) or bool(pkpos),
                            _default(dflt, t, table, name, notes)))
     if not pk:
@@ -406,9 +421,31 @@ def describe(conn: sqlite3.Connection, table: str, *, by_values: bool = True) ->
             if r[4] and r[4].upper() != "BINARY":
                 notes.append(f"index {iname}: column {r[2]} collation {r[4]} not carried over (PostgreSQL "
                              "compares with the database's collation)")
-        name = iname if not iname.startswith("sqlite_autoindex_") else f"{table}_{'_'.join(r[2] for r in keys)}_key"
+        name = iname if not iname.startswith("sqlite_autoindex_") else autoindex_name(table, [r[2] for r in keys])
         spec.indexes.append((name, bool(unique), [(r[2], bool(r[3])) for r in keys]))
     return spec
+
+
+def autoindex_name(table: str, columns: list[str]) -> str:
+    """The PostgreSQL name of a UNIQUE constraint SQLite keeps as `sqlite_autoindex_<table>_N`."""
+    return f"{table}_{'_'.join(columns)}_key"
+
+
+def schema_of(conn: sqlite3.Connection) -> str:
+    """The main schema's objects as text (JSON `[[type, name, sql], ...]` in `sqlite_schema` order, the
+    automatic ones left out): what a follower records beside its cursor, so it can rebuild the SQLite
+    schema its replica stands at and replay the next schema statements on it (snapshot.postgres_ddl)."""
+    rows = conn.execute("SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE "
+                        "'sqlite\\_%' ESCAPE '\\' ORDER BY rowid").fetchall()
+    return json.dumps([list(r) for r in rows], ensure_ascii=False)
+
+
+def schema_notes(conn: sqlite3.Connection) -> list[str]:
+    """The views and triggers of a state: never carried to PostgreSQL (a trigger's effects arrive as rows)."""
+    return [f"{typ} {name!r} is not carried to PostgreSQL (views and triggers are not replicated; a trigger's "
+            "effects arrive as rows)" for typ, name in conn.execute(
+                "SELECT type, name FROM sqlite_schema WHERE type IN ('view', 'trigger') AND sql IS NOT NULL "
+                "ORDER BY rowid") if not name.startswith(INTERNAL_PREFIX)]
 
 
 def create_statements(schema: str, spec: TableSpec) -> list:
@@ -510,6 +547,10 @@ class Position:
     epoch: int = 0
     storage: str = ""  # identity of the storage (storage id when the manifest has one, else its location)
     captured_at: float | None = None
+    #: the SQLite schema of the state at seq (`schema_of`), when known: what schema statements replay on.
+    sqlite_schema: str | None = None
+    #: `PRAGMA user_version` of the state at seq, when known.
+    user_version: int | None = None
 
 
 async def lock_schema(cur, schema: str) -> None:
@@ -519,30 +560,83 @@ async def lock_schema(cur, schema: str) -> None:
 
 
 async def ensure_cursor_table(cur, schema: str) -> None:
+    s, t = pgsql.Identifier(schema), pgsql.Identifier(CURSOR_TABLE)
     await cur.execute(pgsql.SQL(
         "CREATE TABLE IF NOT EXISTS {}.{} (id int PRIMARY KEY CHECK (id = 1), storage text NOT NULL, "
         "seq bigint NOT NULL, hash text NOT NULL, epoch bigint NOT NULL, captured_at double precision, "
-        "updated_at timestamptz NOT NULL DEFAULT now())").format(pgsql.Identifier(schema),
-                                                                 pgsql.Identifier(CURSOR_TABLE)))
+        "updated_at timestamptz NOT NULL DEFAULT now(), sqlite_schema text, user_version bigint)").format(s, t))
+    # a cursor table written before schema replay: the two columns it lacks (NULL: not known)
+    await cur.execute(pgsql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS sqlite_schema text, "
+                                "ADD COLUMN IF NOT EXISTS user_version bigint").format(s, t))
 
 
-async def write_cursor(cur, schema: str, pos: Position) -> None:
-    await ensure_cursor_table(cur, schema)
+async def write_cursor(cur, schema: str, pos: Position, *, ensure: bool = True) -> None:
+    if ensure:  # a follower that read a cursor with the schema columns knows the table has them
+        await ensure_cursor_table(cur, schema)
     await cur.execute(pgsql.SQL(
-        "INSERT INTO {}.{} (id, storage, seq, hash, epoch, captured_at, updated_at) "
-        "VALUES (1, %s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET storage = EXCLUDED.storage, "
+        "INSERT INTO {}.{} (id, storage, seq, hash, epoch, captured_at, sqlite_schema, user_version, updated_at) "
+        "VALUES (1, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET storage = EXCLUDED.storage, "
         "seq = EXCLUDED.seq, hash = EXCLUDED.hash, epoch = EXCLUDED.epoch, captured_at = EXCLUDED.captured_at, "
+        "sqlite_schema = EXCLUDED.sqlite_schema, user_version = EXCLUDED.user_version, "
         "updated_at = now()").format(pgsql.Identifier(schema), pgsql.Identifier(CURSOR_TABLE)),
-        (pos.storage, pos.seq, pos.hash, pos.epoch, pos.captured_at))
+        (pos.storage, pos.seq, pos.hash, pos.epoch, pos.captured_at, pos.sqlite_schema, pos.user_version))
 
 
 async def read_cursor(cur, schema: str, *, lock: bool = False) -> Position | None:
     if CURSOR_TABLE not in await existing_tables(cur, schema):
         return None
-    await cur.execute(pgsql.SQL("SELECT seq, hash, epoch, storage, captured_at FROM {}.{} WHERE id = 1{}").format(
+    # to_jsonb of the whole row: a cursor table of an older tgsnap (no sqlite_schema column) reads too
+    await cur.execute(pgsql.SQL("SELECT to_jsonb(c) FROM {}.{} AS c WHERE id = 1{}").format(
         pgsql.Identifier(schema), pgsql.Identifier(CURSOR_TABLE), pgsql.SQL(" FOR UPDATE" if lock else "")))
     r = await cur.fetchone()
-    return None if r is None else Position(seq=r[0], hash=r[1], epoch=r[2], storage=r[3], captured_at=r[4])
+    if r is None:
+        return None
+    c = r[0]
+    return Position(seq=c["seq"], hash=c["hash"], epoch=c["epoch"], storage=c["storage"],
+                    captured_at=c.get("captured_at"), sqlite_schema=c.get("sqlite_schema"),
+                    user_version=c.get("user_version"))
+
+
+@dataclass
+class Note:
+    """Something of storage's schema the replica does not carry, and where it came from."""
+
+    seq: int
+    statement: int | None  # the schema statement's number in its delta (None: found at a seed)
+    sql: str | None
+    note: str
+
+    def __str__(self) -> str:
+        where = f"seq {self.seq}" + (f", schema statement {self.statement}" if self.statement else "")
+        return f"{where}: {self.note}" + (f" [{_short(self.sql)}]" if self.sql else "")
+
+
+def _short(sql: str, n: int = 160) -> str:
+    one = " ".join(sql.split())
+    return one if len(one) <= n else one[:n] + "…"
+
+
+async def write_notes(cur, schema: str, notes: list[Note], *, replace: bool) -> None:
+    """Record `notes` (a seed `replace`s what an earlier state's notes said)."""
+    s, t = pgsql.Identifier(schema), pgsql.Identifier(NOTES_TABLE)
+    if not notes and not replace:
+        return
+    await cur.execute(pgsql.SQL(
+        "CREATE TABLE IF NOT EXISTS {}.{} (id bigserial PRIMARY KEY, seq bigint NOT NULL, statement int, "
+        "sql text, note text NOT NULL, noted_at timestamptz NOT NULL DEFAULT now())").format(s, t))
+    if replace:
+        await cur.execute(pgsql.SQL("DELETE FROM {}.{}").format(s, t))
+    for n in notes:
+        await cur.execute(pgsql.SQL("INSERT INTO {}.{} (seq, statement, sql, note) VALUES (%s, %s, %s, %s)").format(
+            s, t), (n.seq, n.statement, n.sql, n.note))
+
+
+async def read_notes(cur, schema: str) -> list[Note]:
+    if NOTES_TABLE not in await existing_tables(cur, schema):
+        return []
+    await cur.execute(pgsql.SQL("SELECT seq, statement, sql, note FROM {}.{} ORDER BY id").format(
+        pgsql.Identifier(schema), pgsql.Identifier(NOTES_TABLE)))
+    return [Note(*r) for r in await cur.fetchall()]
 
 
 @dataclass
@@ -575,13 +669,18 @@ class CursorMoved(PostgresError):
 
 
 async def load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: bool,
-                     position: Position | None, url: str = "", expect=ANY) -> LoadReport:
+                     position: Position | None, url: str = "", expect=ANY, stale: Iterable[str] = (),
+                     notes: Iterable[Note] = ()) -> LoadReport:
     """Create every user table of `conn` in `schema`, COPY the rows, recreate keys and indexes, compare
-    counts and checksums, record `position` as the follow cursor; all in one transaction (`pg` must not be
-    inside one). Existing tables of the same names are refused unless `replace` (then dropped in the same
-    transaction, so readers see the old tables until the new ones are complete)."""
+    counts and checksums, record `position` as the follow cursor (with `conn`'s SQLite schema) and what
+    the replica does not carry (`notes`, views, triggers, untranslated indexes); all in one transaction
+    (`pg` must not be inside one). Existing tables of the same names are refused unless `replace` (then
+    dropped in the same transaction, so readers see the old tables until the new ones are complete), and
+    so are `stale` tables (a follower's own tables that the state no longer has: a table dropped in
+    storage leaves the replica too)."""
     with server_errors(url, "loading into PostgreSQL"), reading(conn):
-        return await _load_state(pg, conn, schema, replace=replace, position=position, expect=expect)
+        return await _load_state(pg, conn, schema, replace=replace, position=position, expect=expect,
+                                 stale=set(stale), notes=list(notes))
 
 
 @contextlib.contextmanager
@@ -596,11 +695,13 @@ def server_errors(url: str, doing: str):
 
 
 async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: bool,
-                      position: Position | None, expect) -> LoadReport:
+                      position: Position | None, expect, stale: set[str], notes: list[Note]) -> LoadReport:
     t0 = time.monotonic()
     tables = user_tables(conn)
     specs = [describe(conn, t) for t in tables]
-    notes = [n for s in specs for n in s.notes]
+    at = position.seq if position is not None else 0
+    recorded = [*notes, *(Note(at, None, None, n) for s in specs for n in s.notes),
+                *(Note(at, None, None, n) for n in schema_notes(conn))]
     async with pg.transaction():
         cur = pg.cursor()
         await lock_schema(cur, schema)
@@ -616,7 +717,8 @@ async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: boo
         if clash and not replace:
             raise PostgresError(f"schema {schema!r} already has table(s) {', '.join(clash)}; use --force to replace "
                                 "them (or --schema another one)")
-        for t in clash:
+        gone = sorted((stale & have) - set(tables) - OWN_TABLES)
+        for t in clash + gone:
             await cur.execute(pgsql.SQL("DROP TABLE {}.{}").format(pgsql.Identifier(schema), pgsql.Identifier(t)))
         reports: list[TableReport] = []
         for spec in specs:
@@ -632,8 +734,11 @@ async def _load_state(pg, conn: sqlite3.Connection, schema: str, *, replace: boo
             reports.append(TableReport(spec.name, got.rows, f"{got.digest:032x}",
                                        {c.name: c.type for c in spec.columns}))
         if position is not None:
-            await write_cursor(cur, schema, position)
-    return LoadReport(schema, reports, notes, clash, time.monotonic() - t0)
+            uv = conn.execute("PRAGMA main.user_version").fetchone()[0]
+            await write_cursor(cur, schema, dataclasses.replace(position, sqlite_schema=schema_of(conn),
+                                                                user_version=uv))
+            await write_notes(cur, schema, recorded, replace=True)
+    return LoadReport(schema, reports, [n.note for n in recorded], clash + gone, time.monotonic() - t0)
 
 
 def storage_identity(manifest, location: str) -> str:
@@ -695,7 +800,7 @@ async def _compare_state(pg, conn: sqlite3.Connection, schema: str) -> tuple[lis
     reports: list[TableReport] = []
     cur = pg.cursor()
     tables = user_tables(conn)
-    extra = sorted(await existing_tables(cur, schema) - set(tables) - {CURSOR_TABLE})
+    extra = sorted(await existing_tables(cur, schema) - set(tables) - OWN_TABLES)
     problems += [f"table {t!r} is in PostgreSQL but not in the stored state" for t in extra]
     for i, t in enumerate(tables):
         types = await pg_columns(cur, schema, t)

@@ -17,11 +17,19 @@ identity). One pass (`Follower.step`):
   or PostgreSQL is ahead of storage. The first two re-seed from the current state in one transaction
   (readers see the old tables until the new ones are complete); the last is refused (storage lost
   history the replica has: an operator decision), as is a cursor that belongs to another storage.
-- a schema difference is applied the way a restore replays it: a new table is created from the delta's
-  DDL, new columns are added (typed by declared affinity), columns the delta no longer carries are set
-  to their DEFAULT (as restore's INSERT OR REPLACE does) and reported; a value that does not fit its
-  column's PostgreSQL type (an INTEGER column receiving text) re-seeds, so the column is re-typed from
-  the values; a changed primary key stops the follower with an error naming it.
+- schema statements (delta body v2) are replayed first, in the delta's transaction, in order
+  (`snapshot.postgres_ddl`: each is run on a rows-free SQLite copy of the replica's schema, recorded
+  beside the cursor, and what it changed is said in PostgreSQL); views, triggers and untranslatable
+  indexes are reported (`<schema>._tgsnap_follow_notes`, the log, `--check`); a change it cannot
+  replay in place re-seeds, one no replica could hold stops the follower. A snapshot switch or
+  compaction that carries a schema change re-seeds (the cursor is off the chain), and the re-seed drops
+  the replica's tables that storage no longer has.
+- what arrives without a schema statement (version-1 bodies) is applied the way a restore replays it: a
+  new table is created from the delta's DDL, new columns are added (typed by declared affinity), columns
+  the delta no longer carries are set to their DEFAULT (as restore's INSERT OR REPLACE does) and
+  reported; a value that does not fit its column's PostgreSQL type (an INTEGER column receiving text)
+  re-seeds, so the column is re-typed from the values; a changed primary key stops the follower with an
+  error naming it.
 
 It takes no writer lease and writes nothing to storage, so it runs beside the live bot.
 """
@@ -29,6 +37,7 @@ It takes no writer lease and writes nothing to storage, so it runs beside the li
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import sqlite3
@@ -45,19 +54,15 @@ from snapshot.errors import (
     CorruptDocument,
     DocumentNotFound,
     RestoreError,
-    TgsnapError,
 )
-from snapshot.restore import RestorePlan, execute, plan
+from snapshot.postgres_ddl import FollowError, Generated, NeedsReseed, Replay, differences, table_names
+from snapshot.postgres_ddl import PgTable as _PgTable
+from snapshot.restore import execute, plan
+from snapshot.restore_plan import RestorePlan
 
 log = logging.getLogger("tgsnap.follow")
 
-
-class FollowError(TgsnapError):
-    """The follower cannot continue without an operator's decision (named in the message)."""
-
-
-class NeedsReseed(Exception):
-    """Internal: this delta cannot be applied in place; re-seed from the current state."""
+__all__ = ["CheckResult", "FollowError", "Follower", "StepResult", "read_chain"]
 
 
 async def read_chain(backend: Backend, key) -> RestorePlan:
@@ -99,16 +104,13 @@ class CheckResult:
     seq: int | None
     tables: list[pgm.TableReport]
     problems: list[str]
+    #: what of storage's schema the replica does not carry, with the seq and statement it came from.
+    notes: list[pgm.Note] = field(default_factory=list)
+    user_version: int | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-@dataclass
-class _PgTable:
-    columns: dict[str, str]  # name -> PostgreSQL type
-    pk: list[str]
 
 
 class Follower:
@@ -128,6 +130,7 @@ class Follower:
         self.backend: Backend | None = None
         self._reported: set = set()
         self._known: dict[str, _PgTable] | None = None
+        self._generated: Generated | None = None  # for the recorded schema it was built from
 
     async def close_pg(self) -> None:
         pg, self.pg = self.pg, None
@@ -138,6 +141,9 @@ class Follower:
                 log.debug("closing the PostgreSQL connection failed", exc_info=True)
 
     async def close(self) -> None:
+        if self._generated is not None:
+            self._generated.close()
+            self._generated = None
         await self.close_pg()
         await self._drop_backend()
 
@@ -209,13 +215,15 @@ class Follower:
                                captured_at=d.captured_at)
             try:
                 try:
-                    await self._apply(pg, changes, pos, nxt, what=f"delta seq {d.seq}")
+                    nxt, notes = await self._apply(pg, changes, pos, nxt, what=f"delta seq {d.seq}")
+                    res.notes += [str(n) for n in notes]
                 except BaseException:
                     self._known = None  # the transaction rolled back: so did any table it created or altered
                     raise
             except NeedsReseed as e:
                 s = await self._seed(pg, backend, p, tip, pos, f"delta seq {d.seq}: {e}; re-seeding")
                 s.applied = res.applied
+                s.notes = res.notes + s.notes
                 return s
             pos = nxt
             res.applied += 1
@@ -244,19 +252,33 @@ class Follower:
                                 f"the replica is at seq {cursor.seq if cursor else 'none'}, storage at seq "
                                 f"{tip.seq}: not caught up (run a pass first)"])
                         tables, problems = await pgm.compare_state(pg, restored.conn, self.schema)
+                        notes = await pgm.read_notes(pg.cursor(), self.schema)
                 finally:
                     await pg.set_isolation_level(None)
         finally:
             restored.conn.close()
-        return CheckResult(tip.seq, cursor.seq, tables, problems)
+        return CheckResult(tip.seq, cursor.seq, tables, problems, notes, cursor.user_version)
 
     async def _seed(self, pg, backend, p: RestorePlan, tip: pgm.Position, expect, why: str, *,
                     replace: bool = True) -> StepResult:
         log.warning("%s", why)
         restored = await execute(p, backend, self.key)
         try:
+            # The tables the replica had (its recorded schema) that storage no longer has go with the re-seed:
+            # a snapshot switch or compaction carries no DROP TABLE to replay, only the new schema.
+            old = getattr(expect, "sqlite_schema", None)
+            try:
+                stale = table_names(old) if old else set()
+                changed = [pgm.Note(tip.seq, None, None, f"across the re-seed: {n}")
+                           for n in (differences(old, restored.conn) if old else [])]
+            except (sqlite3.Error, ValueError, TypeError) as e:  # a record that does not rebuild: no summary
+                log.warning("the replica's recorded SQLite schema does not rebuild (%s); tables that storage "
+                            "dropped stay in PostgreSQL (--check names them)", e)
+                stale, changed = set(), []
+            for n in changed:
+                log.warning("%s", n)
             report = await pgm.load_state(pg, restored.conn, self.schema, replace=replace, position=tip,
-                                          url=self.url, expect=expect)
+                                          url=self.url, expect=expect, stale=stale, notes=changed)
         finally:
             restored.conn.close()
         return StepResult(seq=tip.seq, tip=tip.seq, reseeded=why, notes=report.notes,
@@ -279,8 +301,10 @@ class Follower:
                 out[t].pk.append(c)
         return out
 
-    async def _apply(self, pg, changes: ChangeSet, pos: pgm.Position, nxt: pgm.Position, *, what: str) -> None:
-        """One delta in one transaction, cursor checked and moved in it."""
+    async def _apply(self, pg, changes: ChangeSet, pos: pgm.Position, nxt: pgm.Position, *,
+                     what: str) -> tuple[pgm.Position, list[pgm.Note]]:
+        """One delta in one transaction: its schema statements replayed, its rows, the cursor (checked, then
+        moved, with the SQLite schema it now stands at). Returns the new cursor and what was reported."""
         async with pg.transaction():
             cur = pg.cursor()
             await pgm.lock_schema(cur, self.schema)
@@ -294,14 +318,67 @@ class Follower:
             if self._known is None:
                 self._known = await self._tables(cur)
             tables = self._known
-            for t in changes.tables.values():
-                if not len(t) and not t.ddl:
-                    continue
-                pt = tables.get(t.name)
-                if pt is None:
-                    pt = tables[t.name] = await self._create(cur, t, what)
-                await self._apply_table(cur, t, pt, what)
-            await pgm.write_cursor(cur, self.schema, nxt)
+            recorded = now.sqlite_schema
+            replay: Replay | None = None
+            if changes.schema and recorded is None:
+                raise NeedsReseed("it carries schema statements and the replica has no record of its SQLite "
+                                  "schema to replay them on (seeded by an older tgsnap)")
+            if recorded is not None and (changes.schema or any(
+                    t.ddl and t.name not in tables for t in changes.tables.values())):
+                try:
+                    replay = Replay(self.schema, recorded, tables, changes, what)
+                except (sqlite3.Error, ValueError) as e:  # ValueError: not JSON (someone edited the cursor)
+                    raise NeedsReseed(f"the SQLite schema recorded beside the cursor does not rebuild here ({e})") \
+                        from None
+                replay.seq = nxt.seq
+            try:
+                if replay is not None:
+                    for i, stmt in enumerate(changes.schema, 1):
+                        await replay.run(cur, i, stmt)
+                    recorded = replay.recorded()  # the rows are images under the schema the statements leave
+                generated = self._generated_for(recorded)
+                for t in changes.tables.values():
+                    if not len(t) and not t.ddl:
+                        continue
+                    if generated is not None:
+                        t = generated.of(t)
+                    pt = tables.get(t.name)
+                    if pt is None:
+                        pt = tables[t.name] = await self._create(cur, t, what)
+                        if replay is not None:
+                            replay.add_table_ddl(t.name, t.ddl)
+                    await self._apply_table(cur, t, pt, what)
+                if replay is not None:
+                    recorded = replay.recorded()
+                notes = replay.notes if replay is not None else []
+            except sqlite3.Error as e:
+                # the rows-free SQLite copy refused something the writer's SQLite did (a generated column's
+                # inputs, a schema object this SQLite cannot build): not guessed at, copied afresh
+                raise NeedsReseed(f"the SQLite copy of the replica's schema refused this delta ({e})") from None
+            finally:
+                if replay is not None:
+                    replay.close()
+            uv = changes.user_version if changes.user_version is not None else now.user_version
+            nxt = dataclasses.replace(nxt, sqlite_schema=recorded, user_version=uv)
+            # the cursor table has the schema columns once one was written (else: written by an older tgsnap)
+            await pgm.write_cursor(cur, self.schema, nxt, ensure=now.sqlite_schema is None)
+            await pgm.write_notes(cur, self.schema, notes, replace=False)
+        return nxt, notes
+
+    def _generated_for(self, recorded: str | None) -> Generated | None:
+        """The generated-column calculator for the schema `recorded` (rebuilt only when the schema changed)."""
+        if recorded is None:
+            return None
+        g = self._generated
+        if g is None or g.recorded != recorded:
+            if g is not None:
+                g.close()
+            try:
+                g = Generated(recorded)
+            except (sqlite3.Error, ValueError) as e:
+                raise NeedsReseed(f"the SQLite schema recorded beside the cursor does not rebuild here ({e})") from None
+            self._generated = g
+        return g if any(g.columns.values()) else None
 
     async def _create(self, cur, t: TableChanges, what: str) -> _PgTable:
         """A table the replica lacks: create it from the delta's DDL (types by declared affinity)."""

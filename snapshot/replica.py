@@ -409,7 +409,7 @@ class Replica:
     async def _sweep(self, snap: SnapshotEntry) -> None:
         """Delete what no reader will ever need again that the manifest never listed: duplicates of
         deltas up to the new base (lost acknowledgements) and parts of snapshots that never switched."""
-        from snapshot.restore import garbage
+        from snapshot.retention import garbage
 
         try:
             refs = await garbage(self.backend, snap, self._claim,
@@ -451,7 +451,8 @@ class Replica:
 
         StorageBusy: a live lease, or another newcomer's claim won. MissingManifest: documents but no
         manifest. FencedError never (a claim lost while restoring is StorageBusy: we never served)."""
-        from snapshot.restore import execute, plan, read_head, refuse_orphaned_documents, when
+        from snapshot.formatting import when
+        from snapshot.restore import execute, plan, read_head, refuse_orphaned_documents
 
         if self._acquired:
             raise TgsnapError("this replica already holds the storage")
@@ -593,7 +594,7 @@ class Replica:
                 docs = await asyncio.to_thread(self._encode_cut, changes, first, self._last_hash, limit, kw)
             else:
                 docs = self._encode_cut(changes, first, self._last_hash, limit, kw)
-            from snapshot.restore import delta_name
+            from snapshot.naming import delta_name
 
             entries: list[DeltaEntry] = []
             for i, data in enumerate(docs):
@@ -642,7 +643,7 @@ class Replica:
     async def _publish_listed(self, entry: DeltaEntry, data: bytes) -> DeltaEntry:
         """Make a delta durable on a backend that cannot discover: inside the manifest while the inline
         deltas stay small (one edit), else packed with them into one document (one send + one edit)."""
-        from snapshot.restore import inline_ref, pack_name
+        from snapshot.naming import inline_ref, pack_name
 
         inline = [d for d in self._deltas if d.inline is not None]
         # base64 in the manifest's JSON grows them by a third: the manifest must stay one document
@@ -702,7 +703,8 @@ class Replica:
                 progress("compress", len(built.shards), len(built.shards))
             body_max = cfg.part_size - overhead(self.cipher is not None)
             jobs = [(sh, j, piece) for sh in built.shards for j, piece in enumerate(sh.cut(body_max))]
-            from snapshot.restore import gather_limited, part_name
+            from snapshot.concurrency import gather_limited
+            from snapshot.naming import part_name
 
             stored: list[str] = []
             done = 0
@@ -777,7 +779,7 @@ class Replica:
         """`points` with their inline deltas written out as one pack document: retained deltas must not
         ride in the manifest (it would grow with the history); the pack is findable once the manifest
         listing it is out (until then the inline copies stay listed where they are)."""
-        from snapshot.restore import pack_name
+        from snapshot.naming import pack_name
 
         inline = [d for h in points for d in h.deltas if d.inline is not None]
         if not inline:

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from snapshot import image as image_mod
 from snapshot.apply import apply_changes
 from snapshot.backend import Backend
 from snapshot.changes import ChangeSet
 from snapshot.cipher import Cipher, as_cipher
+from snapshot.concurrency import gather_limited
 from snapshot.delta import decode_body
 from snapshot.envelope import GENESIS, NO_ID, Kind, decode, document_hash, read_header
 from snapshot.errors import (
@@ -39,23 +37,11 @@ from snapshot.errors import (
     RestoreError,
     TgsnapError,
 )
+from snapshot.formatting import when
 from snapshot.manifest import DeltaEntry, Lease, Manifest, SnapshotEntry, decode_manifest
+from snapshot.naming import DELTA_NAME
+from snapshot.restore_plan import RestorePlan
 from snapshot.restored import Progress, Restored
-
-DELTA_NAME = re.compile(r"^delta-(\d+)$")
-
-
-def delta_name(seq: int) -> str:
-    return f"delta-{seq:012d}"
-
-
-def pack_name(first: int, last: int) -> str:
-    return f"deltas-{first:012d}-{last:012d}"
-
-
-def inline_ref(seq: int) -> str:
-    """The name an inline delta goes by (errors, plans): it lives in the manifest, not in a document."""
-    return f"manifest#{delta_name(seq)}"
 
 
 async def entry_bytes(backend: Backend, e: DeltaEntry, packs: dict[str, bytes] | None = None) -> bytes:
@@ -72,45 +58,6 @@ async def entry_bytes(backend: Backend, e: DeltaEntry, packs: dict[str, bytes] |
     else:
         data = packs[e.pack]
     return data[e.offset:e.offset + e.size]  # a short slice fails the hash check, named by the entry
-
-
-def part_name(base_seq: int, shard: int, part: int, claim: bytes | None = None) -> str:
-    """A part's name; `claim` tags it with the writer's claim (8 hex digits), so a sweep by another
-    claim never takes it for a never-switched attempt of its own at the same base."""
-    tag = f"-{claim.hex()[:8]}" if claim else ""
-    return f"snapshot-{base_seq:012d}-{shard:04d}-{part:04d}{tag}"
-
-
-def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
-
-
-def size_text(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-async def gather_limited(thunks: list[Callable[[], Awaitable]], limit: int) -> list:
-    """Run `thunks` with at most `limit` in flight; results in order; the first error cancels the rest."""
-    sem = asyncio.Semaphore(max(1, limit))
-
-    async def one(t):
-        async with sem:
-            return await t()
-
-    tasks = [asyncio.ensure_future(one(t)) for t in thunks]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 @dataclass
@@ -140,120 +87,6 @@ class Candidate:
             return self.src
         return DeltaEntry(seq=self.seq, ref=self.ref, size=self.size, hash=self.hash.hex(), epoch=self.epoch,
                           captured_at=self.captured_at)
-
-
-@dataclass
-class RestorePlan:
-    """What a restore will do, as data: print it for `--dry-run`, hand it to `execute` to do it."""
-
-    manifest: Manifest | None
-    snapshot: SnapshotEntry | None
-    #: the whole verified chain after the snapshot, as far as storage holds it.
-    chain: list[DeltaEntry]
-    #: the deltas this restore applies (the chain cut at the target).
-    deltas: list[DeltaEntry]
-    target_seq: int | None = None
-    target_time: float | None = None
-    discovered: int = 0
-    #: why documents in storage were passed over (duplicates, fenced writers, superseded).
-    ignored: list[str] = field(default_factory=list)
-    changes: dict[str, ChangeSet] = field(default_factory=dict, repr=False)
-    #: discovered documents of a claim this storage's slots never made (a diverged copy's writer).
-    forks: list[str] = field(default_factory=list)
-    #: discovered documents of another storage id (or of a writer that knows none).
-    foreign: list[str] = field(default_factory=list)
-    #: the slots read: the newest first, then through `claimed_from` to the full manifest.
-    slots: list[str] = field(default_factory=list)
-    #: the lease of the newest slot: who holds the storage now (a claimer while it restores).
-    holder: Lease | None = None
-
-    @property
-    def base_seq(self) -> int:
-        return self.snapshot.base_seq if self.snapshot else 0
-
-    @property
-    def base_hash(self) -> bytes:
-        return bytes.fromhex(self.snapshot.base_hash) if self.snapshot else GENESIS
-
-    @property
-    def seq(self) -> int:
-        """The seq the restored state corresponds to."""
-        return self.deltas[-1].seq if self.deltas else self.base_seq
-
-    @property
-    def tip(self) -> tuple[int, bytes, int]:
-        """(seq, hash, epoch) of the last document of the whole chain: where a writer continues."""
-        if self.chain:
-            d = self.chain[-1]
-            return d.seq, bytes.fromhex(d.hash), d.epoch
-        return self.base_seq, self.base_hash, self.snapshot.epoch if self.snapshot else 0
-
-    @property
-    def captured_at(self) -> float | None:
-        if self.deltas:
-            return self.deltas[-1].captured_at
-        return self.snapshot.captured_at if self.snapshot else None
-
-    @property
-    def snapshot_bytes(self) -> int:
-        return self.snapshot.stored_size if self.snapshot else 0
-
-    @property
-    def total_bytes(self) -> int:
-        return self.snapshot_bytes + sum(d.size for d in self.deltas)
-
-    def __str__(self) -> str:
-        lines = []
-        m = self.manifest
-        if m is None:
-            lines.append("manifest: none (empty storage" + (", deltas found by discovery)" if self.chain else ")"))
-        else:
-            lease = m.lease
-            holder = "none" if lease is None else (
-                f"{lease.describe()}, {'released' if lease.released else 'expires ' + when(lease.expires_at)}")
-            lines.append(f"manifest: generation {m.generation}, epoch {m.epoch}, written {when(m.created_at)}"
-                         + (f", slot {self.slots[-1]}" if self.slots else ""))
-            if m.claim_id:
-                lines.append(f"  storage {m.storage_id}, claim {m.claim_id}")
-            lines.append(f"  lease: {holder}")
-            if len(self.slots) > 1 and self.holder is not None:
-                h = self.holder
-                lines.append(f"  newest slot {self.slots[0]}: a claim by {h.describe()} (restoring, or it "
-                             "stopped before publishing)")
-        target = "latest"
-        if self.target_seq is not None:
-            target = f"seq {self.target_seq}"
-        elif self.target_time is not None:
-            target = f"time {when(self.target_time)}"
-        lines.append(f"target: {target} -> state after seq {self.seq} (captured {when(self.captured_at)})")
-        s = self.snapshot
-        if s is None:
-            lines.append("snapshot: none (start from an empty database)")
-        else:
-            lines.append(f"snapshot: base seq {s.base_seq}, captured {when(s.captured_at)}, epoch {s.epoch}, "
-                         f"image {size_text(s.image_size)} sha256 {s.image_sha256[:16]}…, "
-                         f"{len(s.shards)} shard(s), {len(s.parts)} part(s), {size_text(s.stored_size)} to fetch")
-            for sh in s.shards:
-                for j, p in enumerate(sh.parts):
-                    lines.append(f"  fetch part  {p.ref}  shard {sh.index} part {j}  {size_text(p.size)}")
-        lines.append(f"deltas: {len(self.deltas)} to apply (seq {self.deltas[0].seq}..{self.deltas[-1].seq})"
-                     if self.deltas else "deltas: none to apply")
-        for d in self.deltas:
-            lines.append(f"  apply delta {d.ref}  seq {d.seq} epoch {d.epoch}  {size_text(d.size)}  "
-                         f"captured {when(d.captured_at)}")
-        skipped = len(self.chain) - len(self.deltas)
-        if skipped:
-            lines.append(f"  (not applied: {skipped} later delta(s) up to seq {self.chain[-1].seq})")
-        if self.discovered:
-            lines.append(f"discovered beyond the manifest: {self.discovered} document(s)")
-        for note in self.ignored:
-            lines.append(f"ignored: {note}")
-        for note in self.forks:
-            lines.append(f"FORK: {note}")
-        for note in self.foreign:
-            lines.append(f"FOREIGN: {note}")
-        lines.append(f"total to fetch: {size_text(self.total_bytes)}")
-        return "\n".join(lines)
 
 
 def _notify(progress: Progress | None, stage: str, done: int, total: int) -> None:
@@ -709,33 +542,6 @@ async def _plan_point(backend: Backend, cipher: Cipher | None, m: Manifest, head
                                last_ref=None)
     p = await plan(backend, cipher, to_seq, to_time, manifest=(view, GENESIS), head=head, _discover=False, **kw)
     return dataclasses.replace(p, manifest=m)
-
-
-PART_NAME = re.compile(r"^snapshot-(\d+)-\d+-\d+(?:-([0-9a-f]{8}))?$")
-
-
-async def garbage(backend: Backend, snap: SnapshotEntry, claim: bytes | None = None, *,
-                  keep: set[str] | None = None) -> list[str]:
-    """Refs a discovering backend holds that no restore from `snap` on can need, judged by their names:
-    deltas with seq <= its base, parts of snapshots with a lower base, and parts at its base other than
-    its own that are untagged or tagged with `claim` (attempts of this claim that never switched; a
-    successor's snapshot at the same base carries another tag and stays). Documents without a known
-    name are never judged garbage, nor any in `keep` (what retained points need)."""
-    keep = {p.ref for p in snap.parts} | (keep or set())
-    tag = claim.hex()[:8] if claim else None
-    out = []
-    for ref, name in await backend.discover_named(None):
-        if name is None or ref in keep:
-            continue
-        m = DELTA_NAME.match(name)
-        if m and int(m.group(1)) <= snap.base_seq:
-            out.append(ref)
-            continue
-        m = PART_NAME.match(name)
-        if m and (int(m.group(1)) < snap.base_seq
-                  or int(m.group(1)) == snap.base_seq and m.group(2) in (None, tag)):
-            out.append(ref)
-    return out
 
 
 async def fetch_image(backend: Backend, snap: SnapshotEntry, cipher: Cipher | None, *,

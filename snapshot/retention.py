@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from snapshot.backend import Backend, BackendInfo
 from snapshot.cipher import as_cipher
 from snapshot.errors import ConfigError
+from snapshot.formatting import when
 from snapshot.manifest import DeltaEntry, HistoryPoint, SnapshotEntry
+from snapshot.naming import DELTA_NAME, PART_NAME
 
 #: a document whose cut is this much younger than the delete window is surely deletable (stored at or
 #: after its `captured_at`, so its age is at most now - captured_at); anything older may not be.
@@ -130,8 +132,6 @@ class PrunePlan:
                 "nothing_to_do": self.nothing_to_do}
 
     def __str__(self) -> str:
-        from snapshot.restore import when
-
         if self.empty:
             return "storage is empty: nothing to prune"
         policy = f"keep {self.keep_snapshots} older snapshot(s)" + (
@@ -167,13 +167,35 @@ def compute(info: BackendInfo, snapshot: SnapshotEntry | None, deltas: list[Delt
                      delete=delete + garbage, too_old=too_old, garbage=garbage)
 
 
+async def garbage(backend: Backend, snap: SnapshotEntry, claim: bytes | None = None, *,
+                  keep: set[str] | None = None) -> list[str]:
+    """Refs a discovering backend holds that no restore from `snap` on can need, judged by their names:
+    deltas with seq <= its base, parts of snapshots with a lower base, and parts at its base other than
+    its own that are untagged or tagged with `claim` (attempts of this claim that never switched; a
+    successor's snapshot at the same base carries another tag and stays). Documents without a known
+    name are never judged garbage, nor any in `keep` (what retained points need)."""
+    keep = {p.ref for p in snap.parts} | (keep or set())
+    tag = claim.hex()[:8] if claim else None
+    out = []
+    for ref, name in await backend.discover_named(None):
+        if name is None or ref in keep:
+            continue
+        m = DELTA_NAME.match(name)
+        if m and int(m.group(1)) <= snap.base_seq:
+            out.append(ref)
+            continue
+        m = PART_NAME.match(name)
+        if m and (int(m.group(1)) < snap.base_seq
+                  or int(m.group(1)) == snap.base_seq and m.group(2) in (None, tag)):
+            out.append(ref)
+    return out
+
+
 async def leftovers(backend: Backend, snapshot: SnapshotEntry | None, claim: bytes | None, keep: set[str]
                     ) -> list[str]:
     """Unlisted documents a discovering backend holds that no restore needs (by name), sparing `keep`."""
     if not backend.info.can_discover or snapshot is None:
         return []
-    from snapshot.restore import garbage
-
     return await garbage(backend, snapshot, claim, keep=keep)
 
 

@@ -28,8 +28,9 @@ from snapshot import reading
 from snapshot.backend import Backend
 from snapshot.cipher import Cipher, as_cipher
 from snapshot.errors import CorruptDocument, RestoreError, TgsnapError
+from snapshot.formatting import size_text, when
 from snapshot.manifest import Manifest
-from snapshot.restore import plan, read_head, size_text, when
+from snapshot.restore import plan, read_head
 
 #: version of the `to_json()` layout; bumped only when a key changes meaning or disappears (new keys may
 #: be added without a bump).

@@ -43,7 +43,8 @@ from snapshot.errors import (
     TgsnapError,
 )
 from snapshot.manifest import MANIFEST_REF, DeltaEntry, Manifest, SnapshotEntry, decode_manifest
-from snapshot.restore import Head, RestorePlan, _fetch_delta, entry_bytes, plan, read_head, refuse_orphaned_documents
+from snapshot.restore import Head, _fetch_delta, entry_bytes, plan, read_head, refuse_orphaned_documents
+from snapshot.restore_plan import RestorePlan
 from snapshot.restored import Progress
 
 #: version of the `to_json()` layout; bumped only when a key changes meaning or disappears.

@@ -10,7 +10,7 @@ import sys
 
 from snapshot.compact import CompactPlan, CompactResult, compact, make_plan
 from snapshot.errors import StorageBusy
-from snapshot.restore import size_text, when
+from snapshot.formatting import size_text, when
 from tools.cli_common import EXIT_OK, NoStorage, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
 PROG = "tgsnap-compact"

@@ -29,7 +29,8 @@ from snapshot import postgres as pg
 from snapshot import reading
 from snapshot.apply import INTERNAL_PREFIX, quote
 from snapshot.errors import ConfigError
-from snapshot.restore import execute, plan, when
+from snapshot.formatting import when
+from snapshot.restore import execute, plan
 from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_BACKEND,

@@ -97,11 +97,16 @@ def main(argv: list[str] | None = None) -> int:
                 res = await follower.check()
                 for t in res.tables:
                     sys.stderr.write(f"  {args.schema}.{t.name}: {t.rows} row(s), checksum {t.checksum} matches\n")
+                # what of storage's schema PostgreSQL does not carry (views, triggers, ...): named, not a failure
+                for n in res.notes:
+                    sys.stderr.write(f"note: not in PostgreSQL: {n}\n")
                 for problem in res.problems:
                     fail(f"{PROG}: check: {problem}")
                 if not res.ok:
                     return EXIT_FAILED
-                sys.stderr.write(f"check: the replica equals the stored state at seq {res.tip}\n")
+                version = "" if res.user_version is None else f" (schema version {res.user_version})"
+                extra = f"; {len(res.notes)} schema note(s) above" if res.notes else ""
+                sys.stderr.write(f"check: the replica equals the stored state at seq {res.tip}{version}{extra}\n")
         except pg.PostgresUnreachable as exc:
             fail(f"{PROG}: {exc}")
             return EXIT_BACKEND

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from snapshot.errors import StorageBusy
+from snapshot.formatting import size_text
 from snapshot.move import move
-from snapshot.restore import size_text
 from tools.cli_common import EXIT_CONFIG, EXIT_OK, ProgressPrinter, make_parser, open_backend, run, settings_from_args
 
 PROG = "tgsnap-move"

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from snapshot import reading
-from snapshot.restore import execute, plan, when
+from snapshot.formatting import when
+from snapshot.restore import execute, plan
 from snapshot.restored import Restored
 from tools.cli_common import (
     EXIT_FAILED,

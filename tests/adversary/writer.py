@@ -4,9 +4,14 @@ Telegram backends that inserts rows and says on stdout what it acknowledged.
     python -m tests.adversary.writer --mode local --dir D --name A
     WRITER_TOKEN=... [WRITER_SESSION=...] python -m tests.adversary.writer --mode botapi --chat C --api-url U --name A
 
-Table `w(writer, i)`; each step inserts the next `--rows` values of i and awaits `store.flush()`, then
-prints `ACK <i>` (every row of this writer up to i is durable). Lines: `READY` (imports done, backend
-open), `OPEN <json>` once the store is open (`{"epoch", "max": {writer: highest i restored}}`),
+The one writer process of the process-level tests: the adversary scenarios (tests/adversary) and the
+deploy hand-over tests (tests/telegram/test_handover.py) both drive it. The bot token (and, for MTProto,
+the session string) come from the environment, never the command line.
+
+Table `w(writer, i)`; each step inserts the next `--rows` values of i; every `--ack-every` steps it
+awaits `store.flush()`, then prints `ACK <i>` (every row of this writer up to i is durable). Lines:
+`READY` (imports done, backend open), `OPEN <json>` once the store is open (`{"seq", "epoch", "max":
+{writer: highest i restored}}`),
 `FROZEN <method>` just before it stops itself (SIGSTOP) inside a backend call, `SNAPSHOT`, `CLOSED <i>`
 (clean close; exit 0), `FENCED <message>` (exit 3), `BUSY <message>` (exit 4), `REFUSED <type> <message>`
 (any other tgsnap error while opening; exit 5).
@@ -150,7 +155,8 @@ async def run(args: argparse.Namespace) -> int:
             say("REFUSED", type(e).__name__, str(e).replace("\n", " "))
             return 5
         restored = {w: m for w, m in store.execute("SELECT writer, max(i) FROM w GROUP BY writer")}
-        say("OPEN", json.dumps({"epoch": store.stats().epoch, "max": restored}))
+        st = store.stats()
+        say("OPEN", json.dumps({"seq": st.last_seq, "epoch": st.epoch, "max": restored}))
         armed[0] = True
         i = restored.get(args.name, -1)
         step = 0
@@ -164,8 +170,9 @@ async def run(args: argparse.Namespace) -> int:
                                   [(args.name, i + k) for k in range(1, args.rows + 1)])
                 i += args.rows
                 step += 1
-                await store.flush()
-                say("ACK", i)
+                if step % args.ack_every == 0:
+                    await store.flush()
+                    say("ACK", i)
                 await asyncio.sleep(args.pause)
             await store.close()
         except FencedError as e:
@@ -188,6 +195,7 @@ def main() -> None:
     p.add_argument("--lease", type=float, default=30.0)
     p.add_argument("--wait", type=float, default=0.0, help="takeover_wait: how long to wait for a live holder")
     p.add_argument("--rows", type=int, default=5, help="rows inserted per step")
+    p.add_argument("--ack-every", type=int, default=1, help="flush and print ACK every this many steps")
     p.add_argument("--pause", type=float, default=0.02)
     p.add_argument("--flush-interval", type=float, default=0.2)
     p.add_argument("--go")

@@ -21,7 +21,7 @@ async def test_clicker_queries_on_the_followed_replica_answer_as_the_bot(tmp_pat
     users = Users(store)
     for i in range(1, 31):
         users.register(100 + i, f"Пользователь {i}" if i % 2 else f"User '{i}'; DROP TABLE users; --")
-    # Indexes travel in snapshots (a delta carries only its tables' CREATE TABLE): snapshot, then more deltas
+    # a snapshot, then more deltas: the follower seeds from the image and applies the rest in place
     await store.snapshot()
     for i in range(1, 31):
         for m in range(i % 7):

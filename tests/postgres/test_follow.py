@@ -13,9 +13,10 @@ from snapshot.apply import apply_changes
 from snapshot.backends.local import LocalDirBackend
 from snapshot.changes import ChangeSet, TableChanges
 from snapshot.delta import encode_delta
+from snapshot.naming import delta_name
 from snapshot.postgres_follow import Follower, FollowError
 from snapshot.replica import Replica, ReplicaConfig
-from snapshot.restore import delta_name, plan, restore
+from snapshot.restore import plan, restore
 from tests.postgres.conftest import query
 from tests.tools.chain import COLUMNS, DDL, _changes
 from tools import follow as follow_cli

@@ -12,8 +12,9 @@ from snapshot.delta import encode_delta
 from snapshot.envelope import GENESIS, document_hash
 from snapshot.errors import ChainError, RestoreError
 from snapshot.manifest import Manifest, encode_manifest
+from snapshot.naming import delta_name
 from snapshot.replica import Replica, ReplicaConfig
-from snapshot.restore import delta_name, execute, plan, restore
+from snapshot.restore import execute, plan, restore
 from tests.snapshot.helpers import COLUMNS, DDL, Live, state
 
 CFG = dict(part_size=2048, shard_size=4096)

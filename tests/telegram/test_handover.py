@@ -69,8 +69,9 @@ class Writer:
 
 async def spawn(mode: str, emu: Emulator, demo: Demo, name: str, *extra: str) -> Writer:
     env = dict(os.environ, WRITER_TOKEN=demo.bot_token, WRITER_SESSION=demo.session_string or "")
-    args = [sys.executable, "-m", "tests.telegram.writer_proc", "--mode", mode, "--chat", str(demo.storage_chat_id),
-            "--name", name, *extra]
+    # the hand-over's pace: 20 rows a step, a flush every 3 steps, the flush loop every 0.5 s
+    args = [sys.executable, "-m", "tests.adversary.writer", "--mode", mode, "--chat", str(demo.storage_chat_id),
+            "--name", name, "--rows", "20", "--ack-every", "3", "--flush-interval", "0.5", *extra]
     if mode == "botapi":
         args += ["--api-url", emu.bot_api_url]
     proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, env=env,
@@ -110,7 +111,7 @@ async def test_deploy_overlap_hands_over_without_losing_an_acknowledged_write(em
         await a.until(lambda w: w.said("OPEN") is not None)
         b = await spawn(mode, emulator, demo, "B", "--wait", str(LONG))
         # Both alive under load for a while: A keeps acknowledging while B waits for the lease.
-        await b.until(lambda w: "START" in w.lines)
+        await b.until(lambda w: "READY" in w.lines)
         acked_before = len(a.acks)
         await asyncio.sleep(2.0)
         await a.until(lambda w: len(w.acks) >= acked_before + 5)
