@@ -4,10 +4,11 @@ Little-endian, length-prefixed, one tag byte per value, so every SQLite value su
 NULL, 64-bit integers, floats (including -0.0, infinities and NaN payloads), text of any Unicode
 (NUL included) and blobs.
 
-Two grammars; the body version is the envelope version of the document carrying it. Version 1 has
+Three grammars; the body version is the envelope version of the document carrying it. Version 1 has
 rows only. Version 2 adds, before the tables, `PRAGMA user_version` and the schema statements run since
-the previous cut, and a value tag for TEXT whose bytes are not valid UTF-8 (`RawText`). Writers write
-version 2; both are read.
+the previous cut, and a value tag for TEXT whose bytes are not valid UTF-8 (`RawText`). Version 3 holds
+the same content column by column (snapshot/columns.py), about half the compressed size of version 2 on
+a clicker's flush. Writers write version 3; all three are read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from snapshot import envelope
+from snapshot import columns, envelope
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
 from snapshot.envelope import GENESIS, Kind, encode
 from snapshot.errors import CorruptDocument
@@ -29,7 +30,9 @@ TAG_BLOB = 4
 TAG_RAW_TEXT = 5
 
 #: body grammars this code reads; it writes the newest.
-BODY_VERSIONS = (1, 2)
+BODY_VERSIONS = (1, 2, 3)
+#: what writers write.
+BODY_VERSION = 3
 
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
@@ -89,17 +92,65 @@ def _values(rows: list[tuple[Value, ...]], width: int, table: str, what: str, ou
                 raise ValueError(f"table {table!r}: {t.__name__} is not a SQLite value")
 
 
-def encode_body(changes: ChangeSet, version: int = 2) -> bytes:
+def _head_v2(changes: ChangeSet) -> bytes:
+    uv = changes.user_version or 0
+    if not -(2**31) <= uv < 2**31:
+        raise ValueError(f"user_version {uv} does not fit SQLite's 32 bits")
+    return _HEAD2.pack(float(changes.captured_at), uv, len(changes.schema))
+
+
+def _vstr(s: str, out: list) -> None:
+    b = s.encode("utf-8")
+    out.append(columns.uvarint(len(b)))
+    out.append(b)
+
+
+def _columns_of(rows: list[tuple[Value, ...]], width: int, table: str, what: str, out: list) -> None:
+    if not rows:
+        return
+    if not width:
+        raise ValueError(f"table {table!r}: {what} rows need at least one column")
+    if set(map(len, rows)) != {width}:
+        bad = next(r for r in rows if len(r) != width)
+        raise ValueError(f"table {table!r}: a {what} row has {len(bad)} values, expected {width}")
+    for col in zip(*rows, strict=True):
+        try:
+            columns.encode_column(list(col), out)
+        except ValueError as e:
+            raise ValueError(f"table {table!r}: {e}") from None
+
+
+def _encode_v3(changes: ChangeSet) -> bytes:
+    out: list = [_head_v2(changes)]
+    for stmt in changes.schema:
+        _vstr(stmt, out)
+    out.append(columns.uvarint(len(changes.tables)))
+    for name, t in changes.tables.items():
+        if name != t.name:
+            raise ValueError(f"change set key {name!r} differs from its table name {t.name!r}")
+        _vstr(t.name, out)
+        _vstr(t.ddl, out)
+        for names in (t.columns, t.pk):
+            out.append(columns.uvarint(len(names)))
+            for c in names:
+                _vstr(c, out)
+        out.append(columns.uvarint(len(t.upserts)))
+        out.append(columns.uvarint(len(t.deletes)))
+        _columns_of(t.upserts, len(t.columns), t.name, "upsert", out)
+        _columns_of(t.deletes, len(t.pk), t.name, "delete", out)
+    return b"".join(out)
+
+
+def encode_body(changes: ChangeSet, version: int = BODY_VERSION) -> bytes:
     """The uncompressed delta body in grammar `version` (1 cannot carry schema changes or RawText)."""
+    if version == 3:
+        return _encode_v3(changes)
     if version == 1:
         if changes.schema:
             raise ValueError("schema statements need delta body version 2")
         out: list = [_HEAD.pack(float(changes.captured_at), len(changes.tables))]
     elif version == 2:
-        uv = changes.user_version or 0
-        if not -(2**31) <= uv < 2**31:
-            raise ValueError(f"user_version {uv} does not fit SQLite's 32 bits")
-        out = [_HEAD2.pack(float(changes.captured_at), uv, len(changes.schema))]
+        out = [_head_v2(changes)]
         for stmt in changes.schema:
             _str(stmt, out)
         out.append(_U32.pack(len(changes.tables)))
@@ -217,11 +268,74 @@ class _Reader:
         return rows
 
 
-def decode_body(body: bytes, ref: str | None = None, *, version: int = 2) -> ChangeSet:
+def _decode_v3(body: bytes, ref: str | None) -> ChangeSet:
+    pos = 0
+
+    def fail(why: str) -> CorruptDocument:
+        return CorruptDocument(ref, f"delta body is malformed at byte {pos}: {why}")
+
+    def uv() -> int:
+        nonlocal pos
+        n, pos = columns.read_uvarint(body, pos)
+        return n
+
+    def text() -> str:
+        nonlocal pos
+        n = uv()
+        if pos + n > len(body):
+            raise columns.Malformed(f"needs {n} more bytes, {len(body) - pos} left")
+        try:
+            s = body[pos:pos + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise columns.Malformed("text is not valid UTF-8") from None
+        pos += n
+        return s
+
+    def rows(count: int, width: int) -> list[tuple[Value, ...]]:
+        nonlocal pos
+        if not count:
+            return []
+        if not width:
+            raise columns.Malformed("rows of no columns")
+        cols = []
+        for _ in range(width):
+            col, pos = columns.decode_column(body, pos, count)
+            cols.append(col)
+        return list(zip(*cols, strict=True))
+
+    if len(body) < _HEAD2.size:
+        raise fail(f"needs {_HEAD2.size} bytes, {len(body)} left")
+    captured_at, user_version, nschema = _HEAD2.unpack_from(body, 0)
+    pos = _HEAD2.size
+    cs = ChangeSet(captured_at=captured_at, user_version=user_version)
+    try:
+        cs.schema = [text() for _ in range(nschema)]
+        for _ in range(uv()):
+            name, ddl = text(), text()
+            cols = [text() for _ in range(uv())]
+            pk = [text() for _ in range(uv())]
+            nup, ndel = uv(), uv()
+            if nup > len(body) or ndel > len(body):
+                raise columns.Malformed("more rows than the body has bytes")
+            upserts = rows(nup, len(cols))
+            deletes = rows(ndel, len(pk))
+            if name in cs.tables:
+                raise columns.Malformed(f"table {name!r} appears twice")
+            cs.tables[name] = TableChanges(name, ddl, cols, pk, upserts, deletes)
+    except columns.Malformed as e:
+        raise fail(str(e)) from None
+    if pos != len(body):
+        raise fail(f"{len(body) - pos} unexpected bytes after the last table")
+    return cs
+
+
+def decode_body(body: bytes, ref: str | None = None, *, version: int = BODY_VERSION) -> ChangeSet:
     """Parse a body of grammar `version` (the envelope version of its document)."""
     if version not in BODY_VERSIONS:
         raise CorruptDocument(ref, f"delta body version {version} is newer than this tgsnap knows "
                                    f"({max(BODY_VERSIONS)}); upgrade tgsnap")
+    if version == 3:
+        return _decode_v3(bytes(body), ref)
     r = _Reader(body, ref, version)
     if version == 1:
         r.need(_HEAD.size)

@@ -6,10 +6,12 @@ the body, zstd-compressed when the `compressed` flag is set, then AES-256-GCM-en
 storage and which claim (writer incarnation) wrote it, and how to check it; it carries its own CRC so a
 damaged header is told apart from a damaged payload.
 
-Two versions exist. Version 1 (112-byte header) has no storage or claim identity; it is still read so
-storage written by older tgsnap restores. Version 2 (144-byte header) is what writers write: the
-storage id and claim id let a reader refuse documents of a fork, of a foreign storage, or of a fenced
-writer whose late upload landed after its successor's claim (docs/formats.md, "Claim protocol").
+Three versions exist. Version 1 (112-byte header) has no storage or claim identity; it is still read so
+storage written by older tgsnap restores. Version 2 (144-byte header) adds the storage id and claim id,
+which let a reader refuse documents of a fork, of a foreign storage, or of a fenced writer whose late
+upload landed after its successor's claim (docs/formats.md, "Claim protocol"). Version 3 is what
+writers write: the header of version 2, unchanged; the version says that a delta's body is of grammar
+3 (column by column, snapshot/delta.py), since the body grammar is tied to the envelope version.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from snapshot.errors import CorruptDocument, EncryptionError
 
 MAGIC = b"TGSN"
 #: the version writers write; readers accept 1 ..= FORMAT_VERSION.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: hash standing in for "no predecessor" (the first delta ever links to it).
 GENESIS = bytes(32)
 #: the storage / claim id of documents that have none (version 1 documents).
@@ -44,7 +46,7 @@ HEADER_SIZE_V2 = _HEAD_V2.size + _CRC.size  # 144
 #: the header size of what writers write (version FORMAT_VERSION).
 HEADER_SIZE = HEADER_SIZE_V2
 assert HEADER_SIZE_V1 == 112 and HEADER_SIZE_V2 == 144
-_HEADS = {1: _HEAD_V1, 2: _HEAD_V2}
+_HEADS = {1: _HEAD_V1, 2: _HEAD_V2, 3: _HEAD_V2}  # 3: the v2 header, delta body v3
 
 
 def header_size(version: int) -> int:
@@ -68,6 +70,7 @@ FLAG_ENCRYPTED = 0x02
 #: documents); version 2 only, deltas only.
 FLAG_CONTINUED = 0x04
 _KNOWN_FLAGS = {1: FLAG_COMPRESSED | FLAG_ENCRYPTED, 2: FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_CONTINUED}
+_KNOWN_FLAGS[3] = _KNOWN_FLAGS[2]
 
 
 def overhead(encrypted: bool) -> int:
@@ -155,11 +158,11 @@ def encode(kind: Kind, body: bytes | memoryview, *, epoch: int, seq: int, prev: 
         raise ValueError("predecessor hash must be 32 bytes")
     storage_id, claim_id = _check_id("storage_id", storage_id), _check_id("claim_id", claim_id)
     if version not in _HEADS:
-        raise ValueError(f"envelope version {version} cannot be written (known: 1, 2)")
+        raise ValueError(f"envelope version {version} cannot be written (known: {sorted(_HEADS)})")
     flags = 0
     if continued:
         if version < 2 or kind != Kind.DELTA:
-            raise ValueError("only a version 2 delta can be marked continued")
+            raise ValueError("only a delta of version 2 or later can be marked continued")
         flags |= FLAG_CONTINUED
     if version == 1 and (storage_id != NO_ID or claim_id != NO_ID):
         raise ValueError("a version 1 envelope has no storage id or claim id")
@@ -172,7 +175,7 @@ def encode(kind: Kind, body: bytes | memoryview, *, epoch: int, seq: int, prev: 
     def pack(length: int, sha: bytes) -> bytes:
         if version == 1:
             return _HEAD_V1.pack(MAGIC, 1, int(kind), flags, epoch, seq, length, sha, prev, kid, 0)
-        return _HEAD_V2.pack(MAGIC, 2, int(kind), flags, epoch, seq, length, sha, prev, kid,
+        return _HEAD_V2.pack(MAGIC, version, int(kind), flags, epoch, seq, length, sha, prev, kid,
                              storage_id, claim_id, 0)
 
     if cipher is not None:

@@ -249,7 +249,7 @@ def test_every_piece_of_a_split_cut_carries_the_cuts_user_version():
     from snapshot.delta import encode_body
     from snapshot.replica import _split_cut
 
-    rows = [(i, "x" * 50) for i in range(40)]
+    rows = [(i, f"{i:02d}" + "x" * 50) for i in range(40)]  # distinct: no dictionary shrinks them (body v3)
     cs = ChangeSet(1.0, {"t": TableChanges("t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v)", ["id", "v"], ["id"],
                                            rows)}, schema=["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"],
                    user_version=7, version_changed=True)

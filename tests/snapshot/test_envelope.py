@@ -55,15 +55,28 @@ def test_header_layout_is_as_documented():
     data = encode(Kind.SNAPSHOT_PART, b"payload", epoch=7, seq=9, prev=PREV, compress=False,
                   storage_id=SID, claim_id=CID)
     magic, version, kind, flags, epoch, seq, plen = struct.unpack_from("<4sHBBQQQ", data, 0)
-    assert (magic, version, kind, flags, epoch, seq, plen) == (b"TGSN", 2, 2, 0, 7, 9, 7)
-    assert FORMAT_VERSION == 2 and HEADER_SIZE == 144
+    assert (magic, version, kind, flags, epoch, seq, plen) == (b"TGSN", 3, 2, 0, 7, 9, 7)
+    assert FORMAT_VERSION == 3 and HEADER_SIZE == 144
     assert data[64:96] == PREV and data[96:104] == bytes(8)
     assert data[104:120] == SID and data[120:136] == CID and data[136:140] == bytes(4)
     assert struct.unpack_from("<I", data, 140)[0] == zlib.crc32(data[:140])
     assert data[HEADER_SIZE:] == b"payload"
     assert overhead(False) == 144 and overhead(True) == 144 + 28
     h = decode(data).header
-    assert (h.version, h.storage_id, h.claim_id, h.header_size, h.continued) == (2, SID, CID, 144, False)
+    assert (h.version, h.storage_id, h.claim_id, h.header_size, h.continued) == (3, SID, CID, 144, False)
+
+
+def test_version_2_layout_is_the_version_3_header():
+    """Version 3 changed the delta body grammar only: a version 2 header is still read, byte for byte
+    the same layout, and version 2 can still be written (fixtures of old storage)."""
+    v2 = encode(Kind.DELTA, b"rows", epoch=7, seq=9, prev=PREV, storage_id=SID, claim_id=CID, version=2,
+                continued=True)
+    v3 = encode(Kind.DELTA, b"rows", epoch=7, seq=9, prev=PREV, storage_id=SID, claim_id=CID, continued=True)
+    assert struct.unpack_from("<H", v2, 4)[0] == 2 and struct.unpack_from("<H", v3, 4)[0] == 3
+    assert v2[6:140] == v3[6:140]
+    for data, version in ((v2, 2), (v3, 3)):
+        h = decode(data).header
+        assert (h.version, h.storage_id, h.claim_id, h.continued, h.header_size) == (version, SID, CID, True, 144)
 
 
 def test_version_1_layout_is_still_read():
@@ -79,10 +92,10 @@ def test_version_1_layout_is_still_read():
     assert doc.header.storage_id == NO_ID and doc.header.claim_id == NO_ID
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_encrypted_round_trip_per_version(version):
     c = Cipher(KEY)
-    ids = {"storage_id": SID, "claim_id": CID} if version == 2 else {}
+    ids = {"storage_id": SID, "claim_id": CID} if version >= 2 else {}
     data = encode(Kind.DELTA, b"rows" * 50, epoch=1, seq=2, cipher=c, version=version, **ids)
     assert decode(data, cipher=c).body == b"rows" * 50
 
@@ -158,7 +171,7 @@ def test_version_1_header_size_is_enough_for_version_1_only():
     v1 = encode(Kind.DELTA, b"", epoch=1, seq=1, compress=False, version=1)
     assert len(v1) == 112 and decode(v1).body == b""
     v2 = _doc()
-    with pytest.raises(CorruptDocument, match="truncated: 112 bytes, the version 2 header alone needs 144"):
+    with pytest.raises(CorruptDocument, match="truncated: 112 bytes, the version 3 header alone needs 144"):
         decode(v2[:112])
 
 
