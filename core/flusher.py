@@ -515,6 +515,9 @@ class Flusher:
         job = _CopyJob(scratch, self._tracker.schema_version())
         self._copy = job
         job.task = asyncio.get_running_loop().create_task(self._run_copy(job), name="tgsnap-snapshot-copy")
+        # A task cancelled before it first runs never enters its `finally`: close the scratch then, or its
+        # file stays in TMPDIR (closing twice is harmless).
+        job.task.add_done_callback(lambda t: job.scratch.close() if t.cancelled() else None)
         return True
 
     async def _run_copy(self, job: _CopyJob) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 
 import pytest
 
@@ -78,7 +79,9 @@ async def test_waiters_are_released_only_once_the_snapshot_is_durable():
         await store.close()
 
 
-async def test_a_snapshot_request_during_the_oversize_cut_is_answered():
+async def test_a_snapshot_request_during_the_oversize_cut_is_answered(tmp_path, monkeypatch):
+    # The snapshot's scratch copy (core/snapcopy.py) lives in TMPDIR: here, one the test can look into.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     storage = MemoryStorage()
     store = await Store.open(MemoryBackend(storage, max_document_size=LIMIT), SCHEMA, config=_config())
     try:
@@ -90,3 +93,6 @@ async def test_a_snapshot_request_during_the_oversize_cut_is_answered():
         assert len(_rows((await restore(MemoryBackend(storage))).conn)) == 1
     finally:
         await store.close()
+    # The copy started for the request was cancelled before it ran, once the cut became the snapshot:
+    # its scratch file must not be left behind.
+    assert list(tmp_path.glob("tgsnap-snapshot-*")) == []
