@@ -97,6 +97,11 @@ def build_dispatcher(store: Store, admin_ids: Iterable[int], storage_description
 
 
 def make_bot(token: str, api_url: str | None) -> Bot:
+    from aiogram.methods import DeleteWebhook, GetMe, GetUpdates, SendMessage, SetWebhook
+
+    from bot.aiogram_costs import keep_response_types
+
+    keep_response_types(SendMessage, GetUpdates, GetMe, SetWebhook, DeleteWebhook)  # per-answer cost: see there
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
     session.middleware(RetryAfter())
     return Bot(token=token, session=session)  # no parse_mode: names are shown as typed, HTML included

@@ -46,6 +46,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramR
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
+from bot.aiogram_costs import keep_response_types
 from core import Store
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class _RawGetUpdates(GetUpdates):
     (Telegram returns every outstanding one with every poll, and aiogram would parse them all again)."""
 
     __returning__ = list[dict[str, Any]]  # type: ignore[assignment]
+
+keep_response_types(_RawGetUpdates)  # one per poll: not rebuilt after each GC (bot/aiogram_costs.py)
 
 #: getUpdates returns at most this many updates (Bot API: "Values between 1-100 are accepted").
 POLL_LIMIT = 100
