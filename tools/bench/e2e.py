@@ -21,9 +21,11 @@ For each: loadgen's simulated users register (/start), then
 
 Every process still shares the machine's cores, so for each system and phase the report carries the CPU
 seconds each process used (`cpu`: the load generator = this process, the emulator, the bot, PostgreSQL
-with its backends, the delay proxy; from /proc) beside the wall time, and the load average: a process
-near 1.0 CPU-second per second is the one that saturates (each is one Python thread, or PostgreSQL's
-backends), and the sum against the core count says whether the machine itself was the limit.
+with its backends, the delay proxy; from /proc) and the seconds its threads were runnable but waiting
+for a core (`runqueue_wait_per_wall_s`, /proc/PID/task/*/schedstat), beside the wall time and the load
+average: a process near 1.0 CPU-second per second is the one that saturates (each is one Python thread,
+or PostgreSQL's backends); large waits with small CPU mean the machine's cores, not any process, were
+the limit.
 """
 
 from __future__ import annotations
@@ -86,6 +88,23 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _proc_waited(pid: int) -> float:
+    """Seconds pid's threads spent runnable but waiting for a core (/proc/PID/task/*/schedstat, field 2):
+    what a starved process loses, which its CPU seconds do not show."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def _pids_matching(*needles: str) -> list[int]:
     """Processes whose command line holds every needle, and their descendants (PostgreSQL's backends)."""
     parents: dict[int, int] = {}
@@ -119,30 +138,31 @@ class _CpuMeter:
     def __init__(self, groups: dict[str, list[int] | None]):
         self.groups = groups  # None: this process (os.times counts its threads too)
 
-    def _read(self) -> dict[str, float]:
-        out = {}
+    def _read(self) -> tuple[dict[str, float], dict[str, float]]:
+        cpu, waited = {}, {}
         for name, pids in self.groups.items():
-            if pids is None:
-                t = os.times()
-                out[name] = t.user + t.system
-            else:
-                # a PostgreSQL backend that exited between readings takes its seconds with it: an undercount
-                out[name] = sum(_proc_cpu(p) for p in (_pids_matching(*pids) if isinstance(pids, tuple) else pids))
-        return out
+            # a PostgreSQL backend that exited between readings takes its seconds with it: an undercount
+            found = [os.getpid()] if pids is None else _pids_matching(*pids) if isinstance(pids, tuple) else pids
+            cpu[name] = sum(_proc_cpu(p) for p in found)
+            waited[name] = sum(_proc_waited(p) for p in found)
+        return cpu, waited
 
     def start(self) -> None:
         import time
 
-        self._t0, self._c0 = time.monotonic(), self._read()
+        self._t0, (self._c0, self._w0) = time.monotonic(), self._read()
 
     def stop(self) -> dict[str, Any]:
         import time
 
         wall = time.monotonic() - self._t0
-        c1 = self._read()
+        c1, w1 = self._read()
         cpu = {k: round(c1[k] - self._c0[k], 2) for k in c1}
+        waited = {k: round(w1[k] - self._w0[k], 2) for k in w1}
         return {"wall_s": round(wall, 2), "cpu_s": cpu,
                 "cpu_per_wall_s": {k: round(v / wall, 2) for k, v in cpu.items()} if wall > 0 else {},
+                # runnable but not running (waiting for a core), per second of wall time
+                "runqueue_wait_per_wall_s": {k: round(v / wall, 2) for k, v in waited.items()} if wall > 0 else {},
                 "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
@@ -206,7 +226,8 @@ async def _drive(control, bot: str, plan: dict[str, Any], seed: int, log, meter:
                       "clicks_per_second": round(clicks_per_second, 1), "p99_ms": rep.latency_ms.get("p99"),
                       "timeouts": rep.timeouts, "sustained": ok, "cpu": step_cpu})
         log(f"e2e:   {rate:g} msg/s -> {rep.achieved_rate:.0f} msg/s, p99 {rep.latency_ms.get('p99')} ms"
-            f"{'' if ok else ' (not sustained)'}; CPU s/s {step_cpu['cpu_per_wall_s']}")
+            f"{'' if ok else ' (not sustained)'}; CPU s/s {step_cpu['cpu_per_wall_s']}, waiting for a core s/s "
+            f"{step_cpu['runqueue_wait_per_wall_s']}, load {step_cpu['load_average_1m']}")
         if ok:
             best = steps[-1]
         else:
