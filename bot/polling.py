@@ -20,8 +20,8 @@ The window of outstanding updates is kept small by `HurryRule`, because every po
 outstanding carries them again (the emulator or Telegram serializes them, the bot reads them, only to
 skip them), and a poll returns at most 100 updates: with 100 outstanding no new one can be seen at all.
 On a backend without a rate budget (a local directory) the flush is hurried once the oldest update
-waiting for durability has waited `hurry_after` (50 ms) or `hurry_count` (16) are waiting: a group
-commit, one delta per batch, at most ~20 a second. On a rate-budgeted backend (Telegram) the flush
+waiting for durability has waited `hurry_after` (200 ms) or `hurry_count` (24) are waiting: a group
+commit, one delta per batch (about 5 a second at 50 msg/s). On a rate-budgeted backend (Telegram) the flush
 loop's own interval is what the budget was planned for, so the poller hurries only when half a poll's
 worth is waiting *and* the budget has a slot free at once (`Store.hurry_wait`), and unconditionally only
 when the window is full (the budget still paces that flush: it waits for its slot).
@@ -63,10 +63,13 @@ keep_response_types(_RawGetUpdates)  # one per poll: not rebuilt after each GC (
 #: getUpdates returns at most this many updates (Bot API: "Values between 1-100 are accepted").
 POLL_LIMIT = 100
 #: on a backend without a rate budget: hurry once the oldest update waiting for durability has waited
-#: this long (seconds), or once this many wait. 50 ms bounds the deltas to ~20 a second, so the
-#: replica's snapshot-every-1000-deltas rule fires at most every ~50 s under sustained load.
-HURRY_AFTER = 0.05
-HURRY_COUNT = 16
+#: this long (seconds), or once this many wait. The balance: each update in the window comes back with
+#: every poll (~200 a second while any wait) and costs both ends a parse; each delta costs a cut, an
+#: encode and a write, and the replica takes a full snapshot every 1000 deltas (at 1 M users ~0.5 s of
+#: CPU and 12 MB). 200 ms / 24 keeps a poll's stale part under a quarter of its 100 and the deltas to
+#: ~5 a second at 50 msg/s (a snapshot every ~3 minutes of sustained load, not every minute).
+HURRY_AFTER = 0.2
+HURRY_COUNT = 24
 
 
 class HurryRule:

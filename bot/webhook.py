@@ -6,10 +6,10 @@ on_update_ok); anything else, or no answer within 60 s, and it sends the update 
 finished (the reply is sent at once, as in polling) and every write the handler made is durable
 (`Store.write_ticket` then `Store.wait_durable`). While answers wait, the flush loop is asked for a cut
 early by the same rule as long polling (bot/polling.py `HurryRule`): on a backend without a rate budget
-once the oldest waiting answer has waited 50 ms or 16 wait (a group commit: one delta per batch of
-requests, not one per request); on Telegram only when half of `max_connections` wait and the budget has
-a slot free at once, and whenever every connection waits (Telegram sends nothing new until one is
-answered; the budget still paces that flush).
+at once (a user's next update waits for this answer: Telegram sends one request per chat at a time;
+requests that arrive while a delta is on its way share the next one); on Telegram only when half of
+`max_connections` wait and the budget has a slot free at once, and whenever every connection waits
+(Telegram sends nothing new until one is answered; the budget still paces that flush).
 
 If durability takes longer than Telegram's 60 s (storage down, a long 429), Telegram gives up on that
 request and sends the update again later; the bot handles it again and, as for a redelivered polled
@@ -86,7 +86,10 @@ class DurableWebhook:
         #: answered updates, refused requests; for tests and logs.
         self.answered = 0
         self.refused = 0
-        self.hurry = HurryRule(store, limit=max_connections)
+        # hurry_after=0: Telegram sends one request per chat at a time, so the wait for durability delays
+        # that user's next update; without a rate budget cut at once (requests arriving meanwhile share
+        # the next cut), on Telegram storage the budgeted rule applies as in polling
+        self.hurry = HurryRule(store, limit=max_connections, hurry_after=0.0)
 
     @property
     def running_handlers(self) -> int:
