@@ -97,6 +97,11 @@ def build_dispatcher(store: Store, admin_ids: Iterable[int], storage_description
 
 
 def make_bot(token: str, api_url: str | None) -> Bot:
+    from aiogram.methods import DeleteWebhook, GetMe, GetUpdates, SendMessage, SetWebhook
+
+    from bot.aiogram_costs import keep_response_types
+
+    keep_response_types(SendMessage, GetUpdates, GetMe, SetWebhook, DeleteWebhook)  # per-answer cost: see there
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_url)) if api_url else AiohttpSession()
     session.middleware(RetryAfter())
     return Bot(token=token, session=session)  # no parse_mode: names are shown as typed, HTML included
@@ -303,6 +308,8 @@ async def _start_observers(clicker: Clicker, storage: StorageSettings, metrics_a
 async def _wait_fenced(store: Store, every: float = 1.0) -> None:
     """Return once the store finds another writer took over (core then refuses every write)."""
     while True:
-        if store.stats().fenced:
+        # Store.fenced, not stats(): stats() counts every table's rows (a full scan of 1 M users, milliseconds
+        # on the event loop, every second)
+        if store.fenced:
             return
         await asyncio.sleep(every)

@@ -14,9 +14,17 @@ Between the two, Telegram keeps returning the handed-over but unconfirmed update
 Bot API has no way to ask for newer updates without confirming older ones); they are recognised by id
 and skipped. While any are outstanding, the poller asks at once after a poll that brought something new
 and otherwise waits `repoll` seconds or until a confirmation moves the offset, so an idle bot does not
-spin. A poll returns at most 100 updates: when that many are outstanding no new one can be seen, so the
-poller hurries the flush (one extra delta per 100 updates; otherwise the flush loop keeps its own pace,
-and the rate budget is not spent on confirmations).
+spin.
+
+The window of outstanding updates is kept small by `HurryRule`, because every poll while any are
+outstanding carries them again (the emulator or Telegram serializes them, the bot reads them, only to
+skip them), and a poll returns at most 100 updates: with 100 outstanding no new one can be seen at all.
+On a backend without a rate budget (a local directory) the flush is hurried once the oldest update
+waiting for durability has waited `hurry_after` (200 ms) or `hurry_count` (24) are waiting: a group
+commit, one delta per batch (about 5 a second at 50 msg/s). On a rate-budgeted backend (Telegram) the flush
+loop's own interval is what the budget was planned for, so the poller hurries only when half a poll's
+worth is waiting *and* the budget has a slot free at once (`Store.hurry_wait`), and unconditionally only
+when the window is full (the budget still paces that flush: it waits for its slot).
 
 After a crash Telegram delivers again everything not confirmed, which includes everything not durable;
 handlers must apply a redelivered update once (the clicker's do: see bot/users.py).
@@ -38,6 +46,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramR
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
+from bot.aiogram_costs import keep_response_types
 from core import Store
 
 log = logging.getLogger(__name__)
@@ -49,15 +58,109 @@ class _RawGetUpdates(GetUpdates):
 
     __returning__ = list[dict[str, Any]]  # type: ignore[assignment]
 
+keep_response_types(_RawGetUpdates)  # one per poll: not rebuilt after each GC (bot/aiogram_costs.py)
+
 #: getUpdates returns at most this many updates (Bot API: "Values between 1-100 are accepted").
 POLL_LIMIT = 100
+#: on a backend without a rate budget: hurry once the oldest update waiting for durability has waited
+#: this long (seconds), or once this many wait. The balance: each update in the window comes back with
+#: every poll (~200 a second while any wait) and costs both ends a parse; each delta costs a cut, an
+#: encode and a write, and the replica takes a full snapshot every 1000 deltas (at 1 M users ~0.5 s of
+#: CPU and 12 MB). 200 ms / 24 keeps a poll's stale part under a quarter of its 100 and the deltas to
+#: ~5 a second at 50 msg/s (a snapshot every ~3 minutes of sustained load, not every minute).
+HURRY_AFTER = 0.2
+HURRY_COUNT = 24
+
+
+class HurryRule:
+    """When to ask the flush loop for a cut early, for updates handled but not yet durable.
+
+    `note()` after each handler (its writes are then in the store); `check(forced=True)` when nothing
+    new can arrive until some become durable (the poll window or the webhook's connections are full,
+    or the bot is stopping). The rule never confirms anything itself: confirmation still waits for
+    `wait_durable`, so whatever it decides, no update is confirmed before its writes are durable.
+    """
+
+    def __init__(self, store: Store, *, limit: int, hurry_after: float = HURRY_AFTER,
+                 hurry_count: int = HURRY_COUNT):
+        self.store = store
+        #: the most updates that can wait at once (a poll's 100, the webhook's max_connections).
+        self.limit = limit
+        self.hurry_after = hurry_after
+        self.hurry_count = hurry_count
+        #: handled since the last hurry (and not known to be durable), and since when.
+        self._waiting = 0
+        self._since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        #: hurries asked for: by a threshold, and because the window was full (for tests and logs).
+        self.hurried = 0
+        self.forced = 0
+
+    def note(self, *, forced: bool = False) -> None:
+        """A handler finished: its update waits for its writes to become durable."""
+        if self._since is None:
+            self._since = asyncio.get_running_loop().time()
+        self._waiting += 1
+        self.check(forced=forced)
+
+    def check(self, *, forced: bool = False) -> None:
+        if self._waiting == 0:
+            return
+        if self.store.write_ticket() == 0:  # the flush loop's own tick made them durable meanwhile
+            self._reset()
+            return
+        if forced:
+            self.forced += 1
+            self._hurry()
+            return
+        wait = self.store.hurry_wait()
+        if wait is None:  # no rate budget: a cut costs only I/O
+            due = 0.0 if self._waiting >= self.hurry_count else self._age_due(self.hurry_after)
+        elif self._waiting >= self.limit // 2:
+            due = wait  # budgeted: only a slot free now, never one borrowed from the flush loop's pace
+            if due > 0:
+                return  # the interval's flush comes anyway; a full window forces one
+        else:
+            return
+        if due <= 0:
+            self.hurried += 1
+            self._hurry()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(due, self._timed)
+
+    def _age_due(self, after: float) -> float:
+        assert self._since is not None
+        return self._since + after - asyncio.get_running_loop().time()
+
+    def _timed(self) -> None:
+        self._timer = None
+        self.check()
+
+    def _reset(self) -> None:
+        self._waiting = 0
+        self._since = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _hurry(self) -> None:
+        self._reset()
+        # One waiter with hurry=True wakes the flush loop; if a delta is on its way, the next ships as
+        # soon as it lands (the writes of every handler finished by now are in that cut).
+        with contextlib.suppress(Exception):
+            hurry = asyncio.ensure_future(self.store.wait_durable(self.store.write_ticket(), hurry=True))
+            hurry.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def close(self) -> None:
+        self._reset()
 
 
 class Poller:
     """Durable long polling over `store`; `run()` until `stop()`."""
 
     def __init__(self, dispatcher: Dispatcher, bot: Bot, store: Store, *, timeout: int = 10,
-                 repoll: float = 0.005, drain: float = 20.0, **workflow: Any):
+                 repoll: float = 0.005, drain: float = 20.0, hurry_after: float = HURRY_AFTER,
+                 hurry_count: int = HURRY_COUNT, **workflow: Any):
         self.dispatcher = dispatcher
         self.bot = bot
         self.store = store
@@ -77,6 +180,7 @@ class Poller:
         self._stopping = asyncio.Event()
         self._progress = asyncio.Event()
         self._poll: asyncio.Task[list[dict[str, Any]]] | None = None
+        self.hurry = HurryRule(store, limit=POLL_LIMIT, hurry_after=hurry_after, hurry_count=hurry_count)
         #: updates handed to handlers / confirmed, for tests and /status.
         self.handled = 0
         self.confirmed = 0
@@ -98,7 +202,10 @@ class Poller:
         try:
             await self._poll_until_stopped()
         finally:
-            await self._finish()
+            try:
+                await self._finish()
+            finally:
+                self.hurry.close()
 
     async def _poll_until_stopped(self) -> None:
         allowed = self.dispatcher.resolve_used_update_types()
@@ -175,14 +282,16 @@ class Poller:
             # come back forever. What it wrote before failing is made durable first.
             log.exception("update %d failed", update.update_id)
         ticket = self.store.write_ticket()
+        if ticket:
+            self.hurry.note(forced=self._window_full())
         try:
-            await self.store.wait_durable(ticket, hurry=self._must_hurry())
+            await self.store.wait_durable(ticket)
         except Exception as exc:  # fenced or closed: never confirmed, Telegram sends it again
             log.warning("update %d not confirmed: its writes are not durable (%s)", update.update_id, exc)
             return
         self._durable(update.update_id)
 
-    def _must_hurry(self) -> bool:
+    def _window_full(self) -> bool:
         return self._stopping.is_set() or len(self._outstanding) >= POLL_LIMIT
 
     def _durable(self, update_id: int) -> None:
@@ -205,10 +314,7 @@ class Poller:
     async def _wait_progress(self, seconds: float | None) -> None:
         if seconds is None:
             # Nothing new can be seen before a confirmation: make it come sooner.
-            with contextlib.suppress(Exception):
-                ticket = self.store.write_ticket()
-                hurry = asyncio.ensure_future(self.store.wait_durable(ticket, hurry=True))
-                hurry.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self.hurry.check(forced=True)
         waits = {asyncio.ensure_future(self._progress.wait()), asyncio.ensure_future(self._stopping.wait())}
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -4,9 +4,12 @@ Telegram forgets a webhook update when the bot answers it with 2xx (telegram-bot
 on_update_ok); anything else, or no answer within 60 s, and it sends the update again. So this server
 (aiohttp, the server aiogram's own webhook helpers use) answers an update only after its handler has
 finished (the reply is sent at once, as in polling) and every write the handler made is durable
-(`Store.write_ticket` then `Store.wait_durable(..., hurry=True)`): while answers wait, the flush loop is
-asked to ship at once instead of at its next tick, which is what bounds the time to durability by
-the backend's own pace (its rate budget on Telegram).
+(`Store.write_ticket` then `Store.wait_durable`). While answers wait, the flush loop is asked for a cut
+early by the same rule as long polling (bot/polling.py `HurryRule`): on a backend without a rate budget
+at once (a user's next update waits for this answer: Telegram sends one request per chat at a time;
+requests that arrive while a delta is on its way share the next one); on Telegram only when half of
+`max_connections` wait and the budget has a slot free at once, and whenever every connection waits
+(Telegram sends nothing new until one is answered; the budget still paces that flush).
 
 If durability takes longer than Telegram's 60 s (storage down, a long 429), Telegram gives up on that
 request and sends the update again later; the bot handles it again and, as for a redelivered polled
@@ -36,6 +39,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Update
 from aiohttp import web
 
+from bot.polling import HurryRule
 from core import Store
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,10 @@ class DurableWebhook:
         #: answered updates, refused requests; for tests and logs.
         self.answered = 0
         self.refused = 0
+        # hurry_after=0: Telegram sends one request per chat at a time, so the wait for durability delays
+        # that user's next update; without a rate budget cut at once (requests arriving meanwhile share
+        # the next cut), on Telegram storage the budgeted rule applies as in polling
+        self.hurry = HurryRule(store, limit=max_connections, hurry_after=0.0)
 
     @property
     def running_handlers(self) -> int:
@@ -125,6 +133,7 @@ class DurableWebhook:
         self._stopping = True
         if self._tasks:
             log.info("waiting for %d webhook request(s)", len(self._tasks))
+            self.hurry.check(forced=True)  # they wait for durability once done: not for the next tick
             _, pending = await asyncio.wait(set(self._tasks), timeout=drain)
             for task in pending:
                 task.cancel()
@@ -134,6 +143,7 @@ class DurableWebhook:
             except TelegramAPIError as exc:
                 log.warning("could not delete the webhook (%s); Telegram keeps posting to %s", exc, self.url)
         await self.close_server()
+        self.hurry.close()
 
     async def close_server(self) -> None:
         if self._runner is not None:
@@ -176,8 +186,10 @@ class DurableWebhook:
         except Exception:
             log.exception("update %d failed", update.update_id)  # confirmed once durable, as in polling
         ticket = self.store.write_ticket()
+        if ticket:
+            self.hurry.note(forced=self._stopping or len(self._tasks) >= self.max_connections)
         try:
-            await self.store.wait_durable(ticket, hurry=True)
+            await self.store.wait_durable(ticket)
         except Exception as exc:
             log.warning("update %d not confirmed: its writes are not durable (%s)", update.update_id, exc)
             return False

@@ -191,6 +191,20 @@ class Flusher:
         """Ship what is dirty as soon as the backoff and the backend's budget allow."""
         self._wake.set()
 
+    def hurry_wait(self) -> float | None:
+        """What a hurried flush would cost in rate budget: None when the backend has none (a local
+        directory, memory: a flush costs only I/O), else the seconds until every budget a flush draws
+        on has a free slot (0: at once). Backends carry their budget as `.budget` (Bot API, MTProto),
+        a multi-channel one per lane (`.lanes`); the most conservative of them is reported, since a
+        Bot API delta also edits the manifest in the first lane."""
+        backend = self._replica.backend
+        found = [getattr(backend, "budget", None)]
+        found += [getattr(lane, "budget", None) for lane in getattr(backend, "lanes", ())]
+        budgets = [b for b in found if b is not None]
+        if not budgets:
+            return None
+        return max(b.next_slot_in() for b in budgets)
+
     async def snapshot(self, within: float | None) -> SnapshotReceipt:
         if self.fenced is not None:
             raise copy_error(self.fenced)

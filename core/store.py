@@ -429,6 +429,13 @@ class Store:
         """
         await self._flusher.wait_durable(ticket, hurry)
 
+    def hurry_wait(self) -> float | None:
+        """The rate-budget cost of hurrying a flush now: None if the backend has no rate budget (a local
+        directory: a hurried flush costs only I/O), else seconds until a budget slot is free (0: at
+        once). A bot confirming updates asks this before hurrying, so it never spends Telegram's budget
+        faster than the budget's own pace (see bot/polling.py)."""
+        return self._flusher.hurry_wait()
+
     async def snapshot(self, timeout: float | None = None) -> SnapshotReceipt:  # noqa: ASYNC109 - agreed API
         """Write a full snapshot of the current state now; durable (and in the manifest) when it returns."""
         if self._tx_task is not None and _current_task() is self._tx_task:

@@ -17,6 +17,7 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot import texts
+from bot.aiogram_costs import inline
 from core import Store
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ FLUSH_TIMEOUT = 60.0
 def router(admin_ids: Iterable[int]) -> Router:
     admins = frozenset(admin_ids)
     router = Router(name="admin")
-    router.message.filter(F.chat.type == ChatType.PRIVATE, F.from_user.id.in_(admins))
+    router.message.filter(inline(F.chat.type == ChatType.PRIVATE), inline(F.from_user.id.in_(admins)))
 
     @router.message(Command("status"))
     async def status(message: Message, store: Store, storage_description: str) -> None:

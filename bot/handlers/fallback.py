@@ -10,13 +10,14 @@ from aiogram.enums import ChatType
 from aiogram.types import Message
 
 from bot import texts
+from bot.aiogram_costs import inline
 from bot.keyboards import main_keyboard
 from bot.users import Users
 
 
 def router() -> Router:
     router = Router(name="fallback")
-    router.message.filter(F.chat.type == ChatType.PRIVATE)
+    router.message.filter(inline(F.chat.type == ChatType.PRIVATE))
 
     @router.message()
     async def anything_else(message: Message, users: Users) -> None:

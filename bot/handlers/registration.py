@@ -8,13 +8,14 @@ from aiogram.filters import CommandStart
 from aiogram.types import Message
 
 from bot import texts
+from bot.aiogram_costs import inline
 from bot.keyboards import main_keyboard
 from bot.users import Users
 
 
 def router() -> Router:
     router = Router(name="registration")
-    router.message.filter(F.chat.type == ChatType.PRIVATE)
+    router.message.filter(inline(F.chat.type == ChatType.PRIVATE))
 
     @router.message(CommandStart())
     async def start(message: Message, users: Users) -> None:

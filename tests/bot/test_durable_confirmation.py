@@ -98,6 +98,9 @@ class FakeStore:
     def write_ticket(self) -> int:
         return self.writes
 
+    def hurry_wait(self) -> float | None:
+        return None  # no rate budget
+
     async def wait_durable(self, ticket: int, *, hurry: bool = False) -> None:
         async with self.changed:
             await self.changed.wait_for(lambda: self.level >= ticket)

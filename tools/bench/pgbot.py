@@ -5,7 +5,9 @@
 The same conversation as bot/handlers (registration, «Клик», «Рейтинг», the fallback; no admin
 commands), the same texts and keyboard (bot/texts.py, bot/keyboards.py), and bot/users.py's queries in
 PostgreSQL's dialect (tools/bench/handler.py's, which docs/migrating.md shows) on the same table and
-index, through an asyncpg pool with prepared statements. It polls with aiogram's own `start_polling`:
+index, through an asyncpg pool with prepared statements, with the same two aiogram per-update costs
+removed as in the product (bot/aiogram_costs.py: filters on the loop, not in a thread; answer models
+not rebuilt). It polls with aiogram's own `start_polling`:
 with PostgreSQL a write is durable when its statement returns, so there is nothing to wait for before
 an update is confirmed (the way a PostgreSQL clicker would be written). Several bots (each its own
 token, DSN and pool) may share the process: the bench measures one at a time.
@@ -26,6 +28,7 @@ from aiogram.filters import CommandStart
 from aiogram.types import Message
 
 from bot import texts
+from bot.aiogram_costs import inline
 from bot.keyboards import main_keyboard
 from tools.bench.handler import PG_CLICK, PG_NAME, PG_REGISTER, PG_TOP, PG_TOTAL
 
@@ -57,19 +60,19 @@ class PgUsers:
 
 def router() -> Router:
     router = Router(name="clicker-postgres")
-    router.message.filter(F.chat.type == ChatType.PRIVATE)
+    router.message.filter(inline(F.chat.type == ChatType.PRIVATE))
 
     @router.message(CommandStart())
     async def start(message: Message, users: PgUsers) -> None:
         name = await users.register(message.chat.id, message.from_user.first_name, message.from_user.username)
         await message.answer(texts.greeting(name), reply_markup=main_keyboard())
 
-    @router.message(F.text == texts.CLICK_BUTTON)
+    @router.message(inline(F.text == texts.CLICK_BUTTON))
     async def click(message: Message, users: PgUsers) -> None:
         count = await users.click(message.chat.id, message.message_id)
         await message.answer(texts.NOT_REGISTERED if count is None else texts.clicks(count))
 
-    @router.message(F.text == texts.RATING_BUTTON)
+    @router.message(inline(F.text == texts.RATING_BUTTON))
     async def rating(message: Message, users: PgUsers) -> None:
         if await users.name(message.chat.id) is None:
             await message.answer(texts.NOT_REGISTERED)
@@ -90,7 +93,13 @@ def router() -> Router:
 
 async def serve_one(dsn: str, token: str, api_url: str, pool_size: int) -> None:
     import asyncpg
+    from aiogram.methods import GetUpdates, SendMessage
 
+    from bot.aiogram_costs import keep_response_types
+
+    # the same two aiogram costs removed as in the product clicker (bot/aiogram_costs.py), so the
+    # comparison is of the storage, not of which bot works around aiogram
+    keep_response_types(SendMessage, GetUpdates)
     pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
     bot = Bot(token=token, session=AiohttpSession(api=TelegramAPIServer.from_base(api_url)))
     dispatcher = Dispatcher()
