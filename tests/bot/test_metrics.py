@@ -213,3 +213,30 @@ async def test_a_port_in_use_is_a_configuration_error():
     finally:
         await a.stop()
         await store.abandon()
+
+
+async def test_only_a_scrape_counts_rows():
+    """Counting rows scans every table on the event loop: the once-a-second sampler and /readyz (probed
+    every few seconds) ask for stats without them; only /metrics, scraped far less often, counts."""
+    store = await open_store(MemoryStorage(), Faults())
+    store.execute("INSERT INTO users (chat_id, name) VALUES (1, 'Анна'), (2, 'Bob')")
+    calls: list[bool] = []
+
+    def stats(*, rows: bool = True):
+        calls.append(rows)
+        return store.stats(rows=rows)
+
+    server = MetricsServer(stats, MetricsConfig(port=0, sample_interval=0.02))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.sleep(0.1)
+            assert (await get(http, server, "/readyz"))[0] == 200
+            assert calls and not any(calls)  # sampler and readiness: never counted
+            _, text = await get(http, server, "/metrics")
+            assert 'tgsnap_rows{table="users"} 2.0' in text
+            assert calls.count(True) == 1
+    finally:
+        await server.stop()
+        await store.close()
+    assert store.stats(rows=False).rows == {}
