@@ -26,6 +26,7 @@ from core.config import StoreConfig
 from core.errors import StoreClosed, TransactionConflict
 from core.flusher import Flusher
 from core.migrations import Migration, check_order, describe_difference, newest, table_shape
+from core.plans import Plan
 from core.schema import application_tables, declared_objects, quote
 from core.stats import StoreStats
 from core.tracker import Tracker
@@ -37,6 +38,9 @@ from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
 log = logging.getLogger("tgsnap.core")
 
 Params = Iterable[Any] | dict[str, Any]
+
+#: `Store._fast` when no plan may run (always empty).
+_NO_PLANS: dict[str, Plan | None] = {}
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -73,6 +77,9 @@ class Store:
         self._refusal: Exception | None = None
         #: True when execute() must take the slow path: a transaction is open or writes are refused.
         self._guard = False
+        #: the proven plans (core.plans) while the tracker is quiet and no guard is up; else empty, so
+        #: `execute` pays one dict lookup to learn which path to take.
+        self._fast: dict[str, Plan | None] = _NO_PLANS
         self._flusher = Flusher(conn, self._tracker, replica, config, self._tx_idle, on_fence=self._on_fence)
         self._close_task: asyncio.Task[None] | None = None
         self._abandoned = False
@@ -121,6 +128,7 @@ class Store:
             store._prepare()
             store._flusher.start()
             await store._migrate(statements, steps)
+            store._tracker.go_quiet()  # everything so far was marked by the triggers
         except BaseException:
             await store._flusher.abandon()
             await replica.release()
@@ -146,6 +154,8 @@ class Store:
         # What was restored is what storage holds: nothing is dirty yet, whatever marks the image carried.
         self._tracker.clear()
         self._tracker.set_baseline()
+        self._tracker.quiet_enabled = True
+        self._tracker.on_mode = self._refresh_fast
         self._flusher.changes_mark = conn.total_changes
         self._tell_replica_version()
 
@@ -220,22 +230,54 @@ class Store:
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one statement (autocommit). Writes are tracked whatever their form; schema statements
         (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them."""
+        plan = self._fast.get(sql)
+        if plan is not None:
+            # Quiet mode (core.plans): the triggers are off; this statement's key is marked here.
+            conn = self._conn
+            before = conn.total_changes
+            if before == self._tracker.expected_changes:
+                if plan.mark is None:  # a SELECT
+                    cur = conn.execute(sql, params)
+                    if conn.total_changes != before:
+                        self._unaccounted()
+                    return cur
+                key = plan.key_of(params)
+                if key is not None:
+                    cur = conn.execute(sql, params)
+                    after = conn.total_changes
+                    if after != before:
+                        plan.mark(key)
+                        # Exactly its own row, or something else wrote too (a cascade, a trigger, a
+                        # function): those rows are unknown, so the next cut ships as a snapshot.
+                        if after - before == 1 and cur.rowcount == 1:
+                            self._tracker.expected_changes = after
+                        else:
+                            self._unaccounted()
+                        if self._flusher.dirty_since is None:
+                            self._flusher.dirty_since = time.time()
+                    return cur
+        return self._execute_slow(sql, params)
+
+    def _execute_slow(self, sql: str, params: Params) -> sqlite3.Cursor:
         if self._guard:
             return self._guarded(self._conn.execute, sql, params)
-        if _SCHEMA_WORD(sql):
-            return self._schema_statement(self._conn.execute, sql, params)
-        cur = self._conn.execute(sql, params)
-        flusher = self._flusher
-        if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
-            flusher.dirty_since = time.time()
-        return cur
+        tracker = self._tracker
+        plan = tracker.plan(sql)
+        if plan is None or (plan.mark is not None and plan.key_of(params) is None):
+            tracker.go_loud()  # no proof: the triggers must see this statement
+        elif tracker.quiet and not tracker.check_bypass():
+            return self.execute(sql, params)  # the plan is in `_fast` now, and applies
+        return self._run_tracked(self._conn.execute, sql, params, loud=False)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> sqlite3.Cursor:
         if self._guard:
             return self._guarded(self._conn.executemany, sql, seq_of_params)
         return self._run_tracked(self._conn.executemany, sql, seq_of_params)
 
-    def _run_tracked(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
+    def _run_tracked(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any,
+                     loud: bool = True) -> sqlite3.Cursor:
+        if loud:
+            self._tracker.go_loud()
         try:
             cur = self._schema_statement(fn, sql, params) if _SCHEMA_WORD(sql) else fn(sql, params)
         except sqlite3.OperationalError as exc:
@@ -248,6 +290,15 @@ class Store:
         if self._tx is not None and not self._conn.in_transaction:
             self._tx.left_transaction = True
         return cur
+
+    def _unaccounted(self) -> None:
+        """A write while quiet that no plan accounts for: its rows are unknown (see Tracker.check_bypass)."""
+        self._tracker.check_bypass()
+        if self._flusher.dirty_since is None:
+            self._flusher.dirty_since = time.time()
+
+    def _refresh_fast(self) -> None:
+        self._fast = self._tracker.plans if self._tracker.quiet and not self._guard else _NO_PLANS
 
     def _schema_statement(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
         """A statement that may change the schema: run it, follow it, record it; or refuse it unchanged.
@@ -339,10 +390,14 @@ class Store:
             conn = self._conn
             if conn.in_transaction:
                 raise TransactionConflict("a transaction begun with a raw BEGIN is still open")
+            # The triggers go back first, outside the transaction: created inside it, a ROLLBACK (or
+            # ROLLBACK TO) would take them away again while the tracker believed them there.
+            self._tracker.go_loud()
             conn.execute("BEGIN IMMEDIATE")
             self._tracker.begin()
             tx = Transaction(self)
             self._tx, self._tx_task, self._guard = tx, task, True
+            self._refresh_fast()
             self._tx_idle.clear()
             rolled_back = False
             try:
@@ -376,6 +431,7 @@ class Store:
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
+                self._refresh_fast()
                 self._tx_idle.set()
 
     def declare(self, ddl: str) -> None:
@@ -545,6 +601,7 @@ class Store:
     def _refuse(self, why: Exception) -> None:
         self._refusal = why
         self._guard = True
+        self._refresh_fast()
         self._conn.execute("PRAGMA query_only = ON")
 
     def _on_fence(self, exc: FencedError) -> None:

@@ -29,11 +29,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Hashable
 
+from core.plans import Plan, plan_for
 from core.schema import INTERNAL_PREFIX, TableSchema, application_tables, quote, read_table
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
 from snapshot.errors import ConfigError
 
 log = logging.getLogger("tgsnap.core")
+
+_MAX_PLANS = 4096
 
 
 def _text_or_raw(data: bytes) -> str | RawText:
@@ -161,6 +164,21 @@ class Tracker:
         self._carried: dict[str, dict[Hashable, None]] = {}
         #: set when capture met a schema change Store did not record; the flusher forces a snapshot.
         self.unexplained_schema_change = False
+        #: quiet mode (see `core.plans`): the triggers are dropped and the only writer is Store's proven
+        #: statements, which mark their keys in Python; set by `go_quiet`, left by `go_loud`.
+        self.quiet = False
+        #: `conn.total_changes` that the marks account for while quiet; any other value means a write
+        #: nobody marked (a raw connection): `bypassed` is set and the next cut ships as a snapshot.
+        self.expected_changes = 0
+        self.bypassed = False
+        #: Store sets it: quiet mode is allowed (a bare Tracker keeps its triggers).
+        self.quiet_enabled = False
+        #: a statement needed the triggers since the last capture (capture then stays loud).
+        self._loud_needed = False
+        #: Store's proven plans (sql -> Plan), emptied whenever the schema moves (they embed its facts).
+        self.plans: dict[str, Plan | None] = {}
+        #: called after quiet changes (Store switches its fast path on or off).
+        self.on_mode: Callable[[], None] | None = None
         # Tables in temp must stay in memory (the default may spill them to a file).
         conn.execute("PRAGMA temp_store = MEMORY")
         # Rows deleted by REPLACE conflict resolution fire DELETE triggers only with this on.
@@ -171,7 +189,8 @@ class Tracker:
         return {name: t.schema for name, t in self._tables.items()}
 
     def install(self, schema: TableSchema) -> None:
-        """Register the mark function and create the TEMP triggers and key table. Idempotent."""
+        """Register the mark function and create the key table, and the TEMP triggers unless quiet.
+        Idempotent."""
         self._installed += 1
         tracking = _TableTracking(schema, self._installed)
         old = self._tables.get(schema.name)
@@ -184,7 +203,8 @@ class Tracker:
             conn.execute(tracking.create_keys)
             for name, body in tracking.triggers.items():
                 conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
-                conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
+                if not self.quiet:
+                    conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
         except BaseException:
             conn.execute("ROLLBACK TO tgsnap_install")
             conn.execute("RELEASE tgsnap_install")
@@ -207,6 +227,7 @@ class Tracker:
         tracked (no primary key, NULL-able key, virtual): the caller rolls the statement back.
         """
         conn = self._conn
+        self.plans.clear()
         reserved = conn.execute("SELECT type, name FROM main.sqlite_schema WHERE lower(name) LIKE ? ESCAPE '!'",
                                 (INTERNAL_PREFIX.replace("_", "!_") + "%",)).fetchone()
         if reserved is not None:
@@ -227,7 +248,7 @@ class Tracker:
                     self._carried[new] = old.marks  # renamed: the marks name rows that now live under `new`
         for name, schema in current.items():
             t = self._tables.get(name)
-            if t is None or t.schema != schema or not set(t.triggers) <= temp_triggers:
+            if t is None or t.schema != schema or (not self.quiet and not set(t.triggers) <= temp_triggers):
                 carried = self._carried.pop(name, None)
                 if t is not None and t.schema.name == name:
                     self._drop_machinery(t)
@@ -246,6 +267,77 @@ class Tracker:
             t = self._tables.get(name)
             if t is not None:
                 t.marks.update(marks)
+
+    # ---- quiet mode ----------------------------------------------------------------------------------
+
+    def go_quiet(self) -> None:
+        """Drop the triggers: from now on every write must be one of Store's proven plans (which mark
+        their keys and account for `total_changes`); anything else is caught by `check_bypass`.
+
+        Only outside a transaction, so a rollback can never bring the triggers back (or take them away
+        after `go_loud`): trigger DDL is transactional like any other."""
+        conn = self._conn
+        if self.quiet or conn.in_transaction or conn.execute("PRAGMA query_only").fetchone()[0]:
+            return  # (a store that refuses writes gains nothing from it)
+        for t in self._tables.values():
+            for name in t.triggers:
+                conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+        self.quiet = True
+        self.expected_changes = conn.total_changes
+        if self.on_mode is not None:
+            self.on_mode()
+
+    def go_loud(self) -> None:
+        """Put the triggers back before a statement no plan covers (or a transaction) runs."""
+        self._loud_needed = True
+        if not self.quiet:
+            return
+        self.check_bypass()
+        self._loud()
+
+    def _loud(self) -> None:
+        if not self.quiet:
+            return
+        conn = self._conn
+        if conn.in_transaction:
+            # Only a raw BEGIN (not through Store) gets here: its ROLLBACK could drop these triggers.
+            log.error("tgsnap: tracking triggers re-created inside a transaction begun outside Store; "
+                      "a snapshot is forced")
+            self.bypassed = True
+        self.quiet = False
+        for t in self._tables.values():
+            for name, body in t.triggers.items():
+                conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+                conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
+        if self.on_mode is not None:
+            self.on_mode()
+
+    def check_bypass(self) -> bool:
+        """True if some write was not accounted for by a plan while quiet (its rows are unknown)."""
+        if self.quiet and self._conn.total_changes != self.expected_changes:
+            if not self.bypassed:
+                log.error("tgsnap: a write bypassed Store while its triggers were off (a raw connection?); "
+                          "the next cut ships as a snapshot")
+            self.bypassed = True
+            self.expected_changes = self._conn.total_changes
+            self._loud()  # whoever writes behind Store's back may go on: let the triggers see it
+        return self.bypassed
+
+    def take_bypass(self) -> bool:
+        """At a cut that ships as a snapshot: the bypass is covered by it (put back if it fails)."""
+        bypassed, self.bypassed = self.bypassed, False
+        return bypassed
+
+    def plan(self, sql: str) -> Plan | None:
+        """The proven plan of `sql` (see `core.plans`), or None; cached until the schema moves."""
+        plans = self.plans
+        if sql in plans:
+            return plans[sql]
+        if len(plans) >= _MAX_PLANS:  # SQL texts built with values inside would grow it without end
+            plans.clear()
+        tables = {name.lower(): (t.schema, t.marks.setdefault) for name, t in self._tables.items()}
+        plan = plans[sql] = plan_for(sql, tables, self._conn)
+        return plan
 
     # ---- transactions ------------------------------------------------------------------------------
 
@@ -266,8 +358,8 @@ class Tracker:
     # ---- state ---------------------------------------------------------------------------------
 
     def any_dirty(self) -> bool:
-        return (bool(self._deferred) or bool(self.schema_log) or any(t.marks for t in self._tables.values())
-                or self._user_version() != self._captured_uv)
+        return (self.check_bypass() or bool(self._deferred) or bool(self.schema_log)
+                or any(t.marks for t in self._tables.values()) or self._user_version() != self._captured_uv)
 
     # ---- schema changes ----------------------------------------------------------------------------
 
@@ -324,6 +416,7 @@ class Tracker:
             raise RuntimeError("capture inside an open transaction would not be a consistent cut")
         if retry is not None:
             self.remark(retry)
+        self.check_bypass()
         changes = ChangeSet(captured_at=time.time(), renames_seen=len(self._renames))
         actual = self.schema_version()
         if actual != self.expected_schema_version:
@@ -342,6 +435,7 @@ class Tracker:
         self._captured_uv = uv
         dirty = [(name, t) for name, t in self._tables.items() if t.marks]
         if not dirty:
+            self._after_capture()
             return changes
         # A closing (or fenced) store refuses application writes with query_only; its own key tables
         # must still be writable for the final delta.
@@ -370,6 +464,8 @@ class Tracker:
                         )
             except BaseException:
                 conn.execute("ROLLBACK")
+                if self.quiet:
+                    self.expected_changes = conn.total_changes  # only the key tables' writes ran
                 for t, keys in taken:
                     t.remark(keys)
                 self._unship_schema(changes)
@@ -378,7 +474,17 @@ class Tracker:
         finally:
             if read_only:
                 conn.execute("PRAGMA query_only = ON")
+        self._after_capture()
         return changes
+
+    def _after_capture(self) -> None:
+        """The key tables' own writes are accounted for; with no statement since the last capture that
+        needed the triggers, they go (see `go_quiet`)."""
+        if self.quiet:
+            self.expected_changes = self._conn.total_changes
+        elif self.quiet_enabled and not self._loud_needed and not self.bypassed:
+            self.go_quiet()
+        self._loud_needed = False
 
     def remark(self, changes: ChangeSet) -> None:
         """Mark again every key of a change set that did not reach storage.

@@ -1,0 +1,222 @@
+"""Statements whose changed rows are known from their text and parameters alone ("proven plans").
+
+The tracking triggers (core.tracker) cost about a third of a plain `UPDATE ... WHERE pk = ?`: SQLite codes
+a trigger program into every such statement and the program calls into Python per row. For the common
+statements a bot runs, the row they change is the one whose key is bound: `Store.execute` can mark that
+key itself, with the triggers dropped ("quiet mode"). A plan exists only for a statement of one of these
+shapes, on a table where nothing else can happen as a side effect:
+
+- `UPDATE t SET ... WHERE k1 = ? [AND k2 = ? ...]` (the whole key, nothing else; no key column in SET);
+- `DELETE FROM t WHERE k1 = ? [AND ...]`;
+- `INSERT [OR IGNORE] INTO t (cols) VALUES (?, ...)` with every key column bound, optionally
+  `ON CONFLICT (key) DO NOTHING` or `ON CONFLICT (key) DO UPDATE SET ...` (no key column in SET);
+- `SELECT ...` (changes nothing);
+
+and the table has no trigger of its own (main or temp), is referenced by no foreign key, and its
+definition has no `REPLACE` conflict clause (a REPLACE deletes a conflicting row without counting it in
+`total_changes`). Named parameters (`:name`) work as well as `?`. A key value must be an `int` for a
+key column of INTEGER affinity, a `str` for one of TEXT affinity and BINARY collation: then the row the
+statement matches has exactly that key, as stored (other types, affinities and collations could match a
+row stored under another value, so they take the trigger path).
+
+Every plan is also checked when it runs: the statement must change `total_changes` by exactly its own
+`rowcount` (0 or 1), so a side effect nobody foresaw (a trigger, a cascade, a function that writes) is
+never silently missed: it is treated as a write that bypassed Store (the next cut ships as a snapshot).
+Anything without a plan runs with the triggers back (`Tracker.go_loud`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from core.schema import TableSchema
+
+#: an identifier as the plans accept it: bare, or "double-quoted" without quotes inside.
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_]*|"[^"]+")'
+_PARAM = r"(?:\?|:[A-Za-z_][A-Za-z0-9_]*)"
+_TABLE = rf"(?:main\s*\.\s*)?(?P<table>{_IDENT})"
+_WHERE = rf"(?P<where>{_IDENT}\s*=\s*{_PARAM}(?:\s+AND\s+{_IDENT}\s*=\s*{_PARAM})*)"
+_END = r"\s*;?\s*$"
+_UPDATE = re.compile(rf"\s*UPDATE\s+{_TABLE}\s+SET\s+(?P<set>.+?)\s+WHERE\s+{_WHERE}{_END}", re.I | re.S)
+_DELETE = re.compile(rf"\s*DELETE\s+FROM\s+{_TABLE}\s+WHERE\s+{_WHERE}{_END}", re.I | re.S)
+_INSERT = re.compile(
+    rf"\s*INSERT\s+(?:OR\s+IGNORE\s+)?INTO\s+{_TABLE}\s*\((?P<cols>[^()]*)\)\s*VALUES\s*\((?P<vals>[^()]*)\)"
+    rf"(?:\s+ON\s+CONFLICT\s*\((?P<target>[^()]*)\)\s*DO\s+(?:NOTHING|UPDATE\s+SET\s+(?P<set>.+?)))?{_END}",
+    re.I | re.S,
+)
+_SELECT = re.compile(r"\s*SELECT\b", re.I)
+_STRING = re.compile(r"'(?:[^']|'')*'")
+#: what may not appear in a SET list (outside string literals): comments, statement ends, quoted or
+#: numbered identifiers and parameters (they could hide a key column or shift parameter positions).
+_UNSAFE = re.compile(r'--|/\*|;|["`\[]|\?\d|[@$]|\bRETURNING\b|\bFROM\b', re.I)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to learn the key a statement touches, from its parameters."""
+
+    #: marks a key of the table (its tracker's `dict.setdefault`); None for a read.
+    mark: Any
+    #: params -> key (an `itemgetter`: a value, or a tuple for a composite key); None for a read.
+    key: Any
+    #: `tuple`/`list` for positional parameters, `dict` for named ones.
+    named: bool
+    #: required Python type of each key value.
+    types: tuple[type, ...]
+
+    def key_of(self, params: Any) -> Any:
+        """The key the statement would touch, or None if these parameters are not provably exact."""
+        if self.named:
+            if type(params) is not dict:
+                return None
+        elif type(params) is not tuple and type(params) is not list:
+            return None
+        try:
+            key = self.key(params)
+        except (IndexError, KeyError):
+            return None
+        if len(self.types) == 1:
+            return key if type(key) is self.types[0] else None
+        for value, typ in zip(key, self.types, strict=True):
+            if type(value) is not typ:
+                return None
+        return key
+
+
+#: the plan of every SELECT: nothing to mark.
+READ = Plan(mark=None, key=None, named=False, types=())
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1] if name.startswith('"') else name
+
+
+def _key_type(schema: TableSchema, i: int) -> type | None:
+    """The Python type whose values match exactly the stored key (see the module docstring)."""
+    typ = schema.pk_types[i].upper()
+    if "INT" in typ:
+        return int
+    if any(word in typ for word in ("CHAR", "CLOB", "TEXT")) and schema.pk_collations[i].upper() == "BINARY":
+        return str
+    return None
+
+
+def _safe_set(text: str, pk: tuple[str, ...]) -> str | None:
+    """`text` (a SET list) with its string literals blanked, or None if it might touch a key column."""
+    rest = _STRING.sub("''", text)
+    if "'" in _STRING.sub("", text) or _UNSAFE.search(rest):
+        return None
+    keys = {k.lower() for k in pk}
+    if any(word.lower() in keys for word in _WORD.findall(rest)):
+        return None
+    return rest
+
+
+def _params(text: str) -> list[str]:
+    """The parameter markers of `text` in order ('?' or ':name')."""
+    return re.findall(r"\?|:[A-Za-z_][A-Za-z0-9_]*", text)
+
+
+def plan_for(sql: str, tables: dict[str, tuple[TableSchema, Any]], conn: sqlite3.Connection) -> Plan | None:
+    """A plan for `sql`, or None when it cannot be proven exact. `tables`: lower-cased name ->
+    (schema, mark function) of every tracked table."""
+    if _SELECT.match(sql):
+        return READ if ";" not in _STRING.sub("", sql).rstrip().rstrip(";") else None
+    m = _UPDATE.match(sql) or _DELETE.match(sql) or _INSERT.match(sql)
+    if m is None:
+        return None
+    entry = tables.get(_unquote(m["table"]).lower())
+    if entry is None:
+        return None
+    schema, mark = entry
+    if not _side_effect_free(conn, schema.name):
+        return None
+    pk_lower = [k.lower() for k in schema.pk]
+    groups = m.groupdict()
+    markers: list[str] = []
+    bound: dict[str, str] = {}  # key column -> its marker
+    if groups.get("cols") is not None:  # INSERT
+        cols = [_unquote(c.strip()).lower() for c in m["cols"].split(",")]
+        vals = [v.strip() for v in m["vals"].split(",")]
+        if len(cols) != len(vals) or not all(re.fullmatch(_PARAM, v) for v in vals):
+            return None
+        if m["target"] is not None:
+            target = sorted(_unquote(c.strip()).lower() for c in m["target"].split(","))
+            if target != sorted(pk_lower):
+                return None
+        markers = vals
+        for col, val in zip(cols, vals, strict=True):
+            if col in pk_lower:
+                bound[col] = val
+        if m["set"] is not None:
+            rest = _safe_set(m["set"], schema.pk)
+            if rest is None or re.search(r"\bWHERE\b", rest, re.I):
+                return None
+            markers = markers + _params(rest)
+    else:
+        if groups.get("set") is not None:  # UPDATE
+            rest = _safe_set(m["set"], schema.pk)
+            if rest is None:
+                return None
+            markers = _params(rest)
+        for cond in re.split(r"\s+AND\s+", m["where"].strip(), flags=re.I):
+            col, val = (part.strip() for part in cond.split("=", 1))
+            col = _unquote(col).lower()
+            if col in bound:
+                return None
+            bound[col] = val
+            markers.append(val)
+    if sorted(bound) != sorted(pk_lower):
+        return None
+    named = {mk[0] for mk in markers}
+    if named == {":"}:
+        key = itemgetter(*(bound[k][1:] for k in pk_lower))
+        is_named = True
+    elif named <= {"?"}:
+        index = _positions(m, markers, pk_lower)
+        key = itemgetter(*(index[k] for k in pk_lower))
+        is_named = False
+    else:
+        return None
+    types = tuple(_key_type(schema, i) for i in range(len(schema.pk)))
+    if any(t is None for t in types):
+        return None
+    return Plan(mark=mark, key=key, named=is_named, types=types)  # type: ignore[arg-type]
+
+
+def _positions(m: re.Match[str], markers: list[str], pk_lower: list[str]) -> dict[str, int]:
+    """Position of each key column's '?' among the statement's parameters."""
+    groups = m.groupdict()
+    if groups.get("cols") is not None:  # INSERT: VALUES come first, one marker per column
+        cols = [_unquote(c.strip()).lower() for c in m["cols"].split(",")]
+        return {k: cols.index(k) for k in pk_lower}
+    # UPDATE / DELETE: the SET list's markers, then the WHERE's in order
+    where = [_unquote(c.split("=", 1)[0].strip()).lower()
+             for c in re.split(r"\s+AND\s+", m["where"].strip(), flags=re.I)]
+    first = len(markers) - len(where)
+    return {k: first + where.index(k) for k in pk_lower}
+
+
+def _side_effect_free(conn: sqlite3.Connection, table: str) -> bool:
+    """No trigger on `table` (main or temp, tgsnap's own aside), no foreign key referring to it, and no
+    REPLACE conflict clause in its definition."""
+    if conn.execute(
+        "SELECT 1 FROM main.sqlite_schema WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE "
+        "UNION ALL SELECT 1 FROM temp.sqlite_schema WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE "
+        "AND name NOT LIKE '!_tgsnap!_%' ESCAPE '!'",
+        (table, table),
+    ).fetchone():
+        return False
+    (sql,) = conn.execute("SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    if re.search(r"\bREPLACE\b", sql, re.I):
+        return False
+    for (other,) in conn.execute("SELECT name FROM main.sqlite_schema WHERE type = 'table'").fetchall():
+        for row in conn.execute("SELECT \"table\" FROM pragma_foreign_key_list(?)", (other,)):
+            if row[0].lower() == table.lower():
+                return False
+    return True
