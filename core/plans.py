@@ -39,7 +39,11 @@ from core.schema import TableSchema
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_]*|"[^"]+")'
 _PARAM = r"(?:\?|:[A-Za-z_][A-Za-z0-9_]*)"
 _TABLE = rf"(?:main\s*\.\s*)?(?P<table>{_IDENT})"
-_WHERE = rf"(?P<where>{_IDENT}\s*=\s*{_PARAM}(?:\s+AND\s+{_IDENT}\s*=\s*{_PARAM})*)"
+#: one conjunct of a WHERE: `col = ?` (a key column, when it is one), or a plain comparison of a column with
+#: a parameter or literal, which only narrows the match further. No OR, no parentheses: all ANDs.
+_LITERAL = r"(?:NULL|'(?:[^']|'')*'|-?[0-9]+(?:\.[0-9]+)?)"
+_COND = (rf"{_IDENT}\s*(?:(?:=|==|<>|!=|<=|>=|<|>)\s*(?:{_PARAM}|{_LITERAL})|\s+IS\s+(?:NOT\s+)?NULL)")
+_WHERE = rf"(?P<where>{_COND}(?:\s+AND\s+{_COND})*)"
 _END = r"\s*;?\s*$"
 _UPDATE = re.compile(rf"\s*UPDATE\s+{_TABLE}\s+SET\s+(?P<set>.+?)\s+WHERE\s+{_WHERE}{_END}", re.I | re.S)
 _DELETE = re.compile(rf"\s*DELETE\s+FROM\s+{_TABLE}\s+WHERE\s+{_WHERE}{_END}", re.I | re.S)
@@ -137,69 +141,54 @@ def plan_for(sql: str, tables: dict[str, tuple[TableSchema, Any]], conn: sqlite3
     if not _side_effect_free(conn, schema.name):
         return None
     pk_lower = [k.lower() for k in schema.pk]
-    groups = m.groupdict()
-    markers: list[str] = []
-    bound: dict[str, str] = {}  # key column -> its marker
-    if groups.get("cols") is not None:  # INSERT
+    markers: list[str] = []  # every parameter marker of the statement, in order
+    bound: dict[str, int] = {}  # key column -> index of its marker in `markers`
+    if m.groupdict().get("cols") is not None:  # INSERT
         cols = [_unquote(c.strip()).lower() for c in m["cols"].split(",")]
         vals = [v.strip() for v in m["vals"].split(",")]
-        if len(cols) != len(vals) or not all(re.fullmatch(_PARAM, v) for v in vals):
+        if len(cols) != len(vals) or len(set(cols)) != len(cols) or not all(re.fullmatch(_PARAM, v) for v in vals):
             return None
         if m["target"] is not None:
             target = sorted(_unquote(c.strip()).lower() for c in m["target"].split(","))
             if target != sorted(pk_lower):
                 return None
-        markers = vals
-        for col, val in zip(cols, vals, strict=True):
-            if col in pk_lower:
-                bound[col] = val
-        if m["set"] is not None:
+        markers = list(vals)
+        bound = {col: i for i, col in enumerate(cols) if col in pk_lower}
+        if m["set"] is not None:  # DO UPDATE SET ... [WHERE ...]: it can only update the conflicting row
             rest = _safe_set(m["set"], schema.pk)
-            if rest is None or re.search(r"\bWHERE\b", rest, re.I):
+            if rest is None:
                 return None
-            markers = markers + _params(rest)
+            markers += _params(rest)
     else:
-        if groups.get("set") is not None:  # UPDATE
+        if m.groupdict().get("set") is not None:  # UPDATE
             rest = _safe_set(m["set"], schema.pk)
             if rest is None:
                 return None
             markers = _params(rest)
-        for cond in re.split(r"\s+AND\s+", m["where"].strip(), flags=re.I):
-            col, val = (part.strip() for part in cond.split("=", 1))
-            col = _unquote(col).lower()
-            if col in bound:
-                return None
-            bound[col] = val
-            markers.append(val)
+        # Literals blanked first, so an AND or a '?' inside a string splits or counts nothing.
+        for cond in re.split(r"\s+AND\s+", _STRING.sub("''", m["where"]).strip(), flags=re.I):
+            key = re.fullmatch(rf"({_IDENT})\s*=\s*({_PARAM})", cond.strip())
+            col = _unquote(key[1]).lower() if key else None
+            if key and col in pk_lower:
+                if col in bound:
+                    return None
+                bound[col] = len(markers)
+            markers += _params(cond)
     if sorted(bound) != sorted(pk_lower):
         return None
-    named = {mk[0] for mk in markers}
-    if named == {":"}:
-        key = itemgetter(*(bound[k][1:] for k in pk_lower))
-        is_named = True
-    elif named <= {"?"}:
-        index = _positions(m, markers, pk_lower)
-        key = itemgetter(*(index[k] for k in pk_lower))
-        is_named = False
+    kinds = {mk[0] for mk in markers}
+    if kinds == {":"}:
+        getter = itemgetter(*(markers[bound[k]][1:] for k in pk_lower))
+        named = True
+    elif kinds == {"?"}:
+        getter = itemgetter(*(bound[k] for k in pk_lower))
+        named = False
     else:
         return None
     types = tuple(_key_type(schema, i) for i in range(len(schema.pk)))
     if any(t is None for t in types):
         return None
-    return Plan(mark=mark, key=key, named=is_named, types=types)  # type: ignore[arg-type]
-
-
-def _positions(m: re.Match[str], markers: list[str], pk_lower: list[str]) -> dict[str, int]:
-    """Position of each key column's '?' among the statement's parameters."""
-    groups = m.groupdict()
-    if groups.get("cols") is not None:  # INSERT: VALUES come first, one marker per column
-        cols = [_unquote(c.strip()).lower() for c in m["cols"].split(",")]
-        return {k: cols.index(k) for k in pk_lower}
-    # UPDATE / DELETE: the SET list's markers, then the WHERE's in order
-    where = [_unquote(c.split("=", 1)[0].strip()).lower()
-             for c in re.split(r"\s+AND\s+", m["where"].strip(), flags=re.I)]
-    first = len(markers) - len(where)
-    return {k: first + where.index(k) for k in pk_lower}
+    return Plan(mark=mark, key=getter, named=named, types=types)  # type: ignore[arg-type]
 
 
 def _side_effect_free(conn: sqlite3.Connection, table: str) -> bool:
