@@ -6,23 +6,30 @@ statements a bot runs, the row they change is the one whose key is bound: `Store
 key itself, with the triggers dropped ("quiet mode"). A plan exists only for a statement of one of these
 shapes, on a table where nothing else can happen as a side effect:
 
-- `UPDATE t SET ... WHERE k1 = ? [AND k2 = ? ...]` (the whole key, nothing else; no key column in SET);
-- `DELETE FROM t WHERE k1 = ? [AND ...]`;
+- `UPDATE t SET ... WHERE k1 = ? [AND k2 = ? ...] [AND col <op> ? | literal | IS [NOT] NULL ...]` (every key
+  column compared with a parameter, further conditions only narrowing it, all ANDs; no key column,
+  subquery FROM, RETURNING, comment or quoted identifier in SET);
+- `DELETE FROM t WHERE ...` (the same WHERE);
 - `INSERT [OR IGNORE] INTO t (cols) VALUES (?, ...)` with every key column bound, optionally
-  `ON CONFLICT (key) DO NOTHING` or `ON CONFLICT (key) DO UPDATE SET ...` (no key column in SET);
-- `SELECT ...` (changes nothing);
+  `ON CONFLICT (key) DO NOTHING` or `ON CONFLICT (key) DO UPDATE SET ... [WHERE ...]` (no key column);
+- `SELECT ...` (marks nothing);
 
 and the table has no trigger of its own (main or temp), is referenced by no foreign key, and its
 definition has no `REPLACE` conflict clause (a REPLACE deletes a conflicting row without counting it in
-`total_changes`). Named parameters (`:name`) work as well as `?`. A key value must be an `int` for a
-key column of INTEGER affinity, a `str` for one of TEXT affinity and BINARY collation: then the row the
-statement matches has exactly that key, as stored (other types, affinities and collations could match a
-row stored under another value, so they take the trigger path).
+`total_changes`). Named parameters (`:name`) work as well as `?`. Each key column must have INTEGER
+affinity, or TEXT affinity with BINARY collation: then the bound value, loaded into the capture's key
+table (declared with the key's type, so it gets the same affinity conversion the comparison applied),
+names exactly the row the statement matched (a NOCASE or NUMERIC key could match a row stored under
+another value).
 
-Every plan is also checked when it runs: the statement must change `total_changes` by exactly its own
-`rowcount` (0 or 1), so a side effect nobody foresaw (a trigger, a cascade, a function that writes) is
-never silently missed: it is treated as a write that bypassed Store (the next cut ships as a snapshot).
-Anything without a plan runs with the triggers back (`Tracker.go_loud`).
+The accounting that makes it exact: while quiet, every change counted in `total_changes` must be a
+plan's own. A plan statement whose `rowcount` is 1 appends its key to the table's pending list, so
+`Tracker.expected_changes` (the folded lists) plus the pending lengths is the number of such changes.
+A write nobody marked (a raw connection, or a side effect no check foresaw: a function that writes, a
+trigger created behind Store's back) leaves `total_changes` ahead; the tracker notices at the next
+capture or statement that needs the triggers, puts them back, and the flusher ships that cut as a
+snapshot (`Tracker.check_bypass`). Anything without a plan runs with the triggers back
+(`Tracker.go_loud`).
 """
 
 from __future__ import annotations
@@ -60,54 +67,42 @@ _UNSAFE = re.compile(r'--|/\*|;|["`\[]|\?\d|[@$]|\bRETURNING\b|\bFROM\b', re.I)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """How to learn the key a statement touches, from its parameters."""
 
-    #: marks a key of the table (its tracker's `dict.setdefault`); None for a read.
-    mark: Any
+    #: the table's pending keys (`_TableTracking.pending`): Store appends the key of each row changed.
+    pending: list[Any] | None
     #: params -> key (an `itemgetter`: a value, or a tuple for a composite key); None for a read.
     key: Any
-    #: `tuple`/`list` for positional parameters, `dict` for named ones.
-    named: bool
-    #: required Python type of each key value.
-    types: tuple[type, ...]
 
-    def key_of(self, params: Any) -> Any:
-        """The key the statement would touch, or None if these parameters are not provably exact."""
-        if self.named:
-            if type(params) is not dict:
-                return None
-        elif type(params) is not tuple and type(params) is not list:
-            return None
+    def takes(self, params: Any) -> bool:
+        """Whether the key can be read from these parameters (`Store.execute` reads it with `key`).
+
+        `itemgetter` reads the item sqlite3 binds from any container sqlite3 accepts (a sequence for
+        `?`, a mapping for `:name`); what it cannot read (a dict for `?`, a tuple for `:name`, too few
+        values) takes the trigger path."""
         try:
-            key = self.key(params)
-        except (IndexError, KeyError):
-            return None
-        if len(self.types) == 1:
-            return key if type(key) is self.types[0] else None
-        for value, typ in zip(key, self.types, strict=True):
-            if type(value) is not typ:
-                return None
-        return key
+            self.key(params)
+        except (LookupError, TypeError):
+            return False
+        return True
 
 
 #: the plan of every SELECT: nothing to mark.
-READ = Plan(mark=None, key=None, named=False, types=())
+READ = Plan(pending=None, key=None)
 
 
 def _unquote(name: str) -> str:
     return name[1:-1] if name.startswith('"') else name
 
 
-def _key_type(schema: TableSchema, i: int) -> type | None:
-    """The Python type whose values match exactly the stored key (see the module docstring)."""
+def _exact_key(schema: TableSchema, i: int) -> bool:
+    """Whether a bound value names the stored key it matches (see the module docstring)."""
     typ = schema.pk_types[i].upper()
     if "INT" in typ:
-        return int
-    if any(word in typ for word in ("CHAR", "CLOB", "TEXT")) and schema.pk_collations[i].upper() == "BINARY":
-        return str
-    return None
+        return True
+    return any(word in typ for word in ("CHAR", "CLOB", "TEXT")) and schema.pk_collations[i].upper() == "BINARY"
 
 
 def _safe_set(text: str, pk: tuple[str, ...]) -> str | None:
@@ -126,9 +121,9 @@ def _params(text: str) -> list[str]:
     return re.findall(r"\?|:[A-Za-z_][A-Za-z0-9_]*", text)
 
 
-def plan_for(sql: str, tables: dict[str, tuple[TableSchema, Any]], conn: sqlite3.Connection) -> Plan | None:
+def plan_for(sql: str, tables: dict[str, tuple[TableSchema, list[Any]]], conn: sqlite3.Connection) -> Plan | None:
     """A plan for `sql`, or None when it cannot be proven exact. `tables`: lower-cased name ->
-    (schema, mark function) of every tracked table."""
+    (schema, pending-key list) of every tracked table."""
     if _SELECT.match(sql):
         return READ if ";" not in _STRING.sub("", sql).rstrip().rstrip(";") else None
     m = _UPDATE.match(sql) or _DELETE.match(sql) or _INSERT.match(sql)
@@ -137,7 +132,7 @@ def plan_for(sql: str, tables: dict[str, tuple[TableSchema, Any]], conn: sqlite3
     entry = tables.get(_unquote(m["table"]).lower())
     if entry is None:
         return None
-    schema, mark = entry
+    schema, pending = entry
     if not _side_effect_free(conn, schema.name):
         return None
     pk_lower = [k.lower() for k in schema.pk]
@@ -179,16 +174,13 @@ def plan_for(sql: str, tables: dict[str, tuple[TableSchema, Any]], conn: sqlite3
     kinds = {mk[0] for mk in markers}
     if kinds == {":"}:
         getter = itemgetter(*(markers[bound[k]][1:] for k in pk_lower))
-        named = True
     elif kinds == {"?"}:
         getter = itemgetter(*(bound[k] for k in pk_lower))
-        named = False
     else:
         return None
-    types = tuple(_key_type(schema, i) for i in range(len(schema.pk)))
-    if any(t is None for t in types):
+    if not all(_exact_key(schema, i) for i in range(len(schema.pk))):
         return None
-    return Plan(mark=mark, key=getter, named=named, types=types)  # type: ignore[arg-type]
+    return Plan(pending=pending, key=getter)
 
 
 def _side_effect_free(conn: sqlite3.Connection, table: str) -> bool:

@@ -26,7 +26,7 @@ from core.config import StoreConfig
 from core.errors import StoreClosed, TransactionConflict
 from core.flusher import Flusher
 from core.migrations import Migration, check_order, describe_difference, newest, table_shape
-from core.plans import Plan
+from core.plans import READ, Plan
 from core.schema import application_tables, declared_objects, quote
 from core.stats import StoreStats
 from core.tracker import Tracker
@@ -38,6 +38,9 @@ from snapshot.replica import Progress, Replica, Restored, SnapshotReceipt
 log = logging.getLogger("tgsnap.core")
 
 Params = Iterable[Any] | dict[str, Any]
+
+#: pending keys of a table that `Store.execute` folds into its marks (see Tracker.fold).
+_FOLD_AT = 1 << 16
 
 #: `Store._fast` when no plan may run (always empty).
 _NO_PLANS: dict[str, Plan | None] = {}
@@ -80,6 +83,7 @@ class Store:
         #: the proven plans (core.plans) while the tracker is quiet and no guard is up; else empty, so
         #: `execute` pays one dict lookup to learn which path to take.
         self._fast: dict[str, Plan | None] = _NO_PLANS
+        self._fast_get = self._fast.get
         self._flusher = Flusher(conn, self._tracker, replica, config, self._tx_idle, on_fence=self._on_fence)
         self._close_task: asyncio.Task[None] | None = None
         self._abandoned = False
@@ -230,32 +234,23 @@ class Store:
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one statement (autocommit). Writes are tracked whatever their form; schema statements
         (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them."""
-        plan = self._fast.get(sql)
+        plan = self._fast_get(sql)
         if plan is not None:
-            # Quiet mode (core.plans): the triggers are off; this statement's key is marked here.
-            conn = self._conn
-            before = conn.total_changes
-            if before == self._tracker.expected_changes:
-                if plan.mark is None:  # a SELECT
-                    cur = conn.execute(sql, params)
-                    if conn.total_changes != before:
-                        self._unaccounted()
-                    return cur
-                key = plan.key_of(params)
-                if key is not None:
-                    cur = conn.execute(sql, params)
-                    after = conn.total_changes
-                    if after != before:
-                        plan.mark(key)
-                        # Exactly its own row, or something else wrote too (a cascade, a trigger, a
-                        # function): those rows are unknown, so the next cut ships as a snapshot.
-                        if after - before == 1 and cur.rowcount == 1:
-                            self._tracker.expected_changes = after
-                        else:
-                            self._unaccounted()
-                        if self._flusher.dirty_since is None:
-                            self._flusher.dirty_since = time.time()
-                    return cur
+            # Quiet mode (core.plans): the triggers are off; this statement's one row is marked here.
+            # (Every line counts: the budget for all of it is a tenth of the UPDATE itself.)
+            try:
+                key = plan.key(params)  # the item sqlite3 binds, from any container it accepts
+            except (LookupError, TypeError):
+                pass  # not the parameters the plan reads: the slow path decides
+            else:
+                cur = self._conn.execute(sql, params)
+                if cur.rowcount == 1:
+                    pending = plan.pending
+                    pending.append(key)  # its row changed; the append also counts the change
+                    n = len(pending)
+                    if n == 1 or n >= _FOLD_AT:
+                        self._first_or_full(pending)
+                return cur
         return self._execute_slow(sql, params)
 
     def _execute_slow(self, sql: str, params: Params) -> sqlite3.Cursor:
@@ -263,7 +258,9 @@ class Store:
             return self._guarded(self._conn.execute, sql, params)
         tracker = self._tracker
         plan = tracker.plan(sql)
-        if plan is None or (plan.mark is not None and plan.key_of(params) is None):
+        if plan is READ:
+            pass  # changes nothing (a function that writes would be counted: see Tracker.check_bypass)
+        elif plan is None or not plan.takes(params):
             tracker.go_loud()  # no proof: the triggers must see this statement
         elif tracker.quiet and not tracker.check_bypass():
             return self.execute(sql, params)  # the plan is in `_fast` now, and applies
@@ -291,14 +288,17 @@ class Store:
             self._tx.left_transaction = True
         return cur
 
-    def _unaccounted(self) -> None:
-        """A write while quiet that no plan accounts for: its rows are unknown (see Tracker.check_bypass)."""
-        self._tracker.check_bypass()
+    def _first_or_full(self, pending: list[Any]) -> None:
+        """The first pending key since a fold (a write's time is due), or enough to fold (memory stays
+        bounded by the live keys: the list would otherwise hold one entry per write until a capture)."""
         if self._flusher.dirty_since is None:
             self._flusher.dirty_since = time.time()
+        if len(pending) >= _FOLD_AT:
+            self._tracker.fold()
 
     def _refresh_fast(self) -> None:
         self._fast = self._tracker.plans if self._tracker.quiet and not self._guard else _NO_PLANS
+        self._fast_get = self._fast.get
 
     def _schema_statement(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
         """A statement that may change the schema: run it, follow it, record it; or refuse it unchanged.
@@ -309,6 +309,8 @@ class Store:
         """
         word = _SCHEMA_WORD(sql).group(1).upper()  # type: ignore[union-attr]
         conn, tracker = self._conn, self._tracker
+        tracker.plans.clear()  # a plan's proof rests on the schema (a TEMP trigger moves no main cookie)
+        tracker.go_loud()
         if word == "ROLLBACK":
             try:
                 return fn(sql, params)

@@ -29,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Hashable
 
-from core.plans import Plan, plan_for
+from core.plans import READ, Plan, plan_for
 from core.schema import INTERNAL_PREFIX, TableSchema, application_tables, quote, read_table
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
 from snapshot.errors import ConfigError
@@ -73,6 +73,10 @@ class _TableTracking:
         self.schema = schema
         #: dirty keys (values unused): a dict, because its order tells which marks a transaction made.
         self.marks: dict[Hashable, None] = {}
+        #: keys Store's proven plans changed while quiet, not yet folded into `marks` (see `fold`): an
+        #: append costs a fraction of a dict insert into a large, cache-cold table. One entry per change,
+        #: so its length also counts the changes the plans account for.
+        self.pending: list[Hashable] = []
         self.single = len(schema.pk) == 1
         self.function = f"{INTERNAL_PREFIX}mark_{number}"
         t = quote(schema.name)
@@ -122,6 +126,15 @@ class _TableTracking:
             setdefault(key)
 
         return mark
+
+    def fold(self) -> int:
+        """Move `pending` into `marks` (in order, duplicates once); returns how many changes it held."""
+        pending = self.pending
+        n = len(pending)
+        if n:
+            self.marks.update(dict.fromkeys(pending))
+            pending.clear()
+        return n
 
     def take(self) -> list[tuple[Value, ...]]:
         keys = list(self.marks)
@@ -177,6 +190,7 @@ class Tracker:
         self._loud_needed = False
         #: Store's proven plans (sql -> Plan), emptied whenever the schema moves (they embed its facts).
         self.plans: dict[str, Plan | None] = {}
+        self.reads: set[str] = set()
         #: called after quiet changes (Store switches its fast path on or off).
         self.on_mode: Callable[[], None] | None = None
         # Tables in temp must stay in memory (the default may spill them to a file).
@@ -196,6 +210,7 @@ class Tracker:
         old = self._tables.get(schema.name)
         if old is not None:
             tracking.marks = old.marks  # keep what is already dirty
+            tracking.pending = old.pending
         conn = self._conn
         conn.create_function(tracking.function, len(schema.pk), tracking.mark_function())
         conn.execute("SAVEPOINT tgsnap_install")
@@ -227,7 +242,9 @@ class Tracker:
         tracked (no primary key, NULL-able key, virtual): the caller rolls the statement back.
         """
         conn = self._conn
+        self.fold()
         self.plans.clear()
+        self.reads.clear()
         reserved = conn.execute("SELECT type, name FROM main.sqlite_schema WHERE lower(name) LIKE ? ESCAPE '!'",
                                 (INTERNAL_PREFIX.replace("_", "!_") + "%",)).fetchone()
         if reserved is not None:
@@ -260,6 +277,7 @@ class Tracker:
 
     def snapshot_marks(self) -> dict[str, dict[Hashable, None]]:
         """A copy of every table's marks (restored by `restore_marks` when a schema change rolls back)."""
+        self.fold()
         return {name: dict(t.marks) for name, t in self._tables.items()}
 
     def restore_marks(self, saved: dict[str, dict[Hashable, None]]) -> None:
@@ -279,6 +297,7 @@ class Tracker:
         conn = self._conn
         if self.quiet or conn.in_transaction or conn.execute("PRAGMA query_only").fetchone()[0]:
             return  # (a store that refuses writes gains nothing from it)
+        self.fold()
         for t in self._tables.values():
             for name in t.triggers:
                 conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
@@ -293,6 +312,7 @@ class Tracker:
         if not self.quiet:
             return
         self.check_bypass()
+        self.fold()
         self._loud()
 
     def _loud(self) -> None:
@@ -305,20 +325,38 @@ class Tracker:
                       "a snapshot is forced")
             self.bypassed = True
         self.quiet = False
-        for t in self._tables.values():
-            for name, body in t.triggers.items():
-                conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
-                conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
+        # A closing (or fenced) store refuses writes with query_only; its tracking must still work.
+        read_only = conn.execute("PRAGMA query_only").fetchone()[0]
+        if read_only:
+            conn.execute("PRAGMA query_only = OFF")
+        try:
+            for t in self._tables.values():
+                for name, body in t.triggers.items():
+                    conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+                    conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
+        finally:
+            if read_only:
+                conn.execute("PRAGMA query_only = ON")
         if self.on_mode is not None:
             self.on_mode()
 
+    def fold(self) -> None:
+        """Fold every table's pending keys into its marks (their changes stay accounted for)."""
+        for t in self._tables.values():
+            if t.pending:
+                self.expected_changes += t.fold()
+
+    def _pending_count(self) -> int:
+        return sum(len(t.pending) for t in self._tables.values())
+
     def check_bypass(self) -> bool:
         """True if some write was not accounted for by a plan while quiet (its rows are unknown)."""
-        if self.quiet and self._conn.total_changes != self.expected_changes:
+        if self.quiet and self._conn.total_changes != self.expected_changes + self._pending_count():
             if not self.bypassed:
                 log.error("tgsnap: a write bypassed Store while its triggers were off (a raw connection?); "
                           "the next cut ships as a snapshot")
             self.bypassed = True
+            self.fold()
             self.expected_changes = self._conn.total_changes
             self._loud()  # whoever writes behind Store's back may go on: let the triggers see it
         return self.bypassed
@@ -333,16 +371,24 @@ class Tracker:
         plans = self.plans
         if sql in plans:
             return plans[sql]
-        if len(plans) >= _MAX_PLANS:  # SQL texts built with values inside would grow it without end
+        if sql in self.reads:
+            return READ
+        if len(plans) + len(self.reads) >= _MAX_PLANS:  # SQL built with values inside: no endless growth
             plans.clear()
-        tables = {name.lower(): (t.schema, t.marks.setdefault) for name, t in self._tables.items()}
-        plan = plans[sql] = plan_for(sql, tables, self._conn)
+            self.reads.clear()
+        tables = {name.lower(): (t.schema, t.pending) for name, t in self._tables.items()}
+        plan = plan_for(sql, tables, self._conn)
+        if plan is READ:
+            self.reads.add(sql)  # not in `plans`: Store's fast path holds writes only
+        else:
+            plans[sql] = plan
         return plan
 
     # ---- transactions ------------------------------------------------------------------------------
 
     def begin(self) -> None:
         """A transaction began: remember where its marks start."""
+        self.fold()
         self._tx_start = {name: len(t.marks) for name, t in self._tables.items()}
 
     def end(self, committed: bool) -> None:
@@ -359,7 +405,8 @@ class Tracker:
 
     def any_dirty(self) -> bool:
         return (self.check_bypass() or bool(self._deferred) or bool(self.schema_log)
-                or any(t.marks for t in self._tables.values()) or self._user_version() != self._captured_uv)
+                or any(t.marks or t.pending for t in self._tables.values())
+                or self._user_version() != self._captured_uv)
 
     # ---- schema changes ----------------------------------------------------------------------------
 
@@ -398,12 +445,14 @@ class Tracker:
         self._captured_uv = self._user_version()
 
     def dirty_count(self) -> int:
+        self.fold()
         return sum(len(t.marks) for t in self._tables.values()) + sum(len(c) for c in self._deferred)
 
     def clear(self) -> None:
         """Forget every mark (after restore: what storage holds is by definition durable)."""
         for t in self._tables.values():
             t.marks.clear()
+            t.pending.clear()
 
     def capture(self, retry: ChangeSet | None = None) -> ChangeSet:
         """Read and clear every dirty row. Must not run inside a transaction (that would not be a cut).
@@ -433,6 +482,7 @@ class Tracker:
         changes.user_version = uv
         changes.version_changed = uv != self._captured_uv
         self._captured_uv = uv
+        self.fold()
         dirty = [(name, t) for name, t in self._tables.items() if t.marks]
         if not dirty:
             self._after_capture()
