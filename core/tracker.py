@@ -16,6 +16,15 @@ failed statement or a raw ROLLBACK may leave extra marks: harmless, because capt
 *current* image (or a delete if it does not exist), so an extra key only re-ships the truth. TEMP
 triggers live outside the main database, so snapshot images never carry tgsnap's machinery.
 
+Quiet mode (with a Store; see `core.plans`): most of a bot's statements provably change only the row
+whose key they bind. While every write on the connection is such a statement, the triggers are dropped
+and Store appends each changed key to the table's `pending` list (folded into the marks before anything
+reads them); `total_changes` must then equal the changes so accounted for, else a write bypassed the
+marks (`check_bypass`): the triggers come back and the next cut ships as a snapshot. Any other
+statement, and every transaction, brings the triggers back first (`go_loud`, never inside a
+transaction, so no rollback can undo it); a capture with no such statement since the previous one
+drops them again (`go_quiet`).
+
 Capture runs in one synchronous step outside any transaction (a consistent cut): it empties the marks,
 loads their keys into TEMP key tables (declared with the key's types and collations), and reads per
 table the current image of every key that still exists (an upsert) and every key that does not (a
