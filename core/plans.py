@@ -180,7 +180,23 @@ def plan_for(sql: str, tables: dict[str, tuple[TableSchema, list[Any]]], conn: s
         return None
     if not all(_exact_key(schema, i) for i in range(len(schema.pk))):
         return None
+    if m.groupdict().get("cols") is not None and _rowid_alias(schema):
+        getter = _not_null(getter)  # NULL bound to an INTEGER PRIMARY KEY inserts under a new rowid
     return Plan(pending=pending, key=getter)
+
+
+def _rowid_alias(schema: TableSchema) -> bool:
+    return not schema.without_rowid and len(schema.pk) == 1 and schema.pk_types[0].upper() == "INTEGER"
+
+
+def _not_null(getter: Any) -> Any:
+    def key(params: Any) -> Any:
+        value = getter(params)
+        if value is None:
+            raise TypeError("NULL key: SQLite picks the rowid")  # the trigger path learns it
+        return value
+
+    return key
 
 
 def _side_effect_free(conn: sqlite3.Connection, table: str) -> bool:

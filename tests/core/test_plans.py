@@ -42,8 +42,8 @@ PROVEN = [
     ("UPDATE users SET n = ?, name = ? WHERE id = ?", st.tuples(st.integers(0, 3), text, key)),
     ("update main.\"users\" set n = n * 2 where id=?;", st.tuples(key)),
     ("UPDATE users SET n = 0 WHERE id = ? AND n > ?", st.tuples(key, st.integers(0, 3))),
-    ("INSERT INTO users (id, name) VALUES (?, ?)", st.tuples(key, text)),
-    ("INSERT OR IGNORE INTO users (id, name) VALUES (?, ?)", st.tuples(key, text)),
+    ("INSERT INTO users (id, name) VALUES (?, ?)", st.tuples(st.one_of(key, st.none()), text)),  # NULL: rowid
+    ("INSERT OR IGNORE INTO users (id, name) VALUES (?, ?)", st.tuples(st.one_of(key, st.none()), text)),
     ("INSERT INTO users (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET n = n + 10", st.tuples(key, text)),
     ("INSERT INTO users (id, name) VALUES (:id, :name) ON CONFLICT (id) DO UPDATE SET name = excluded.name "
      "WHERE n > 0", st.fixed_dictionaries({"id": key, "name": text})),
@@ -215,6 +215,8 @@ async def scenario(steps: list) -> None:
           ("sql", ("UPDATE audited SET v = ? WHERE id = ?", (2, 0))), ("flush",)])
 # a function that writes, inside a proven statement
 @example([("writing_function", (1,)), ("flush",)])
+# NULL for an INTEGER PRIMARY KEY: SQLite picks the key, so the bound value names no row
+@example([("sql", ("INSERT INTO users (id, name) VALUES (?, ?)", (None, "z"))), ("flush",)])
 def test_quiet_mode_misses_no_key(steps):
     asyncio.run(scenario(steps))
 
