@@ -26,7 +26,7 @@ from core.config import StoreConfig
 from core.errors import StoreClosed, TransactionConflict
 from core.flusher import Flusher
 from core.migrations import Migration, check_order, describe_difference, newest, table_shape
-from core.plans import READ, Plan
+from core.plans import READ
 from core.schema import application_tables, declared_objects, quote
 from core.stats import StoreStats
 from core.tracker import Tracker
@@ -42,8 +42,6 @@ Params = Iterable[Any] | dict[str, Any]
 #: pending keys of a table that `Store.execute` folds into its marks (see Tracker.fold).
 _FOLD_AT = 1 << 16
 
-#: `Store._fast` when no plan may run (always empty).
-_NO_PLANS: dict[str, Plan | None] = {}
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -80,10 +78,6 @@ class Store:
         self._refusal: Exception | None = None
         #: True when execute() must take the slow path: a transaction is open or writes are refused.
         self._guard = False
-        #: the proven plans (core.plans) while the tracker is quiet and no guard is up; else empty, so
-        #: `execute` pays one dict lookup to learn which path to take.
-        self._fast: dict[str, Plan | None] = _NO_PLANS
-        self._fast_get = self._fast.get
         self._flusher = Flusher(conn, self._tracker, replica, config, self._tx_idle, on_fence=self._on_fence)
         self._close_task: asyncio.Task[None] | None = None
         self._abandoned = False
@@ -233,25 +227,40 @@ class Store:
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one statement (autocommit). Writes are tracked whatever their form; schema statements
-        (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them."""
-        plan = self._fast_get(sql)
-        if plan is not None:
-            # Quiet mode (core.plans): the triggers are off; this statement's one row is marked here.
-            # (Every line counts: the budget for all of it is a tenth of the UPDATE itself.)
-            try:
-                key = plan.key(params)  # the item sqlite3 binds, from any container it accepts
-            except (LookupError, TypeError):
-                pass  # not the parameters the plan reads: the slow path decides
-            else:
-                cur = self._conn.execute(sql, params)
+        (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them.
+
+        (While quiet, `_refresh_fast` shadows this with `_quiet_execute`'s closure, which does the same.)"""
+        return self._execute_slow(sql, params)
+
+    def _quiet_execute(self) -> Callable[[str, Params], sqlite3.Cursor]:
+        """`execute` for quiet mode (core.plans): the triggers are off, and a proven statement's one
+        changed row is marked here. A closure over everything it needs, because every attribute lookup
+        counts: the budget for all of this is a tenth of the UPDATE itself."""
+        get = self._tracker.plans.get
+        run = self._conn.execute
+        slow = self._execute_slow
+        edge = self._first_or_full
+        fold_at = _FOLD_AT
+
+        def execute(sql: str, params: Params = ()) -> sqlite3.Cursor:
+            plan = get(sql)
+            if plan is not None:
+                try:
+                    key = plan.key(params)  # the item sqlite3 binds, from any container it accepts
+                except (LookupError, TypeError):
+                    return slow(sql, params)  # not the parameters the plan reads: the slow path decides
+                cur = run(sql, params)
                 if cur.rowcount == 1:
                     pending = plan.pending
                     pending.append(key)  # its row changed; the append also counts the change
                     n = len(pending)
-                    if n == 1 or n >= _FOLD_AT:
-                        self._first_or_full(pending)
+                    if n == 1 or n >= fold_at:
+                        edge(pending)
                 return cur
-        return self._execute_slow(sql, params)
+            return slow(sql, params)
+
+        execute.__doc__ = Store.execute.__doc__
+        return execute
 
     def _execute_slow(self, sql: str, params: Params) -> sqlite3.Cursor:
         if self._guard:
@@ -263,7 +272,7 @@ class Store:
         elif plan is None or not plan.takes(params):
             tracker.go_loud()  # no proof: the triggers must see this statement
         elif tracker.quiet and not tracker.check_bypass():
-            return self.execute(sql, params)  # the plan is in `_fast` now, and applies
+            return self.execute(sql, params)  # the quiet closure, which now finds the plan
         return self._run_tracked(self._conn.execute, sql, params, loud=False)
 
     def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> sqlite3.Cursor:
@@ -297,8 +306,11 @@ class Store:
             self._tracker.fold()
 
     def _refresh_fast(self) -> None:
-        self._fast = self._tracker.plans if self._tracker.quiet and not self._guard else _NO_PLANS
-        self._fast_get = self._fast.get
+        """Quiet and no guard up: `execute` takes the proven plans' path; otherwise the method."""
+        if self._tracker.quiet and not self._guard:
+            self.execute = self._quiet_execute()  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("execute", None)
 
     def _schema_statement(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
         """A statement that may change the schema: run it, follow it, record it; or refuse it unchanged.
