@@ -459,9 +459,9 @@ class Tracker:
 
     def clear(self) -> None:
         """Forget every mark (after restore: what storage holds is by definition durable)."""
+        self.fold()  # (their changes stay accounted for)
         for t in self._tables.values():
             t.marks.clear()
-            t.pending.clear()
 
     def capture(self, retry: ChangeSet | None = None) -> ChangeSet:
         """Read and clear every dirty row. Must not run inside a transaction (that would not be a cut).
