@@ -175,7 +175,7 @@ def plan_for(sql: str, tables: dict[str, tuple[TableSchema, list[Any]]], conn: s
     if kinds == {":"}:
         getter = itemgetter(*(markers[bound[k]][1:] for k in pk_lower))
     elif kinds == {"?"}:
-        getter = itemgetter(*(bound[k] for k in pk_lower))
+        getter = itemgetter(*(bound[k] for k in pk_lower))  # type: ignore[arg-type]
     else:
         return None
     if not all(_exact_key(schema, i) for i in range(len(schema.pk))):

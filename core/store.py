@@ -232,7 +232,7 @@ class Store:
         (While quiet, `_refresh_fast` shadows this with `_quiet_execute`'s closure, which does the same.)"""
         return self._execute_slow(sql, params)
 
-    def _quiet_execute(self) -> Callable[[str, Params], sqlite3.Cursor]:
+    def _quiet_execute(self) -> Callable[..., sqlite3.Cursor]:
         """`execute` for quiet mode (core.plans): the triggers are off, and a proven statement's one
         changed row is marked here. A closure over everything it needs, because every attribute lookup
         counts: the budget for all of this is a tenth of the UPDATE itself."""
@@ -242,16 +242,16 @@ class Store:
         edge = self._first_or_full
         fold_at = _FOLD_AT
 
-        def execute(sql: str, params: Params = ()) -> sqlite3.Cursor:
+        def execute(sql: str, params: Any = ()) -> sqlite3.Cursor:
             plan = get(sql)
-            if plan is not None:
+            if plan is not None:  # (`plans` holds writes only: READ goes to `reads`)
                 try:
                     key = plan.key(params)  # the item sqlite3 binds, from any container it accepts
                 except (LookupError, TypeError):
                     return slow(sql, params)  # not the parameters the plan reads: the slow path decides
                 cur = run(sql, params)
                 if cur.rowcount == 1:
-                    pending = plan.pending
+                    pending: list[Any] = plan.pending  # type: ignore[assignment]
                     pending.append(key)  # its row changed; the append also counts the change
                     n = len(pending)
                     if n == 1 or n >= fold_at:
