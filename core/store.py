@@ -39,6 +39,9 @@ log = logging.getLogger("tgsnap.core")
 
 Params = Iterable[Any] | dict[str, Any]
 
+#: `Tracker.plans.get` default: a SQL text not planned yet.
+_UNKNOWN: Any = object()
+
 #: pending keys of a table that `Store.execute` folds into its marks (see Tracker.fold).
 _FOLD_AT = 1 << 16
 
@@ -230,7 +233,25 @@ class Store:
         (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them.
 
         (While quiet, `_refresh_fast` shadows this with `_quiet_execute`'s closure, which does the same.)"""
-        return self._execute_slow(sql, params)
+        if self._guard:
+            return self._guarded(self._conn.execute, sql, params)
+        tracker = self._tracker
+        if tracker.quiet:  # (only when called as Store.execute(store, ...): the closure is the quiet path)
+            return self._execute_slow(sql, params)
+        # With the triggers on, every statement is tracked by them: just run it (as before quiet mode
+        # existed), and note whether it is one that keeps the triggers wanted (no plan).
+        plan = tracker.plans.get(sql, _UNKNOWN)
+        if plan is _UNKNOWN and sql not in tracker.reads:
+            plan = tracker.plan(sql)  # learnt once per SQL text, for when the store goes quiet
+        if plan is None:
+            tracker.loud_needed = True
+            if _SCHEMA_WORD(sql):
+                return self._schema_statement(self._conn.execute, sql, params)
+        cur = self._conn.execute(sql, params)
+        flusher = self._flusher
+        if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
+            flusher.dirty_since = time.time()
+        return cur
 
     def _quiet_execute(self) -> Callable[..., sqlite3.Cursor]:
         """`execute` for quiet mode (core.plans): the triggers are off, and a proven statement's one

@@ -196,7 +196,7 @@ class Tracker:
         #: Store sets it: quiet mode is allowed (a bare Tracker keeps its triggers).
         self.quiet_enabled = False
         #: a statement needed the triggers since the last capture (capture then stays loud).
-        self._loud_needed = False
+        self.loud_needed = False
         #: Store's proven plans (sql -> Plan), emptied whenever the schema moves (they embed its facts).
         self.plans: dict[str, Plan | None] = {}
         self.reads: set[str] = set()
@@ -317,7 +317,7 @@ class Tracker:
 
     def go_loud(self) -> None:
         """Put the triggers back before a statement no plan covers (or a transaction) runs."""
-        self._loud_needed = True
+        self.loud_needed = True
         if not self.quiet:
             return
         self.check_bypass()
@@ -541,9 +541,9 @@ class Tracker:
         needed the triggers, they go (see `go_quiet`)."""
         if self.quiet:
             self.expected_changes = self._conn.total_changes
-        elif self.quiet_enabled and not self._loud_needed and not self.bypassed:
+        elif self.quiet_enabled and not self.loud_needed and not self.bypassed:
             self.go_quiet()
-        self._loud_needed = False
+        self.loud_needed = False
 
     def remark(self, changes: ChangeSet) -> None:
         """Mark again every key of a change set that did not reach storage.
