@@ -195,7 +195,7 @@ async def _writes(ctx: Context) -> dict[str, Any]:
     store = await open_store(backend)
     runners = {"plain": plain, "triggers": tracked, "store": store}
     # Per round and variant: summed wall and CPU seconds; per chunk: the three timings back to back, so
-    # a ratio compares runs made under the same load (7 jobs share 2 cores here): its median is the verdict.
+    # they run under the same load (7 jobs share 2 cores here).
     rounds: list[dict[str, list[float]]] = []
     pairs: dict[str, list[float]] = {"triggers": [], "store": [], "triggers_cpu": [], "store_cpu": []}
     quiet_rounds = 0
@@ -244,7 +244,12 @@ async def _writes(ctx: Context) -> dict[str, Any]:
         ordered = sorted(values)
         return [round(ordered[len(ordered) // 10], 4), round(ordered[-1 - len(ordered) // 10], 4)]
 
-    r = round(median(pairs["store"]), 4)
+    def summed(name: str, what: int) -> float:
+        return sum(t["plain"][what] for t in rounds) / sum(t[name][what] for t in rounds)
+
+    # The verdict: all untracked time over all Store time (every chunk, every round). A median of chunk
+    # ratios would hide the chunks that fold the pending keys into the marks (one in 6.5 here).
+    r = round(summed("store", 0), 4)
     return {
         "updates_per_round": len(keys),
         "rounds": ctx.repeats,
@@ -258,18 +263,21 @@ async def _writes(ctx: Context) -> dict[str, Any]:
         "dirty_rows_after_flush": dirty,
         "store_quiet_rounds": quiet_rounds,
         "restored_equals_store": stored,
-        "ratio_triggers_vs_untracked": round(median(pairs["triggers"]), 4),
-        "ratio_triggers_p10_p90": spread(pairs["triggers"]),
+        "ratio_triggers_vs_untracked": round(summed("triggers", 0), 4),
         "ratio_tracked_vs_untracked": r,
-        "ratio_tracked_p10_p90": spread(pairs["store"]),
-        "ratio_tracked_cpu": round(median(pairs["store_cpu"]), 4),
-        "ratio_triggers_cpu": round(median(pairs["triggers_cpu"]), 4),
+        "ratio_tracked_cpu": round(summed("store", 1), 4),
+        "ratio_triggers_cpu": round(summed("triggers", 1), 4),
+        "chunk_ratio_median_tracked": round(median(pairs["store"]), 4),
+        "chunk_ratio_p10_p90_tracked": spread(pairs["store"]),
+        "chunk_ratio_median_triggers": round(median(pairs["triggers"]), 4),
+        "chunk_ratio_p10_p90_triggers": spread(pairs["triggers"]),
         "ratio_of_best_rounds": ratio(best("store", 0), best("plain", 0)),
         "note": "untracked: sqlite3 conn.execute; triggers_only: the same with core.tracker's triggers; "
-                "store_execute: Store.execute, what the bot calls (quiet mode: core.plans). Ratios: median "
-                f"over chunks of {_WRITES_CHUNK} updates run back to back for each variant (wall clock; "
-                "_cpu: thread CPU time); the verdict uses ratio_tracked_vs_untracked. The three must end "
-                "with equal clicks, and (up to 1 M users) storage must restore the store's clicks",
+                "store_execute: Store.execute, what the bot calls (quiet mode: core.plans). The three run "
+                f"interleaved in chunks of {_WRITES_CHUNK} updates; ratios: total untracked time over total "
+                "time of the variant, all chunks and rounds (wall clock; _cpu: thread CPU time); the verdict "
+                "uses ratio_tracked_vs_untracked; chunk_ratio_*: the per-chunk ratios' median and spread. "
+                "The three must end with equal clicks, and (up to 1 M users) storage must restore the store's",
         **_verdict(r, ">=", 0.90),
     }
 
