@@ -307,7 +307,7 @@ class Flusher:
         return time.monotonic() >= self._snapshot_retry_at and self._replica.snapshot_due()
 
     async def _ship(self) -> None:
-        if self._oversize is not None:
+        if self._oversize is not None or self._tracker.bypassed:
             await self._ship_as_snapshot()
             return
         want_snapshot = self._snapshot_wanted()
@@ -328,6 +328,11 @@ class Flusher:
         copy = self._copy if self._copy is not None and not self._copy.finishing else None
         final = copy is not None and copy.copied
         # ---- one synchronous step: the consistent cut ----
+        if self._tracker.check_bypass():
+            # A write no one marked (see Tracker.check_bypass): a delta would not carry it, and its
+            # waiters must not be released by one. The next step ships this state as a snapshot.
+            self._wake.set()
+            return
         # The image first: capture() only writes TEMP tables, so the image equals the state after this
         # capture; and a failing serialize then leaves every mark in place. (The other order took the
         # marks and lost them when serialize raised, and a later capture satisfied their waiters.)
@@ -389,7 +394,8 @@ class Flusher:
             copy.finish(receipt.seq, changes.captured_at, requests)
 
     async def _ship_as_snapshot(self) -> None:
-        """One cut made durable by a snapshot instead of a delta (a row over the document limit): the
+        """One cut made durable by a snapshot instead of a delta (a row over the document limit, or a write
+        that bypassed the marks while the triggers were off, see Tracker.check_bypass): the
         image at the cut, based on the last durable delta, holds the rows no delta could. Deltas wait
         meanwhile, and this cut's waiters are released only once the snapshot is durable: a later
         delta does not hold this cut's rows, so its durability must not stand in for theirs. On
@@ -403,6 +409,7 @@ class Flusher:
         # ---- one synchronous step: the consistent cut (image first, as in _ship) ----
         image = image_mod.capture(self._conn)
         changes = self._tracker.capture()
+        bypassed = self._tracker.take_bypass()  # the image holds whatever bypassed the marks
         requests = list(self._snapshot_requests)
         for fut in requests:
             self._snapshot_requests.remove(fut)
@@ -422,6 +429,7 @@ class Flusher:
             raise
         except (Exception, asyncio.CancelledError) as exc:
             self._tracker.remark(changes)
+            self._tracker.bypassed |= bypassed
             self.dirty_since = _earliest(self.dirty_since, since)
             if isinstance(exc, asyncio.CancelledError):
                 for fut in requests:

@@ -26,6 +26,7 @@ from core.config import StoreConfig
 from core.errors import StoreClosed, TransactionConflict
 from core.flusher import Flusher
 from core.migrations import Migration, check_order, describe_difference, newest, table_shape
+from core.plans import READ
 from core.schema import application_tables, declared_objects, quote
 from core.stats import StoreStats
 from core.tracker import Tracker
@@ -38,6 +39,13 @@ log = logging.getLogger("tgsnap.core")
 
 #: what sqlite3 binds: a sequence for `?` placeholders, a mapping for named ones.
 Params = Sequence[Any] | Mapping[str, Any]
+
+#: `Tracker.plans.get` default: a SQL text not planned yet.
+_UNKNOWN: Any = object()
+
+#: pending keys of a table that `Store.execute` folds into its marks (see Tracker.fold).
+_FOLD_AT = 1 << 16
+
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -122,6 +130,7 @@ class Store:
             store._prepare()
             store._flusher.start()
             await store._migrate(statements, steps)
+            store._tracker.go_quiet()  # everything so far was marked by the triggers
         except BaseException:
             await store._flusher.abandon()
             await replica.release()
@@ -147,6 +156,8 @@ class Store:
         # What was restored is what storage holds: nothing is dirty yet, whatever marks the image carried.
         self._tracker.clear()
         self._tracker.set_baseline()
+        self._tracker.quiet_enabled = True
+        self._tracker.on_mode = self._refresh_fast
         self._flusher.changes_mark = conn.total_changes
         self._tell_replica_version()
 
@@ -220,23 +231,81 @@ class Store:
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one statement (autocommit). Writes are tracked whatever their form; schema statements
-        (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them."""
+        (CREATE / ALTER / DROP ...) are recorded for the next delta and tracking follows them.
+
+        (While quiet, `_refresh_fast` shadows this with `_quiet_execute`'s closure, which does the same.)"""
         if self._guard:
             return self._guarded(self._conn.execute, sql, params)
-        if _SCHEMA_WORD(sql):
-            return self._schema_statement(self._conn.execute, sql, params)
+        tracker = self._tracker
+        if tracker.quiet:  # (only when called as Store.execute(store, ...): the closure is the quiet path)
+            return self._execute_slow(sql, params)
+        # With the triggers on, every statement is tracked by them: just run it (as before quiet mode
+        # existed), and note whether it is one that keeps the triggers wanted (no plan).
+        plan = tracker.plans.get(sql, _UNKNOWN)
+        if plan is _UNKNOWN and sql not in tracker.reads:
+            plan = tracker.plan(sql)  # learnt once per SQL text, for when the store goes quiet
+        if plan is None:
+            tracker.loud_needed = True
+            if _SCHEMA_WORD(sql):
+                return self._schema_statement(self._conn.execute, sql, params)
         cur = self._conn.execute(sql, params)
         flusher = self._flusher
         if flusher.dirty_since is None and self._conn.total_changes != flusher.changes_mark:
             flusher.dirty_since = time.time()
         return cur
 
+    def _quiet_execute(self) -> Callable[..., sqlite3.Cursor]:
+        """`execute` for quiet mode (core.plans): the triggers are off, and a proven statement's one
+        changed row is marked here. A closure over everything it needs, because every attribute lookup
+        counts: the budget for all of this is a tenth of the UPDATE itself."""
+        get = self._tracker.plans.get
+        run = self._conn.execute
+        slow = self._execute_slow
+        edge = self._first_or_full
+        fold_at = _FOLD_AT
+
+        def execute(sql: str, params: Any = ()) -> sqlite3.Cursor:
+            plan = get(sql)
+            if plan is not None:  # (`plans` holds writes only: READ goes to `reads`)
+                try:
+                    key = plan.key(params)  # the item sqlite3 binds, from any container it accepts
+                except (LookupError, TypeError):
+                    return slow(sql, params)  # not the parameters the plan reads: the slow path decides
+                cur = run(sql, params)
+                if cur.rowcount == 1:
+                    pending: list[Any] = plan.pending  # type: ignore[assignment]
+                    pending.append(key)  # its row changed; the append also counts the change
+                    n = len(pending)
+                    if n == 1 or n >= fold_at:
+                        edge(pending)
+                return cur
+            return slow(sql, params)
+
+        execute.__doc__ = Store.execute.__doc__
+        return execute
+
+    def _execute_slow(self, sql: str, params: Params) -> sqlite3.Cursor:
+        if self._guard:
+            return self._guarded(self._conn.execute, sql, params)
+        tracker = self._tracker
+        plan = tracker.plan(sql)
+        if plan is READ:
+            pass  # changes nothing (a function that writes would be counted: see Tracker.check_bypass)
+        elif plan is None or not plan.takes(params):
+            tracker.go_loud()  # no proof: the triggers must see this statement
+        elif tracker.quiet and not tracker.check_bypass():
+            return self.execute(sql, params)  # the quiet closure, which now finds the plan
+        return self._run_tracked(self._conn.execute, sql, params, loud=False)
+
     def executemany(self, sql: str, seq_of_params: Iterable[Params]) -> sqlite3.Cursor:
         if self._guard:
             return self._guarded(self._conn.executemany, sql, seq_of_params)
         return self._run_tracked(self._conn.executemany, sql, seq_of_params)
 
-    def _run_tracked(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
+    def _run_tracked(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any,
+                     loud: bool = True) -> sqlite3.Cursor:
+        if loud:
+            self._tracker.go_loud()
         try:
             cur = self._schema_statement(fn, sql, params) if _SCHEMA_WORD(sql) else fn(sql, params)
         except sqlite3.OperationalError as exc:
@@ -250,6 +319,21 @@ class Store:
             self._tx.left_transaction = True
         return cur
 
+    def _first_or_full(self, pending: list[Any]) -> None:
+        """The first pending key since a fold (a write's time is due), or enough to fold (memory stays
+        bounded by the live keys: the list would otherwise hold one entry per write until a capture)."""
+        if self._flusher.dirty_since is None:
+            self._flusher.dirty_since = time.time()
+        if len(pending) >= _FOLD_AT:
+            self._tracker.fold()
+
+    def _refresh_fast(self) -> None:
+        """Quiet and no guard up: `execute` takes the proven plans' path; otherwise the method."""
+        if self._tracker.quiet and not self._guard:
+            self.execute = self._quiet_execute()  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("execute", None)
+
     def _schema_statement(self, fn: Callable[[str, Any], sqlite3.Cursor], sql: str, params: Any) -> sqlite3.Cursor:
         """A statement that may change the schema: run it, follow it, record it; or refuse it unchanged.
 
@@ -261,6 +345,8 @@ class Store:
         assert found is not None, "execute routes only schema statements here"
         word = found.group(1).upper()
         conn, tracker = self._conn, self._tracker
+        tracker.plans.clear()  # a plan's proof rests on the schema (a TEMP trigger moves no main cookie)
+        tracker.go_loud()
         if word == "ROLLBACK":
             try:
                 return fn(sql, params)
@@ -342,10 +428,14 @@ class Store:
             conn = self._conn
             if conn.in_transaction:
                 raise TransactionConflict("a transaction begun with a raw BEGIN is still open")
+            # The triggers go back first, outside the transaction: created inside it, a ROLLBACK (or
+            # ROLLBACK TO) would take them away again while the tracker believed them there.
+            self._tracker.go_loud()
             conn.execute("BEGIN IMMEDIATE")
             self._tracker.begin()
             tx = Transaction(self)
             self._tx, self._tx_task, self._guard = tx, task, True
+            self._refresh_fast()
             self._tx_idle.clear()
             rolled_back = False
             try:
@@ -379,6 +469,7 @@ class Store:
                 tx.open = False
                 self._tx = self._tx_task = None
                 self._guard = self._refusal is not None
+                self._refresh_fast()
                 self._tx_idle.set()
 
     def declare(self, ddl: str) -> None:
@@ -558,6 +649,7 @@ class Store:
     def _refuse(self, why: Exception) -> None:
         self._refusal = why
         self._guard = True
+        self._refresh_fast()
         self._conn.execute("PRAGMA query_only = ON")
 
     def _on_fence(self, exc: FencedError) -> None:

@@ -16,6 +16,15 @@ failed statement or a raw ROLLBACK may leave extra marks: harmless, because capt
 *current* image (or a delete if it does not exist), so an extra key only re-ships the truth. TEMP
 triggers live outside the main database, so snapshot images never carry tgsnap's machinery.
 
+Quiet mode (with a Store; see `core.plans`): most of a bot's statements provably change only the row
+whose key they bind. While every write on the connection is such a statement, the triggers are dropped
+and Store appends each changed key to the table's `pending` list (folded into the marks before anything
+reads them); `total_changes` must then equal the changes so accounted for, else a write bypassed the
+marks (`check_bypass`): the triggers come back and the next cut ships as a snapshot. Any other
+statement, and every transaction, brings the triggers back first (`go_loud`, never inside a
+transaction, so no rollback can undo it); a capture with no such statement since the previous one
+drops them again (`go_quiet`).
+
 Capture runs in one synchronous step outside any transaction (a consistent cut): it empties the marks,
 loads their keys into TEMP key tables (declared with the key's types and collations), and reads per
 table the current image of every key that still exists (an upsert) and every key that does not (a
@@ -27,14 +36,18 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import cast
 
+from core.plans import READ, Plan, plan_for
 from core.schema import INTERNAL_PREFIX, TableSchema, application_tables, quote, read_table
 from snapshot.changes import ChangeSet, RawText, TableChanges, Value
 from snapshot.errors import ConfigError
 
 log = logging.getLogger("tgsnap.core")
+
+_MAX_PLANS = 4096
 
 
 def _text_or_raw(data: bytes) -> str | RawText:
@@ -71,6 +84,10 @@ class _TableTracking:
         self.schema = schema
         #: dirty keys (values unused): a dict, because its order tells which marks a transaction made.
         self.marks: dict[Hashable, None] = {}
+        #: keys Store's proven plans changed while quiet, not yet folded into `marks` (see `fold`): an
+        #: append costs a fraction of a dict insert into a large, cache-cold table. One entry per change,
+        #: so its length also counts the changes the plans account for.
+        self.pending: list[Hashable] = []
         self.single = len(schema.pk) == 1
         self.function = f"{INTERNAL_PREFIX}mark_{number}"
         t = quote(schema.name)
@@ -121,6 +138,16 @@ class _TableTracking:
 
         return mark
 
+    def fold(self) -> int:
+        """Move `pending` into `marks` (in order, duplicates once); returns how many changes it held."""
+        pending = self.pending
+        n = len(pending)
+        if n:
+            # One probe per key (dict.fromkeys then update would probe twice), all in C.
+            deque(map(self.marks.setdefault, pending), maxlen=0)
+            pending.clear()
+        return n
+
     def take(self) -> list[tuple[Value, ...]]:
         keys = list(self.marks)
         self.marks.clear()
@@ -163,6 +190,22 @@ class Tracker:
         self._carried: dict[str, dict[Hashable, None]] = {}
         #: set when capture met a schema change Store did not record; the flusher forces a snapshot.
         self.unexplained_schema_change = False
+        #: quiet mode (see `core.plans`): the triggers are dropped and the only writer is Store's proven
+        #: statements, which mark their keys in Python; set by `go_quiet`, left by `go_loud`.
+        self.quiet = False
+        #: `conn.total_changes` that the marks account for while quiet; any other value means a write
+        #: nobody marked (a raw connection): `bypassed` is set and the next cut ships as a snapshot.
+        self.expected_changes = 0
+        self.bypassed = False
+        #: Store sets it: quiet mode is allowed (a bare Tracker keeps its triggers).
+        self.quiet_enabled = False
+        #: a statement needed the triggers since the last capture (capture then stays loud).
+        self.loud_needed = False
+        #: Store's proven plans (sql -> Plan), emptied whenever the schema moves (they embed its facts).
+        self.plans: dict[str, Plan | None] = {}
+        self.reads: set[str] = set()
+        #: called after quiet changes (Store switches its fast path on or off).
+        self.on_mode: Callable[[], None] | None = None
         # Tables in temp must stay in memory (the default may spill them to a file).
         conn.execute("PRAGMA temp_store = MEMORY")
         # Rows deleted by REPLACE conflict resolution fire DELETE triggers only with this on.
@@ -173,12 +216,14 @@ class Tracker:
         return {name: t.schema for name, t in self._tables.items()}
 
     def install(self, schema: TableSchema) -> None:
-        """Register the mark function and create the TEMP triggers and key table. Idempotent."""
+        """Register the mark function and create the key table, and the TEMP triggers unless quiet.
+        Idempotent."""
         self._installed += 1
         tracking = _TableTracking(schema, self._installed)
         old = self._tables.get(schema.name)
         if old is not None:
             tracking.marks = old.marks  # keep what is already dirty
+            tracking.pending = old.pending
         conn = self._conn
         conn.create_function(tracking.function, len(schema.pk), tracking.mark_function())
         conn.execute("SAVEPOINT tgsnap_install")
@@ -186,7 +231,8 @@ class Tracker:
             conn.execute(tracking.create_keys)
             for name, body in tracking.triggers.items():
                 conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
-                conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
+                if not self.quiet:
+                    conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
         except BaseException:
             conn.execute("ROLLBACK TO tgsnap_install")
             conn.execute("RELEASE tgsnap_install")
@@ -209,6 +255,9 @@ class Tracker:
         tracked (no primary key, NULL-able key, virtual): the caller rolls the statement back.
         """
         conn = self._conn
+        self.fold()
+        self.plans.clear()
+        self.reads.clear()
         reserved = conn.execute("SELECT type, name FROM main.sqlite_schema WHERE lower(name) LIKE ? ESCAPE '!'",
                                 (INTERNAL_PREFIX.replace("_", "!_") + "%",)).fetchone()
         if reserved is not None:
@@ -229,7 +278,7 @@ class Tracker:
                     self._carried[new] = old.marks  # renamed: the marks name rows that now live under `new`
         for name, schema in current.items():
             t = self._tables.get(name)
-            if t is None or t.schema != schema or not set(t.triggers) <= temp_triggers:
+            if t is None or t.schema != schema or (not self.quiet and not set(t.triggers) <= temp_triggers):
                 carried = self._carried.pop(name, None)
                 if t is not None and t.schema.name == name:
                     self._drop_machinery(t)
@@ -241,6 +290,7 @@ class Tracker:
 
     def snapshot_marks(self) -> dict[str, dict[Hashable, None]]:
         """A copy of every table's marks (restored by `restore_marks` when a schema change rolls back)."""
+        self.fold()
         return {name: dict(t.marks) for name, t in self._tables.items()}
 
     def restore_marks(self, saved: dict[str, dict[Hashable, None]]) -> None:
@@ -249,10 +299,109 @@ class Tracker:
             if t is not None:
                 t.marks.update(marks)
 
+    # ---- quiet mode ----------------------------------------------------------------------------------
+
+    def go_quiet(self) -> None:
+        """Drop the triggers: from now on every write must be one of Store's proven plans (which mark
+        their keys and account for `total_changes`); anything else is caught by `check_bypass`.
+
+        Only outside a transaction, so a rollback can never bring the triggers back (or take them away
+        after `go_loud`): trigger DDL is transactional like any other."""
+        conn = self._conn
+        if self.quiet or conn.in_transaction or conn.execute("PRAGMA query_only").fetchone()[0]:
+            return  # (a store that refuses writes gains nothing from it)
+        self.fold()
+        for t in self._tables.values():
+            for name in t.triggers:
+                conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+        self.quiet = True
+        self.expected_changes = conn.total_changes
+        if self.on_mode is not None:
+            self.on_mode()
+
+    def go_loud(self) -> None:
+        """Put the triggers back before a statement no plan covers (or a transaction) runs."""
+        self.loud_needed = True
+        if not self.quiet:
+            return
+        self.check_bypass()
+        self.fold()
+        self._loud()
+
+    def _loud(self) -> None:
+        if not self.quiet:
+            return
+        conn = self._conn
+        if conn.in_transaction:
+            # Only a raw BEGIN (not through Store) gets here: its ROLLBACK could drop these triggers.
+            log.error("tgsnap: tracking triggers re-created inside a transaction begun outside Store; "
+                      "a snapshot is forced")
+            self.bypassed = True
+        self.quiet = False
+        # A closing (or fenced) store refuses writes with query_only; its tracking must still work.
+        read_only = conn.execute("PRAGMA query_only").fetchone()[0]
+        if read_only:
+            conn.execute("PRAGMA query_only = OFF")
+        try:
+            for t in self._tables.values():
+                for name, body in t.triggers.items():
+                    conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote(name)}")
+                    conn.execute(f"CREATE TEMP TRIGGER {quote(name)} {body}")
+        finally:
+            if read_only:
+                conn.execute("PRAGMA query_only = ON")
+        if self.on_mode is not None:
+            self.on_mode()
+
+    def fold(self) -> None:
+        """Fold every table's pending keys into its marks (their changes stay accounted for)."""
+        for t in self._tables.values():
+            if t.pending:
+                self.expected_changes += t.fold()
+
+    def _pending_count(self) -> int:
+        return sum(len(t.pending) for t in self._tables.values())
+
+    def check_bypass(self) -> bool:
+        """True if some write was not accounted for by a plan while quiet (its rows are unknown)."""
+        if self.quiet and self._conn.total_changes != self.expected_changes + self._pending_count():
+            if not self.bypassed:
+                log.error("tgsnap: a write bypassed Store while its triggers were off (a raw connection?); "
+                          "the next cut ships as a snapshot")
+            self.bypassed = True
+            self.fold()
+            self.expected_changes = self._conn.total_changes
+            self._loud()  # whoever writes behind Store's back may go on: let the triggers see it
+        return self.bypassed
+
+    def take_bypass(self) -> bool:
+        """At a cut that ships as a snapshot: the bypass is covered by it (put back if it fails)."""
+        bypassed, self.bypassed = self.bypassed, False
+        return bypassed
+
+    def plan(self, sql: str) -> Plan | None:
+        """The proven plan of `sql` (see `core.plans`), or None; cached until the schema moves."""
+        plans = self.plans
+        if sql in plans:
+            return plans[sql]
+        if sql in self.reads:
+            return READ
+        if len(plans) + len(self.reads) >= _MAX_PLANS:  # SQL built with values inside: no endless growth
+            plans.clear()
+            self.reads.clear()
+        tables = {name.lower(): (t.schema, t.pending) for name, t in self._tables.items()}
+        plan = plan_for(sql, tables, self._conn)
+        if plan is READ:
+            self.reads.add(sql)  # not in `plans`: Store's fast path holds writes only
+        else:
+            plans[sql] = plan
+        return plan
+
     # ---- transactions ------------------------------------------------------------------------------
 
     def begin(self) -> None:
         """A transaction began: remember where its marks start."""
+        self.fold()
         self._tx_start = {name: len(t.marks) for name, t in self._tables.items()}
 
     def end(self, committed: bool) -> None:
@@ -268,7 +417,8 @@ class Tracker:
     # ---- state ---------------------------------------------------------------------------------
 
     def any_dirty(self) -> bool:
-        return (bool(self._deferred) or bool(self.schema_log) or any(t.marks for t in self._tables.values())
+        return (self.check_bypass() or bool(self._deferred) or bool(self.schema_log)
+                or any(t.marks or t.pending for t in self._tables.values())
                 or self._user_version() != self._captured_uv)
 
     # ---- schema changes ----------------------------------------------------------------------------
@@ -308,10 +458,12 @@ class Tracker:
         self._captured_uv = self._user_version()
 
     def dirty_count(self) -> int:
+        self.fold()
         return sum(len(t.marks) for t in self._tables.values()) + sum(len(c) for c in self._deferred)
 
     def clear(self) -> None:
         """Forget every mark (after restore: what storage holds is by definition durable)."""
+        self.fold()  # (their changes stay accounted for)
         for t in self._tables.values():
             t.marks.clear()
 
@@ -326,6 +478,7 @@ class Tracker:
             raise RuntimeError("capture inside an open transaction would not be a consistent cut")
         if retry is not None:
             self.remark(retry)
+        self.check_bypass()
         changes = ChangeSet(captured_at=time.time(), renames_seen=len(self._renames))
         actual = self.schema_version()
         if actual != self.expected_schema_version:
@@ -342,8 +495,10 @@ class Tracker:
         changes.user_version = uv
         changes.version_changed = uv != self._captured_uv
         self._captured_uv = uv
+        self.fold()
         dirty = [(name, t) for name, t in self._tables.items() if t.marks]
         if not dirty:
+            self._after_capture()
             return changes
         # A closing (or fenced) store refuses application writes with query_only; its own key tables
         # must still be writable for the final delta.
@@ -372,6 +527,8 @@ class Tracker:
                         )
             except BaseException:
                 conn.execute("ROLLBACK")
+                if self.quiet:
+                    self.expected_changes = conn.total_changes  # only the key tables' writes ran
                 for t, keys in taken:
                     t.remark(keys)
                 self._unship_schema(changes)
@@ -380,7 +537,17 @@ class Tracker:
         finally:
             if read_only:
                 conn.execute("PRAGMA query_only = ON")
+        self._after_capture()
         return changes
+
+    def _after_capture(self) -> None:
+        """The key tables' own writes are accounted for; with no statement since the last capture that
+        needed the triggers, they go (see `go_quiet`)."""
+        if self.quiet:
+            self.expected_changes = self._conn.total_changes
+        elif self.quiet_enabled and not self.loud_needed and not self.bypassed:
+            self.go_quiet()
+        self.loud_needed = False
 
     def remark(self, changes: ChangeSet) -> None:
         """Mark again every key of a change set that did not reach storage.

@@ -65,6 +65,11 @@ class FakeReplica:
         self.bytes += len(image)
         return SnapshotReceipt(base_seq=base_seq, parts=1, size=len(image))
 
+    @property
+    def last_seq(self) -> int:
+        """The newest stored delta's seq, as Replica.last_seq (a snapshot shipped instead of a delta is based on it)."""
+        return self.seq
+
     def snapshot_due(self) -> bool:
         return self.due
 
