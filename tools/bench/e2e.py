@@ -16,8 +16,10 @@ For each: loadgen's simulated users register (/start), then
 - latency: messages at a fixed moderate rate, the clicker's mix (1 in 10 asks for the rating), the reply
   latency p50/p99 as loadgen measures it (the user's message sent to the bot's reply seen);
 - throughput: the rate rises by x1.4 a step (5 s each) while it is sustained (achieved >= 90 % of the
-  target, no message unanswered, p99 under a second); the highest sustained clicks per second is
-  reported, and the most clicks per second answered in any step (the capacity under overload).
+  target, no message unanswered, p99 under a second), then two more steps bisect between the last
+  sustained rate and the first that was not (x1.4 steps alone make every ratio a power of 1.4); the
+  highest sustained clicks per second is reported, and the most clicks per second answered in any step
+  (the capacity under overload).
 
 Every process still shares the machine's cores, so for each system and phase the report carries the CPU
 seconds each process used (`cpu`: the load generator = this process, the emulator, the bot, PostgreSQL
@@ -184,12 +186,15 @@ async def _wait_ready(control, bot: str, proc: _Process, within: float = 120.0) 
 def _plan(ctx: Context) -> dict[str, Any]:
     if ctx.users <= 50_000:  # --quick: the shape, in seconds
         return {"users": 20, "latency_rate": 40.0, "latency_seconds": 1.0, "rates": [80.0], "step_seconds": 0.5,
-                "flush_variant": False}
+                "refine": 0, "flush_variant": False}
     # latency at a rate every system sustains on a quiet machine; then steps of x1.4 until one is not
     # sustained, from 20 msg/s: on the shared 2 cores under others' load (load average 8-10) no system
     # sustained 50, and a ratio against 0 is no figure
     return {"users": 200, "latency_rate": 50.0, "latency_seconds": 15.0,
             "rates": [round(20.0 * 1.4 ** i) for i in range(14)], "step_seconds": 5.0,
+            # then bisect (geometrically) between the last sustained step and the first one that was not,
+            # this many times: x1.4 steps alone make every ratio of two systems a power of 1.4 (1.96, 2.74)
+            "refine": 2,
             # diagnostic, outside the verdict: the product clicker with TGSNAP_FLUSH_INTERVAL=1, which
             # keeps fewer updates waiting to be confirmed (bot/polling.py: a poll returns at most 100)
             "flush_variant": True}
@@ -215,8 +220,13 @@ async def _drive(control, bot: str, plan: dict[str, Any], seed: int, log, meter:
     meter.start()
     lat = await run(config(plan["latency_rate"], plan["latency_seconds"]))
     lat_cpu = meter.stop()
-    steps, best = [], None
-    for rate in plan["rates"]:
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    failed: float | None = None
+    rates = list(plan["rates"])
+    refine = plan.get("refine", 0)
+    while rates:
+        rate = rates.pop(0)
         meter.start()
         rep = await run(config(rate, plan["step_seconds"]))
         step_cpu = meter.stop()
@@ -231,9 +241,15 @@ async def _drive(control, bot: str, plan: dict[str, Any], seed: int, log, meter:
             f"{'' if ok else ' (not sustained)'}; CPU s/s {step_cpu['cpu_per_wall_s']}, waiting for a core s/s "
             f"{step_cpu['runqueue_wait_per_wall_s']}, load {step_cpu['load_average_1m']}")
         if ok:
-            best = steps[-1]
+            if best is None or clicks_per_second > best["clicks_per_second"]:
+                best = steps[-1]
         else:
-            break
+            failed = rate if failed is None else min(failed, rate)
+            rates = []  # the ramp ends at the first step not sustained
+        if not rates and refine > 0 and best is not None and failed is not None:
+            # the next try halfway (geometrically) between the best sustained rate and the lowest failed one
+            refine -= 1
+            rates = [round((best["target_rate"] * failed) ** 0.5, 1)]
     return {
         "latency": {"rate": plan["latency_rate"], "seconds": plan["latency_seconds"], "sent": lat.sent,
                     "answered": lat.answered, "clicks": lat.clicks, "ratings": lat.ratings,
