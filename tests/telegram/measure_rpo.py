@@ -63,7 +63,7 @@ async def measure(mode: str, rows: int, dirty_per_second: int, seconds: float, c
                         store.executemany("UPDATE users SET click = click + 1 WHERE chatid = ?",
                                           [(k,) for k in rng.sample(keys, per_tick)])
                     if now >= next_sample:
-                        samples.append(store.stats().lag)
+                        samples.append(store.stats(rows=False).lag)
                         next_sample += 0.5
                     await asyncio.sleep(max(0.0, tick - (time.monotonic() - now)))
                 stats = store.stats()
