@@ -52,6 +52,9 @@ _PLACEHOLDER_API = (1, "0" * 32)
 #: batch from being refused for one message that crossed the line on the way.
 DELETE_WINDOW_S = 48 * 3600
 DELETE_MARGIN_S = 600
+#: how long `open` waits for an unpinned manifest to be pinned before calling its pin lost: a first claim
+#: pins its manifest one round trip after sending it (a loaded host, a slow answer: seconds, not minutes).
+PIN_SETTLE_SECONDS = 5.0
 
 
 def require_cryptg() -> None:
@@ -243,8 +246,7 @@ class MTProtoBackend(Backend):
                                         config)
         if self.pool is None or self.pool.client is not self.client:
             self.pool = transfer.SenderPool(self.client, self.connections, timeout=self.policy.timeout)
-        pinned = await self._pinned_message()
-        if pinned is None:
+        if await self._pinned_message() is None:
             await self._refuse_unpinned_storage()
         return self
 
@@ -439,11 +441,25 @@ class MTProtoBackend(Backend):
         return msg
 
     async def _refuse_unpinned_storage(self) -> None:
-        """No pin: fine for an empty channel, but a tgsnap manifest left unpinned must not be shadowed."""
+        """No pin: fine for an empty channel, but a tgsnap manifest left unpinned must not be shadowed.
+
+        A writer's first claim sends its manifest and pins it a round trip later, so a process opening
+        the channel at that moment sees an unpinned manifest that is about to be pinned: look again for
+        `PIN_SETTLE_SECONDS` before calling the pin lost."""
+        unpinned = None
         for msg in await self._scan(0):
             doc = _document(msg)
             if doc is not None and channel.is_manifest_name(_file_name(doc)) and msg.id != self._manifest_id:
-                raise channel.lost_pin(self.chat_title, msg.id)
+                unpinned = msg.id
+                break
+        if unpinned is None:
+            return
+        deadline = time.monotonic() + PIN_SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            if await self._pinned_message() is not None:
+                return
+        raise channel.lost_pin(self.chat_title, unpinned)
 
     # -- the Backend interface ---------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from snapshot.errors import BackendError, ConfigError
@@ -177,3 +179,27 @@ async def test_mtproto_requires_cryptg(emulator, demo, monkeypatch):
     with pytest.raises(ConfigError, match="pip install cryptg"):
         await b.open()
     await b.close()
+
+
+async def test_a_manifest_pinned_while_another_process_opens_is_not_called_lost(emulator, demo):
+    """A first claim sends its manifest and pins it a round trip later; a process opening the channel in
+    between must wait for the pin, not refuse the storage as one whose pin was lost."""
+    world = emulator.world
+    b = await mtproto(emulator, demo).open()
+    await b.publish_manifest(b"m")
+    await b.close()
+    world.unpin_all(demo.storage_chat_id)
+    manifest_id = b._manifest_id
+    assert manifest_id is not None
+
+    async def pin_later():
+        await asyncio.sleep(1.0)
+        world.pin_message(demo.storage_chat_id, manifest_id)
+
+    later = asyncio.ensure_future(pin_later())
+    opened = await mtproto(emulator, demo).open()
+    try:
+        await later
+        assert opened._manifest_id == manifest_id and await opened.read_manifest() == b"m"
+    finally:
+        await opened.close()
