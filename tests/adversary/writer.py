@@ -23,7 +23,7 @@ Scenario knobs:
   first argument starts with PREFIX, if given) prints FROZEN, stops this process, and once resumed
   (SIGCONT) performs the call it was about to make: an upload that lands late.
 - `--snapshot-close`: right after opening, take a snapshot, then close (no delta of its own).
-- `--steps N`: close cleanly after N acknowledged steps (0: run until SIGTERM).
+- `--steps N`: close cleanly after N steps (acknowledged every `--ack-every`; 0: run until SIGTERM).
 - `--snapshot-every N`: the replica snapshots after N deltas (a writer that switches snapshots often).
 - `--bot-takeover`: open through `bot.takeover.open_store` (the bot's same-host takeover rules).
 - `--pretend-pid N` / `--pretend-pidns X`: the lease names pid N / pid namespace X instead of this
