@@ -28,7 +28,7 @@ async def run(settings: config.BotSettings) -> int:
     # anywhere else it is a typo, and serving an empty store from it would hide the real state.
     settings.create_storage_dir = settings.local_mode and "TGSNAP_STORAGE_DIR" not in settings.values
     if not settings.local_mode:
-        return await serve(settings, settings.storage_settings())
+        return await serve(settings, settings.storage_settings(), freeze=True)
     from bot import local
 
     async with local.local_world(settings) as world:
@@ -37,7 +37,7 @@ async def run(settings: config.BotSettings) -> int:
         up = asyncio.Event()
         stop = asyncio.Event()
         serving = asyncio.create_task(serve(settings, world.storage, on_ready=lambda _clicker: up.set(),
-                                            stop=stop))
+                                            stop=stop, freeze=True))
         # Print the instructions once the bot is up, so they are not buried under restore logs.
         ready = asyncio.create_task(up.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)

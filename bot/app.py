@@ -25,6 +25,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand
 
 from bot import texts
+from bot.aiogram_costs import freeze_startup_objects
 from bot.config import BotSettings
 from bot.fsm_storage import StoreStorage
 from bot.handlers import routers
@@ -240,9 +241,13 @@ def _rows(rows: dict[str, int]) -> str:
 
 
 async def serve(settings: BotSettings, storage: StorageSettings, *,
-                on_ready: Callable[[Clicker], None] | None = None, stop: asyncio.Event | None = None) -> int:
+                on_ready: Callable[[Clicker], None] | None = None, stop: asyncio.Event | None = None,
+                freeze: bool = False) -> int:
     """Run until SIGTERM/SIGINT or `stop` is set (exit 0), until another writer takes the storage over
-    (exit 3), or until polling fails for good, e.g. a revoked token (exit 1)."""
+    (exit 3), or until polling fails for good, e.g. a revoked token (exit 1).
+
+    `freeze`: once up, keep every start-up object out of later garbage collections (bot/aiogram_costs.py);
+    a decision for the whole process, so only its entry point (`python -m bot`) makes it."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -255,6 +260,8 @@ async def serve(settings: BotSettings, storage: StorageSettings, *,
         observers = await _start_observers(clicker, storage, metrics_addr, verify_every)
         fenced = asyncio.create_task(_wait_fenced(clicker.store))
         stopping = asyncio.create_task(stop.wait())
+        if freeze:
+            log.info("%d start-up objects kept out of garbage collection", freeze_startup_objects())
         log.info("serving; stop with Ctrl+C or SIGTERM")
         if on_ready is not None:
             on_ready(clicker)

@@ -58,6 +58,8 @@ async def test_readme_command_runs_out_of_the_box_and_keeps_clicks_across_a_rest
     proc, text, info = await start_local_bot(tmp_path)
     try:
         assert "curl -s" in text and "tools.emulator.cli" in text  # it says how to talk to it
+        frozen = re.search(r"(\d+) start-up objects kept out of garbage collection", text)
+        assert frozen and int(frozen.group(1)) > 50_000, text  # bot/aiogram_costs.py, cost 3
         async with Control(info["control"]) as control:
             user = int(info["user"])
             assert (await control.say(user, info["bot"], "/start")).replies == ["Приветствую Алиса"]

@@ -5,7 +5,7 @@
 The same conversation as bot/handlers (registration, «Клик», «Рейтинг», the fallback; no admin
 commands), the same texts and keyboard (bot/texts.py, bot/keyboards.py), and bot/users.py's queries in
 PostgreSQL's dialect (tools/bench/handler.py's, which docs/migrating.md shows) on the same table and
-index, through an asyncpg pool with prepared statements, with the same two aiogram per-update costs
+index, through an asyncpg pool with prepared statements, with the same aiogram costs
 removed as in the product (bot/aiogram_costs.py: filters on the loop, not in a thread; answer models
 not rebuilt). It polls with aiogram's own `start_polling`:
 with PostgreSQL a write is durable when its statement returns, so there is nothing to wait for before
@@ -97,7 +97,7 @@ async def serve_one(dsn: str, token: str, api_url: str, pool_size: int) -> None:
 
     from bot.aiogram_costs import keep_response_types
 
-    # the same two aiogram costs removed as in the product clicker (bot/aiogram_costs.py), so the
+    # the same aiogram costs removed as in the product clicker (bot/aiogram_costs.py), so the
     # comparison is of the storage, not of which bot works around aiogram
     keep_response_types(SendMessage, GetUpdates)
     pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size)
@@ -117,10 +117,13 @@ async def run(bots: list[tuple[str, str]], api_url: str, pool_size: int) -> None
     importing aiogram once (seconds of CPU). Only one of them is sent messages at a time."""
     import signal
 
+    from bot.aiogram_costs import freeze_startup_objects
+
     tasks = [asyncio.create_task(serve_one(dsn, token, api_url, pool_size)) for token, dsn in bots]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: [t.cancel() for t in tasks])
+    freeze_startup_objects()  # as the product clicker does once serving (bot/aiogram_costs.py)
     print("ready", flush=True)
     await asyncio.gather(*tasks, return_exceptions=True)
 
