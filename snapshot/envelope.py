@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 
@@ -144,6 +145,25 @@ def _check_id(name: str, value: bytes) -> bytes:
     return value
 
 
+# A zstd context costs more to set up than a small delta costs to compress (14 µs against 2 µs measured
+# here), and a writer encodes a delta per cut, up to hundreds a second: one context per level and thread
+# (contexts are not thread-safe; documents are encoded on the loop and in worker threads).
+_contexts = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    made = _contexts.__dict__.setdefault("compressors", {})
+    if level not in made:
+        made[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return made[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_contexts, "decompressor"):
+        _contexts.decompressor = zstandard.ZstdDecompressor()
+    return _contexts.decompressor
+
+
 def encode(kind: Kind, body: bytes | memoryview, *, epoch: int, seq: int, prev: bytes = GENESIS,
            cipher: Cipher | None = None, compress: bool = True, level: int = 3,
            storage_id: bytes = NO_ID, claim_id: bytes = NO_ID, continued: bool = False,
@@ -168,7 +188,7 @@ def encode(kind: Kind, body: bytes | memoryview, *, epoch: int, seq: int, prev: 
         raise ValueError("a version 1 envelope has no storage id or claim id")
     payload: bytes | memoryview = body
     if compress:
-        payload = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(body)
+        payload = _compressor(level).compress(body)
         flags |= FLAG_COMPRESSED
     kid = bytes(KEY_ID_SIZE)
 
@@ -287,7 +307,7 @@ def _open(data: bytes | memoryview, ref: str | None, cipher: Cipher | None, expe
         body = payload
     if h.compressed:
         try:
-            body = zstandard.ZstdDecompressor().decompress(body)
+            body = _decompressor().decompress(body)
         except zstandard.ZstdError as e:
             raise CorruptDocument(ref, f"payload does not decompress ({e})") from None
     return h, body

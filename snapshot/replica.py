@@ -219,6 +219,7 @@ class Replica:
         self._last_durable_at: float | None = None
         self._snapshot: SnapshotEntry | None = None
         self._deltas: list[DeltaEntry] = []  # durable, after the current snapshot's base
+        self._chain_sum: tuple[list[DeltaEntry] | None, int, int] = (None, 0, 0)  # see _chain_bytes
         self._history: list[HistoryPoint] = []  # retained older points, oldest first
         self._generation = 0
         self._manifest_hash = GENESIS
@@ -589,7 +590,9 @@ class Replica:
             self._check_live()
             await self._ensure_lease()
             # a cut split over several documents that failed half-way left entries past the last durable seq
-            self._deltas = [d for d in self._deltas if d.seq <= self._last_seq]
+            while self._deltas and self._deltas[-1].seq > self._last_seq:  # in seq order: only the tail
+                self._deltas.pop()
+                self._chain_sum = (None, 0, 0)
             first = self._last_seq + 1
             kw = dict(epoch=self._epoch, cipher=self.cipher, level=self.config.zstd_level,
                       storage_id=self._storage, claim_id=self._claim)
@@ -835,16 +838,28 @@ class Replica:
             return False
         cfg = self.config
         n = len(self._deltas)
-        if n >= cfg.snapshot_every_deltas or sum(d.size for d in self._deltas) >= cfg.snapshot_every_bytes:
+        if n >= cfg.snapshot_every_deltas or self._chain_bytes() >= cfg.snapshot_every_bytes:
             return True
         return n > 0 and time.time() - self._age_origin >= cfg.snapshot_max_age
+
+    def _chain_bytes(self) -> int:
+        """Stored bytes of the deltas since the snapshot. The flush loop asks several times per delta and
+        the chain can be a thousand long: the sum is kept for the list it was taken of (the chain only
+        grows at the end between reassignments) and extended by what was appended since."""
+        chain, (seen, count, total) = self._deltas, self._chain_sum
+        if seen is not chain or count > len(chain):
+            count, total = 0, 0
+        if count < len(chain):
+            total += sum(d.size for d in chain[count:])
+        self._chain_sum = (chain, len(chain), total)
+        return total
 
     def status(self) -> ReplicaStatus:
         s = self._snapshot
         return ReplicaStatus(
             epoch=self._epoch, last_seq=self._last_seq, last_durable_at=self._last_durable_at,
             bytes_shipped=self._bytes_shipped, deltas_since_snapshot=len(self._deltas),
-            bytes_since_snapshot=sum(d.size for d in self._deltas),
+            bytes_since_snapshot=self._chain_bytes(),
             snapshot_seq=s.base_seq if s else None, snapshot_at=s.captured_at if s else None,
             snapshot_size=s.stored_size if s else None, backend=self.backend.info.name,
             lease_expires_at=self._lease_expires_at)
