@@ -6,8 +6,7 @@ The same population (handler.clicker_rows) is served by
   nothing, as PostgreSQL's WAL costs it nothing);
 - tools/bench/pgbot.py, the same conversation on PostgreSQL through asyncpg (the same queries and
   index), with PostgreSQL on 127.0.0.1 and behind a 2 ms round trip (tools/bench/delayproxy.py);
-and, in full runs only (a diagnostic outside the verdict), the product clicker again with
-TGSNAP_FLUSH_INTERVAL=1; each bot its own account, all started together and measured one after the
+each bot its own account, all started together and measured one after the
 other against one emulator (`python -m tools.emulator`, its own process, its world on tmpfs; per-chat
 and per-bot reply limits raised, as `python -m tools.loadgen` does). The load generator runs in this
 process, the delay proxy in its own (tools/bench/delayproxy.py), PostgreSQL in its own.
@@ -186,7 +185,7 @@ async def _wait_ready(control, bot: str, proc: _Process, within: float = 120.0) 
 def _plan(ctx: Context) -> dict[str, Any]:
     if ctx.users <= 50_000:  # --quick: the shape, in seconds
         return {"users": 20, "latency_rate": 40.0, "latency_seconds": 1.0, "rates": [80.0], "step_seconds": 0.5,
-                "refine": 0, "flush_variant": False}
+                "refine": 0}
     # latency at a rate every system sustains on a quiet machine; then steps of x1.4 until one is not
     # sustained, from 20 msg/s: on the shared 2 cores under others' load (load average 8-10) no system
     # sustained 50, and a ratio against 0 is no figure
@@ -194,10 +193,7 @@ def _plan(ctx: Context) -> dict[str, Any]:
             "rates": [round(20.0 * 1.4 ** i) for i in range(14)], "step_seconds": 5.0,
             # then bisect (geometrically) between the last sustained step and the first one that was not,
             # this many times: x1.4 steps alone make every ratio of two systems a power of 1.4 (1.96, 2.74)
-            "refine": 2,
-            # diagnostic, outside the verdict: the product clicker with TGSNAP_FLUSH_INTERVAL=1, which
-            # keeps fewer updates waiting to be confirmed (bot/polling.py: a poll returns at most 100)
-            "flush_variant": True}
+            "refine": 2}
 
 
 async def _drive(control, bot: str, plan: dict[str, Any], seed: int, log, meter: _CpuMeter) -> dict[str, Any]:
@@ -291,8 +287,6 @@ async def _run(ctx: Context, pg_url: str | None, shm: str | None) -> dict[str, A
         # SCHEMA is the current release's: mark it so, or the bot would run MIGRATIONS over it
         db.execute(f"PRAGMA user_version = {max(m.version for m in MIGRATIONS)}")
         await seed(LocalDirBackend(storage, fsync=False), db)
-        if plan["flush_variant"]:
-            await seed(LocalDirBackend(root / "storage-1s", fsync=False), db)
         db.close()
         if pg_url is not None:
             ctx.log(f"e2e: loading {ctx.users} users into PostgreSQL ...")
@@ -308,13 +302,6 @@ async def _run(ctx: Context, pg_url: str | None, shm: str | None) -> dict[str, A
                 "TGSNAP_BOT_TOKEN": info["bot_token"], "TGSNAP_BOT_API_URL": info["bot_api_url"],
                 "TGSNAP_STORAGE_MODE": "local", "TGSNAP_STORAGE_DIR": str(storage),
                 "TGSNAP_DATA_DIR": str(root / "bot")}, root / "tgsnap.log"))  # the default flush interval
-            if plan["flush_variant"]:
-                made = await control.request("POST", "/bots", {"username": "tgsnapflush1sbot"})
-                procs["tgsnap_flush_1s"] = (made["username"], _Process("bot", [], {
-                    "TGSNAP_BOT_TOKEN": made["token"], "TGSNAP_BOT_API_URL": info["bot_api_url"],
-                    "TGSNAP_STORAGE_MODE": "local", "TGSNAP_STORAGE_DIR": str(root / "storage-1s"),
-                    "TGSNAP_DATA_DIR": str(root / "bot-1s"), "TGSNAP_FLUSH_INTERVAL": "1"},
-                    root / "tgsnap-1s.log"))
             with contextlib.ExitStack() as stack:
                 if pg_url is not None:
                     far = _with_port(pg_url, stack.enter_context(delay_proxy(_port(pg_url), 0.002)))
