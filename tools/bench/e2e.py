@@ -23,8 +23,8 @@ For each: loadgen's simulated users register (/start), then
 Every process still shares the machine's cores, so for each system and phase the report carries the CPU
 seconds each process used (`cpu`: the load generator = this process, the emulator, the bot, PostgreSQL
 with its backends, the delay proxy; from /proc) and the seconds its threads were runnable but waiting
-for a core (`runqueue_wait_per_wall_s`, /proc/PID/task/*/schedstat), beside the wall time and the load
-average: a process near 1.0 CPU-second per second is the one that saturates (each is one Python thread,
+for a core (`runqueue_wait_per_wall_s`, /proc/PID/task/*/schedstat), beside the wall time, the load
+average and the CPU time the hypervisor kept from this machine (`stolen_per_wall_s`, /proc/stat): a process near 1.0 CPU-second per second is the one that saturates (each is one Python thread,
 or PostgreSQL's backends); large waits with small CPU mean the machine's cores, not any process, were
 the limit.
 """
@@ -133,6 +133,18 @@ def _pids_matching(*needles: str) -> list[int]:
     return sorted(tree)
 
 
+def _stolen() -> float:
+    """Seconds the hypervisor ran something else while this machine's CPUs wanted to run (/proc/stat,
+    the `cpu` line's steal field, all CPUs): on a shared virtual machine, a share of the cores no process
+    here could use."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class _CpuMeter:
     """CPU seconds per named process group between `start()` and `stop()`."""
 
@@ -151,7 +163,7 @@ class _CpuMeter:
     def start(self) -> None:
         import time
 
-        self._t0, (self._c0, self._w0) = time.monotonic(), self._read()
+        self._t0, (self._c0, self._w0), self._s0 = time.monotonic(), self._read(), _stolen()
 
     def stop(self) -> dict[str, Any]:
         import time
@@ -164,7 +176,9 @@ class _CpuMeter:
                 "cpu_per_wall_s": {k: round(v / wall, 2) for k, v in cpu.items()} if wall > 0 else {},
                 # runnable but not running (waiting for a core), per second of wall time
                 "runqueue_wait_per_wall_s": {k: round(v / wall, 2) for k, v in waited.items()} if wall > 0 else {},
-                "load_average_1m": round(os.getloadavg()[0], 2)}
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                # CPU-seconds per second the host kept from this machine's cores (0 on bare metal)
+                "stolen_per_wall_s": round((_stolen() - self._s0) / wall, 2) if wall > 0 else 0.0}
 
 
 async def _wait_ready(control, bot: str, proc: _Process, within: float = 120.0) -> None:
@@ -235,7 +249,8 @@ async def _drive(control, bot: str, plan: dict[str, Any], seed: int, log, meter:
                       "timeouts": rep.timeouts, "sustained": ok, "cpu": step_cpu})
         log(f"e2e:   {rate:g} msg/s -> {rep.achieved_rate:.0f} msg/s, p99 {rep.latency_ms.get('p99')} ms"
             f"{'' if ok else ' (not sustained)'}; CPU s/s {step_cpu['cpu_per_wall_s']}, waiting for a core s/s "
-            f"{step_cpu['runqueue_wait_per_wall_s']}, load {step_cpu['load_average_1m']}")
+            f"{step_cpu['runqueue_wait_per_wall_s']}, load {step_cpu['load_average_1m']}, stolen by the host "
+            f"{step_cpu['stolen_per_wall_s']}")
         if ok:
             if best is None or clicks_per_second > best["clicks_per_second"]:
                 best = steps[-1]
