@@ -130,7 +130,7 @@ async def test_graceful_stop_loses_nothing(world):
     for _ in range(5):
         await world.reply(uid, "Клик")
     # stop() must not depend on the flush loop having run: make its interval an hour, and the poller's
-    # hurried cut (at once by default, bot/polling.py) an hour away too.
+    # hurried cut (10 ms by default, bot/polling.py) an hour away too.
     await world.stop()
     await world.start(flush_interval=3600)
     world.clicker.poller.hurry.hurry_after = 3600.0

@@ -3,13 +3,13 @@
 - Whatever the rule decides, an offset sent to Telegram never passes an update whose writes are not
   durable (hypothesis drives the handlers' finishing order, how long each hurried flush takes to land,
   and what the rate budget answers).
-- Without a rate budget the window closes by itself (a hurried cut at once by default, or within
-  `hurry_after`), long before
+- Without a rate budget the window closes by itself (a hurried cut within `hurry_after`, 10 ms by
+  default), long before
   the flush loop's own tick; with a budget that has no slot free, the poller never hurries except when
   the window is full (nothing new could be seen) or it is stopping.
 - Over a real `Store` (30 s flush interval) every confirmed update survives a crash right after, and
-  with a gathering rule (`hurry_after` 200 ms; the default hurries at once) a burst of updates costs a
-  few group-committed deltas, not one each.
+  with a gathering rule (`hurry_after` 200 ms; the default is 10 ms) a burst of updates costs a few
+  group-committed deltas, not one each.
 """
 
 from __future__ import annotations
@@ -209,14 +209,15 @@ async def test_a_busy_budget_is_not_spent_early_and_a_free_one_only_for_half_a_w
     rule.close()
 
 
-async def test_without_a_budget_the_default_rule_hurries_each_handler_at_once():
+async def test_without_a_budget_the_default_rule_cuts_within_10_ms():
     store = HurriedStore(budget_wait=None, delays=[0.0] * 3)
     rule = HurryRule(store, limit=POLL_LIMIT)  # type: ignore[arg-type]
-    for n in (1, 2, 3):
-        store.writes = n
-        rule.note()
-        await asyncio.sleep(0)  # the hurry is a waiter the loop starts
-        assert store.hurries == n  # no gathering: the flush loop coalesces handlers that finish meanwhile
+    assert rule.hurry_after == 0.01
+    store.writes = 1
+    rule.note()
+    rule.note()  # a second handler within the 10 ms shares the cut
+    await asyncio.sleep(0.05)
+    assert store.hurries == 1
     rule.close()
 
 
@@ -251,7 +252,7 @@ async def test_over_a_real_store_confirmed_updates_survive_a_crash_and_share_del
 
     telegram = Telegram(total, store, lambda: 0)
     handlers = Handlers(total, write)
-    # a gathering hurry rule (the default hurries at once): updates finishing within 200 ms share a cut
+    # a long gathering window (the default is 10 ms): updates finishing within 200 ms share a cut
     poller = Poller(handlers, telegram, store, timeout=0, repoll=0.001, hurry_after=0.2,  # type: ignore[arg-type]
                     hurry_count=24)
     seen_offsets: list[int] = []

@@ -24,9 +24,10 @@ Every process still shares the machine's cores, so for each system and phase the
 seconds each process used (`cpu`: the load generator = this process, the emulator, the bot, PostgreSQL
 with its backends, the delay proxy; from /proc) and the seconds its threads were runnable but waiting
 for a core (`runqueue_wait_per_wall_s`, /proc/PID/task/*/schedstat), beside the wall time, the load
-average and the CPU time the hypervisor kept from this machine (`stolen_per_wall_s`, /proc/stat): a process near 1.0 CPU-second per second is the one that saturates (each is one Python thread,
-or PostgreSQL's backends); large waits with small CPU mean the machine's cores, not any process, were
-the limit.
+average and the CPU time the hypervisor kept from this machine (`stolen_per_wall_s`, /proc/stat): a
+process near 1.0 CPU-second per second is the one that saturates (each is one Python thread, or
+PostgreSQL's backends); large waits with small CPU mean the machine's cores, not any process, were the
+limit.
 """
 
 from __future__ import annotations
