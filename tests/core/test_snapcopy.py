@@ -57,6 +57,36 @@ def test_the_backup_follows_writes_made_through_the_live_connection_between_step
         copy.close()
 
 
+def test_the_copy_pauses_after_every_step_with_the_live_connection_free(monkeypatch):
+    # Without the pause the copying thread re-took the live connection's mutex before the loop's thread,
+    # blocked on it in an execute, woke: clicks waited across dozens of steps (core/snapcopy.py).
+    live = _live()
+    copy = snapcopy.ScratchCopy(live)
+    paused: list[int] = []
+    writer_got_in: list[bool] = []
+
+    def pause(seconds: float) -> None:
+        assert seconds == snapcopy.STEP_PAUSE
+        paused.append(copy.steps)
+        # another thread can take the connection now: a write there finishes inside the pause
+        t = threading.Thread(target=lambda: writer_got_in.append(
+            live.execute("UPDATE t SET v = 'p' WHERE k = ?", (len(paused) % 3000,)).rowcount == 1))
+        t.start()
+        t.join(5)
+        assert not t.is_alive()
+
+    monkeypatch.setattr(snapcopy.time, "sleep", pause)
+    try:
+        copy.copy(pages=4)
+        assert copy.steps > 20 and paused == list(range(1, copy.steps))  # after every step but the last
+        assert all(writer_got_in) and len(writer_got_in) == copy.steps - 1
+        out = sqlite3.connect(":memory:")
+        out.deserialize(bytes(copy.image()))
+        assert _state(out) == _state(live)
+    finally:
+        copy.close()
+
+
 def test_a_step_during_a_write_transaction_waits_so_rolled_back_pages_never_reach_the_copy():
     live = _live()
     before = _state(live)
