@@ -5,7 +5,8 @@ whole copy (hundreds of milliseconds at 10 M users). Instead:
 
 1. **Copy.** A worker thread copies the live database into a scratch database file with SQLite's online
    backup API, `pages` pages per step. Each step holds the live connection's mutex (SQLite's serialized
-   threading mode) and releases the GIL, so the event loop waits at most one step. Writes the loop makes
+   threading mode) and releases the GIL, and the thread pauses after each step with the mutex free (a
+   waiter would otherwise lose it to the next step), so the event loop waits at most one step. Writes the loop makes
    through the *same* connection between steps are applied to the copy as they happen (sqlite.org/
    backup.html; checked for tgsnap's memdb live database by tests/core/test_snapcopy.py). A step while
    the live connection holds a write transaction (`store.transaction()` spanning awaits, a statement
