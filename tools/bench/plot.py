@@ -88,8 +88,6 @@ def plot(reports: list[dict[str, Any]], outdir: Path) -> list[Path]:
         e = r["measures"]["e2e"]
         systems = [("tgsnap", "tgsnap"), ("postgres_loopback", "PostgreSQL\n127.0.0.1"),
                    ("postgres_2ms", "PostgreSQL\n2 ms RTT")]
-        if "tgsnap_flush_1s" in e:
-            systems.insert(1, ("tgsnap_flush_1s", "tgsnap,\nflush 1 s"))
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
         xs = range(len(systems))
         for offset, key, label in ((-0.2, "p50_ms", "p50"), (0.2, "p99_ms", "p99")):
